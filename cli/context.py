@@ -1,0 +1,28 @@
+"""Shared helpers for commands: opening the database, who is acting."""
+
+from __future__ import annotations
+
+import getpass
+import os
+
+from kg.db import Database, open_database
+from kg.settings import Settings, load_settings
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+def database(check_schema: bool = True) -> Database:
+    """The configured database; by default refuses an unmigrated one with a one-line error."""
+    return open_database(settings().database_url, check_schema=check_schema)
+
+
+def actor(by: str | None) -> str:
+    """Who made a change: --by, else $USER, else the login name."""
+    if by:
+        return by
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

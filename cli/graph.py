@@ -1,0 +1,3 @@
+"""Read commands over the graph."""
+
+COMMANDS: list = []

@@ -1,0 +1,331 @@
+"""SQLAlchemy 2 typed models. The migrations in migrations/versions create exactly these tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+PROVIDERS = ("ollama", "vllm", "openai", "llamacpp")
+THINKING_MODES = ("off", "low", "medium", "high")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class ExtractionProfile(Base):
+    """One named set of LLM settings; exactly one row is active at a time."""
+
+    __tablename__ = "extraction_profiles"
+    __table_args__ = (
+        CheckConstraint(_in("provider", PROVIDERS), name="ck_profile_provider"),
+        CheckConstraint(_in("thinking_mode", THINKING_MODES), name="ck_profile_thinking_mode"),
+        CheckConstraint("temperature >= 0 AND temperature <= 2", name="ck_profile_temperature"),
+        CheckConstraint("top_p > 0 AND top_p <= 1", name="ck_profile_top_p"),
+        CheckConstraint("gpu_layers >= -1", name="ck_profile_gpu_layers"),
+        CheckConstraint(
+            "num_threads IS NULL OR (num_threads >= 1 AND num_threads <= 1024)",
+            name="ck_profile_num_threads",
+        ),
+        CheckConstraint(
+            "context_window >= 512 AND context_window <= 2097152", name="ck_profile_context_window"
+        ),
+        CheckConstraint(
+            "max_output_tokens >= 64 AND max_output_tokens < context_window",
+            name="ck_profile_max_output_tokens",
+        ),
+        CheckConstraint("max_parallel >= 1 AND max_parallel <= 64", name="ck_profile_max_parallel"),
+        CheckConstraint("max_retries >= 0 AND max_retries <= 10", name="ck_profile_max_retries"),
+        CheckConstraint("timeout_s > 0 AND timeout_s <= 86400", name="ck_profile_timeout"),
+        CheckConstraint("length(name) >= 1 AND length(name) <= 64", name="ck_profile_name"),
+        CheckConstraint("length(model) >= 1", name="ck_profile_model"),
+        CheckConstraint("revision >= 1", name="ck_profile_revision"),
+        Index(
+            "uq_extraction_profiles_one_active",
+            "active",
+            unique=True,
+            sqlite_where=text("active = 1"),
+            postgresql_where=text("active"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(512))
+    base_url: Mapped[str | None] = mapped_column(String(512))
+    api_key_env: Mapped[str | None] = mapped_column(String(128))
+    temperature: Mapped[float] = mapped_column(Float)
+    top_p: Mapped[float] = mapped_column(Float)
+    thinking_mode: Mapped[str] = mapped_column(String(8))
+    gpu_layers: Mapped[int] = mapped_column(Integer)
+    num_threads: Mapped[int | None] = mapped_column(Integer)
+    context_window: Mapped[int] = mapped_column(Integer)
+    max_output_tokens: Mapped[int] = mapped_column(Integer)
+    max_parallel: Mapped[int] = mapped_column(Integer)
+    max_retries: Mapped[int] = mapped_column(Integer)
+    timeout_s: Mapped[float] = mapped_column(Float)
+    keep_alive: Mapped[str | None] = mapped_column(String(32))
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(128))
+
+
+class ProfileChange(Base):
+    """Audit trail: one row per changed field of a profile."""
+
+    __tablename__ = "profile_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    profile_name: Mapped[str] = mapped_column(String(64), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    field: Mapped[str] = mapped_column(String(64))
+    old_value: Mapped[str | None] = mapped_column(Text)
+    new_value: Mapped[str | None] = mapped_column(Text)
+    changed_by: Mapped[str] = mapped_column(String(128))
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class RelationshipType(Base):
+    """The relationship vocabulary offered to the model."""
+
+    __tablename__ = "relationship_types"
+    __table_args__ = (
+        CheckConstraint("direction IN ('directed', 'symmetric')", name="ck_reltype_direction"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    category: Mapped[str] = mapped_column(String(32))
+    direction: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(String(200), default="")
+    curated: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class RelationshipTypeProposal(Base):
+    """A relationship type a model used that is not in the vocabulary: kept for review."""
+
+    __tablename__ = "relationship_type_proposals"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    occurrences: Mapped[int] = mapped_column(Integer, default=0)
+    example: Mapped[str] = mapped_column(String(300), default="")
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (
+        UniqueConstraint("path", "sha256", name="uq_document_path_sha"),
+        CheckConstraint(
+            "status IN ('pending', 'ingested', 'partial', 'failed')", name="ck_document_status"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    chunks: Mapped[list[Chunk]] = relationship(back_populates="document")
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+    __table_args__ = (UniqueConstraint("document_id", "ordinal", name="uq_chunk_ordinal"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    ordinal: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    char_start: Mapped[int] = mapped_column(Integer)
+    char_end: Mapped[int] = mapped_column(Integer)
+    token_estimate: Mapped[int] = mapped_column(Integer)
+
+    document: Mapped[Document] = relationship(back_populates="chunks")
+
+
+class Concept(Base):
+    __tablename__ = "concepts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label: Mapped[str] = mapped_column(String(200))
+    norm_label: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    search_terms: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    aliases: Mapped[list[ConceptAlias]] = relationship(back_populates="concept")
+
+
+class ConceptAlias(Base):
+    """A surface form seen in text that resolved to a concept."""
+
+    __tablename__ = "concept_aliases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    concept_id: Mapped[int] = mapped_column(ForeignKey("concepts.id", ondelete="CASCADE"), index=True)
+    alias: Mapped[str] = mapped_column(String(200))
+    norm_alias: Mapped[str] = mapped_column(String(200), unique=True)
+
+    concept: Mapped[Concept] = relationship(back_populates="aliases")
+
+
+class Relationship(Base):
+    """One typed edge; every sighting of it is an evidence row."""
+
+    __tablename__ = "relationships"
+    __table_args__ = (
+        UniqueConstraint("source_id", "type_id", "target_id", name="uq_relationship_edge"),
+        CheckConstraint("confidence >= 0 AND confidence <= 1", name="ck_relationship_confidence"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("concepts.id", ondelete="CASCADE"), index=True)
+    type_id: Mapped[int] = mapped_column(ForeignKey("relationship_types.id"))
+    target_id: Mapped[int] = mapped_column(ForeignKey("concepts.id", ondelete="CASCADE"), index=True)
+    confidence: Mapped[float] = mapped_column(Float)
+
+
+class Evidence(Base):
+    """A verbatim quote from a chunk supporting a concept or a relationship."""
+
+    __tablename__ = "evidence"
+    __table_args__ = (
+        CheckConstraint(
+            "(concept_id IS NULL) <> (relationship_id IS NULL)", name="ck_evidence_one_subject"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"), index=True)
+    concept_id: Mapped[int | None] = mapped_column(
+        ForeignKey("concepts.id", ondelete="CASCADE"), index=True
+    )
+    relationship_id: Mapped[int | None] = mapped_column(
+        ForeignKey("relationships.id", ondelete="CASCADE"), index=True
+    )
+    quote: Mapped[str] = mapped_column(Text)
+    char_start: Mapped[int] = mapped_column(Integer)
+    char_end: Mapped[int] = mapped_column(Integer)
+
+
+class Run(Base):
+    """One ingestion run."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('running', 'completed', 'partial', 'failed', 'interrupted')",
+            name="ck_run_status",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    pid: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(255))
+    profile_name: Mapped[str] = mapped_column(String(64))
+    profiles_used: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    documents: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_total: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_ok: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_failed: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class RunDocument(Base):
+    """Which documents a run covers, so that a resumed run knows its work."""
+
+    __tablename__ = "run_documents"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    document_id: Mapped[int] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class ChunkExtraction(Base):
+    """The outcome of one chunk in one run: committed with its graph rows, or failed."""
+
+    __tablename__ = "chunk_extractions"
+    __table_args__ = (
+        UniqueConstraint("run_id", "chunk_id", name="uq_chunk_extraction"),
+        CheckConstraint("status IN ('ok', 'failed')", name="ck_chunk_extraction_status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(8))
+    attempts: Mapped[int] = mapped_column(Integer)
+    profile_revision: Mapped[int] = mapped_column(Integer)
+    concepts: Mapped[int] = mapped_column(Integer, default=0)
+    relationships: Mapped[int] = mapped_column(Integer, default=0)
+    dropped: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Call(Base):
+    """One LLM request: the unit every analytic is computed from."""
+
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="SET NULL"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    provider: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(512))
+    profile_name: Mapped[str] = mapped_column(String(64))
+    profile_revision: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    error_kind: Mapped[str | None] = mapped_column(String(32))
+    finish_reason: Mapped[str | None] = mapped_column(String(16))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    thinking_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0)
+    load_ms: Mapped[float | None] = mapped_column(Float)
+    prompt_eval_ms: Mapped[float | None] = mapped_column(Float)
+    eval_ms: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    response: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -1,0 +1,85 @@
+"""Exceptions that carry the one-line message a user sees, and the exit code the CLI returns."""
+
+from __future__ import annotations
+
+
+class KgError(Exception):
+    """Base of every expected failure: the message says what is wrong and what to do."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(KgError):
+    """A bad value, flag or name given by the user."""
+
+    exit_code = 2
+
+
+class NotFoundError(UsageError):
+    """A named thing (profile, run, concept, file) does not exist."""
+
+
+class DatabaseError(KgError):
+    """The database cannot be reached or used."""
+
+    exit_code = 3
+
+
+class SchemaNotMigrated(DatabaseError):
+    """The database schema is missing or older than this version of kg."""
+
+
+class ProviderError(KgError):
+    """A failure talking to the LLM backend.
+
+    `fatal` errors cannot be fixed by retrying (unknown model, no server, bad key): they stop
+    a run before or between chunks. `transient` errors (busy, timeout, 5xx) are retried with
+    backoff. Others fail the chunk at hand only.
+    """
+
+    exit_code = 4
+    fatal = False
+    transient = False
+
+
+class ProviderUnavailable(ProviderError):
+    fatal = True
+
+
+class ModelNotFound(ProviderError):
+    fatal = True
+
+
+class AuthenticationFailed(ProviderError):
+    fatal = True
+
+
+class ThinkingUnsupported(ProviderError):
+    fatal = True
+
+
+class ProviderNotInstalled(ProviderError):
+    fatal = True
+
+
+class ServerBusy(ProviderError):
+    transient = True
+
+
+class ProviderTimeout(ProviderError):
+    transient = True
+
+
+class ServerFailure(ProviderError):
+    transient = True
+
+
+class ContextOverflow(ProviderError):
+    """The prompt does not fit the model's context: the chunk fails, the run goes on."""
