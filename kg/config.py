@@ -1,4 +1,4 @@
-"""Extraction profiles: validate settings, read the active profile, change it with an audit trail."""
+"""Extraction profiles: validate settings, read the active one, change it with an audit trail."""
 
 from __future__ import annotations
 

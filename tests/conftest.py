@@ -139,7 +139,7 @@ def kg_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict
 
 
 @pytest.fixture
-def kg(kg_env: dict[str, str]):  # noqa: ANN201
+def kg(kg_env: dict[str, str]):
     """Run the kg CLI in-process: kg("admin", "extraction", "show") -> KgResult."""
     from cli.main import cli
 

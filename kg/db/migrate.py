@@ -68,9 +68,11 @@ def known_revisions() -> list[str]:
     return [rev.revision for rev in reversed(list(script.walk_revisions()))]
 
 
-def _run(func, db: Database, revision: str) -> None:  # noqa: ANN001
+def _run(func, db: Database, revision: str) -> None:
     try:
         func(_config(db), revision)
     except CommandError as exc:
         known = ", ".join(["base", *known_revisions(), "head"])
-        raise UsageError(f"cannot migrate to {revision!r}: {exc}; known revisions: {known}") from None
+        raise UsageError(
+            f"cannot migrate to {revision!r}: {exc}; known revisions: {known}"
+        ) from None

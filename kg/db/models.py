@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -30,7 +30,7 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+    type_annotation_map: ClassVar = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -193,11 +193,14 @@ class ConceptAlias(Base):
     """A surface form seen in text that resolved to a concept."""
 
     __tablename__ = "concept_aliases"
+    __table_args__ = (UniqueConstraint("concept_id", "alias", name="uq_concept_alias"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    concept_id: Mapped[int] = mapped_column(ForeignKey("concepts.id", ondelete="CASCADE"), index=True)
+    concept_id: Mapped[int] = mapped_column(
+        ForeignKey("concepts.id", ondelete="CASCADE"), index=True
+    )
     alias: Mapped[str] = mapped_column(String(200))
-    norm_alias: Mapped[str] = mapped_column(String(200), unique=True)
+    norm_alias: Mapped[str] = mapped_column(String(200), index=True)
 
     concept: Mapped[Concept] = relationship(back_populates="aliases")
 
@@ -212,9 +215,13 @@ class Relationship(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    source_id: Mapped[int] = mapped_column(ForeignKey("concepts.id", ondelete="CASCADE"), index=True)
+    source_id: Mapped[int] = mapped_column(
+        ForeignKey("concepts.id", ondelete="CASCADE"), index=True
+    )
     type_id: Mapped[int] = mapped_column(ForeignKey("relationship_types.id"))
-    target_id: Mapped[int] = mapped_column(ForeignKey("concepts.id", ondelete="CASCADE"), index=True)
+    target_id: Mapped[int] = mapped_column(
+        ForeignKey("concepts.id", ondelete="CASCADE"), index=True
+    )
     confidence: Mapped[float] = mapped_column(Float)
 
 
@@ -309,7 +316,9 @@ class Call(Base):
     __tablename__ = "calls"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), index=True
+    )
     chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="SET NULL"))
     attempt: Mapped[int] = mapped_column(Integer)
     provider: Mapped[str] = mapped_column(String(16))

@@ -41,7 +41,7 @@ def _parse(url: str) -> URL:
     return parsed
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers (kg runs list in another terminal) work while a run writes;
     # busy_timeout makes a concurrent `kg admin extraction set` wait instead of failing.

@@ -87,7 +87,7 @@ class OllamaProvider:
                                  f"({exc.status_code}): {text}")
         if isinstance(exc, ConnectionError | httpx.ConnectError):
             return ProviderUnavailable(
-                f"no Ollama at {self.host}; start it (`ollama serve`) or fix --base-url"
+                f"no Ollama at {self.host}; start it or fix --base-url"
             )
         if isinstance(exc, httpx.TimeoutException):
             return ProviderTimeout(
@@ -98,7 +98,7 @@ class OllamaProvider:
             return ProviderUnavailable(f"cannot talk to Ollama at {self.host}: {exc}")
         return ProviderError(f"unexpected reply from Ollama at {self.host}: {exc}")
 
-    def _call(self, func, *args, **kwargs):  # noqa: ANN001, ANN202
+    def _call(self, func, *args, **kwargs):
         try:
             return func(*args, **kwargs)
         except (ollama.ResponseError, ConnectionError, httpx.HTTPError) as exc:

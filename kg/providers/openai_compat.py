@@ -96,7 +96,7 @@ class OpenAICompatProvider:
             )
         return ProviderError(f"unexpected failure talking to {url}: {exc}")
 
-    def _call(self, func, *args, **kwargs):  # noqa: ANN001, ANN202
+    def _call(self, func, *args, **kwargs):
         try:
             return func(*args, **kwargs)
         except (openai.OpenAIError, httpx.HTTPError) as exc:

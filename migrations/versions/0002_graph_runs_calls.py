@@ -68,7 +68,8 @@ def upgrade() -> None:
             index=True,
         ),
         sa.Column("alias", sa.String(200), nullable=False),
-        sa.Column("norm_alias", sa.String(200), nullable=False, unique=True),
+        sa.Column("norm_alias", sa.String(200), nullable=False, index=True),
+        sa.UniqueConstraint("concept_id", "alias", name="uq_concept_alias"),
     )
     op.create_table(
         "relationships",

@@ -1,0 +1,123 @@
+"""Split text into chunks near a token target, cutting at paragraphs, then sentences, then words.
+
+Every chunk is a (char_start, char_end) span of the original text, so evidence offsets found
+inside a chunk map back to the document exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pydantic import BaseModel, Field, model_validator
+
+from kg.providers.base import estimate_tokens
+
+PARAGRAPH = re.compile(r"\S(?:.*?\S)?(?=\s*\n[ \t]*\n|\s*\Z)", re.DOTALL)
+SENTENCE = re.compile(r"\S.*?(?:[.!?](?=\s|\Z)|[。！？]|(?=\s*\Z))", re.DOTALL)
+WORD = re.compile(r"\S+")
+CHARS_PER_TOKEN = 4  # hard cuts inside a giant "word" (a base64 blob, a 1 MB line)
+
+
+class ChunkingOptions(BaseModel):
+    """Chunk sizes in estimated tokens; the defaults suit 4-8k context models."""
+
+    target_tokens: int = Field(default=700, ge=50, le=32_000)
+    min_tokens: int = Field(default=150, ge=1)
+    max_tokens: int = Field(default=1000, ge=50)
+    overlap_tokens: int = Field(default=60, ge=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> ChunkingOptions:
+        if not self.min_tokens <= self.target_tokens <= self.max_tokens:
+            raise ValueError("chunk sizes must satisfy min <= target <= max")
+        if self.overlap_tokens >= self.target_tokens // 2:
+            raise ValueError("overlap must be under half the target size")
+        return self
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    ordinal: int
+    char_start: int
+    char_end: int
+    text: str
+    token_estimate: int
+
+
+def _pieces(text: str, start: int, end: int, max_tokens: int, level: int) -> Iterator[Span]:
+    """Atomic spans no larger than max_tokens, found at the coarsest level that allows it."""
+    patterns = (PARAGRAPH, SENTENCE, WORD)
+    for match in patterns[level].finditer(text, start, end):
+        s, e = match.start(), match.end()
+        tokens = estimate_tokens(text[s:e])
+        if tokens <= max_tokens:
+            yield Span(s, e, tokens)
+        elif level + 1 < len(patterns):
+            yield from _pieces(text, s, e, max_tokens, level + 1)
+        else:
+            cut = s
+            while cut < e:
+                piece_end = min(e, cut + max_tokens * CHARS_PER_TOKEN)
+                tokens = estimate_tokens(text[cut:piece_end])
+                while tokens > max_tokens:  # dense scripts (CJK) hold more tokens per char
+                    piece_end = cut + max(1, (piece_end - cut) // 2)
+                    tokens = estimate_tokens(text[cut:piece_end])
+                yield Span(cut, piece_end, tokens)
+                cut = piece_end
+
+
+def chunk_text(
+    text: str, options: ChunkingOptions | None = None, boundaries: list[int] | None = None
+) -> Iterator[TextChunk]:
+    """Yield chunks lazily (a 10 MB document is never held as a list of chunk strings)."""
+    opts = options or ChunkingOptions()
+    cuts = sorted(set(boundaries or []))
+    cut_index = 0
+    current: list[Span] = []
+    total = 0
+    ordinal = 0
+
+    def emit(spans: list[Span]) -> TextChunk:
+        nonlocal ordinal
+        start, end = spans[0].start, spans[-1].end
+        chunk = TextChunk(ordinal, start, end, text[start:end], sum(s.tokens for s in spans))
+        ordinal += 1
+        return chunk
+
+    def overlap_tail(spans: list[Span]) -> list[Span]:
+        tail: list[Span] = []
+        budget = opts.overlap_tokens
+        for span in reversed(spans[1:]):
+            if span.tokens > budget:
+                break
+            tail.insert(0, span)
+            budget -= span.tokens
+        return tail
+
+    for span in _pieces(text, 0, len(text), opts.max_tokens, 0):
+        at_boundary = False
+        while cut_index < len(cuts) and cuts[cut_index] <= span.start:
+            at_boundary = True
+            cut_index += 1
+        heading_cut = at_boundary and total >= opts.min_tokens
+        size_cut = total + span.tokens > opts.target_tokens and total >= opts.min_tokens
+        forced_cut = total + span.tokens > opts.max_tokens
+        if current and (heading_cut or size_cut or forced_cut):
+            yield emit(current)
+            current = [] if heading_cut else overlap_tail(current)
+            total = sum(s.tokens for s in current)
+            if total + span.tokens > opts.max_tokens:
+                current, total = [], 0
+        current.append(span)
+        total += span.tokens
+    if current:
+        yield emit(current)

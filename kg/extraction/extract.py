@@ -1,0 +1,120 @@
+"""One chunk, start to verdict: call, validate, send back the errors, retry. No database here.
+
+Runs in worker threads; everything it learns comes back as a ChunkOutcome that the single
+writer commits in one transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from kg.db.models import utcnow
+from kg.errors import ProviderError
+from kg.extraction.prompt import messages_for, repair_messages
+from kg.extraction.schema import Bounds, output_schema
+from kg.extraction.validate import Validation, validate_reply
+from kg.extraction.vocabulary import Vocabulary
+from kg.providers.base import Provider, ProviderSettings
+
+MAX_BACKOFF_S = 30.0
+RESPONSE_KEEP_CHARS = 20_000
+
+
+@dataclass
+class Attempt:
+    """One LLM request as it will be stored in `calls`."""
+
+    attempt: int
+    status: str  # ok | invalid | error
+    started_at: datetime
+    model: str
+    error_kind: str | None = None
+    error: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    thinking_tokens: int = 0
+    latency_ms: float = 0.0
+    load_ms: float | None = None
+    prompt_eval_ms: float | None = None
+    eval_ms: float | None = None
+    response: str | None = None
+
+
+@dataclass
+class ChunkOutcome:
+    chunk_id: int
+    settings: ProviderSettings
+    attempts: list[Attempt] = field(default_factory=list)
+    validation: Validation | None = None  # set when the chunk succeeded
+    error: str | None = None  # set when it failed
+    fatal: ProviderError | None = None  # set when the run must stop (chunk stays pending)
+
+    @property
+    def ok(self) -> bool:
+        return self.validation is not None
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def extract_chunk(
+    provider: Provider,
+    chunk_id: int,
+    chunk: str,
+    system: str,
+    vocabulary: Vocabulary,
+    bounds: Bounds,
+    *,
+    backoff_s: float = 1.0,
+) -> ChunkOutcome:
+    """Try up to 1 + max_retries requests; repair invalid replies, back off on busy servers."""
+    settings = provider.settings
+    outcome = ChunkOutcome(chunk_id, settings)
+    schema = output_schema(bounds)
+    base_messages = messages_for(system, chunk)
+    messages = base_messages
+    last_errors: list[str] = []
+    for number in range(1, settings.max_retries + 2):
+        started = utcnow()
+        clock = time.perf_counter()
+        try:
+            completion = provider.complete(messages, schema)
+        except ProviderError as exc:
+            outcome.attempts.append(Attempt(
+                number, "error", started, settings.model, error_kind=type(exc).__name__,
+                error=exc.message, latency_ms=round((time.perf_counter() - clock) * 1000, 3)))
+            if exc.fatal:
+                outcome.fatal = exc
+                return outcome
+            last_errors = [exc.message]
+            if not exc.transient:
+                break
+            if number <= settings.max_retries:
+                time.sleep(min(MAX_BACKOFF_S, backoff_s * 2 ** (number - 1)))
+            continue
+        verdict = validate_reply(
+            completion.content, chunk, vocabulary, bounds, finish_reason=completion.finish_reason,
+            thinking=completion.thinking, budget=settings.output_budget,
+        )
+        outcome.attempts.append(Attempt(
+            number, "ok" if verdict.usable else "invalid", started,
+            completion.model or settings.model,
+            error_kind=verdict.kind, error="; ".join(verdict.errors[:8]) or None,
+            finish_reason=completion.finish_reason, prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            thinking_tokens=completion.thinking_tokens,
+            latency_ms=round(completion.latency_s * 1000, 3), load_ms=_ms(completion.load_s),
+            prompt_eval_ms=_ms(completion.prompt_eval_s), eval_ms=_ms(completion.eval_s),
+            response=completion.content[:RESPONSE_KEEP_CHARS],
+        ))
+        if verdict.usable:
+            outcome.validation = verdict
+            return outcome
+        last_errors = verdict.errors
+        messages = repair_messages(base_messages, completion.content, verdict.errors)
+    outcome.error = "; ".join(last_errors[:4]) or "no usable reply"
+    return outcome

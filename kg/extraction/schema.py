@@ -1,0 +1,124 @@
+"""The output model: pydantic classes whose JSON Schema is sent to the provider.
+
+Every string length and array size is bounded, and the bounds come from the output budget, so
+that the schema's worst case fits in max_output_tokens: small models otherwise loop until the
+budget runs out and the JSON is cut mid-way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+# Conservative characters per token for worst-case JSON (short keys, punctuation).
+WORST_CHARS_PER_TOKEN = 3
+MAX_CONCEPTS = 20
+MAX_RELATIONSHIPS = 20
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Length and count limits for one output budget."""
+
+    max_concepts: int
+    max_relationships: int
+    label_len: int = 60
+    description_len: int = 120
+    term_len: int = 30
+    max_terms: int = 3
+    quote_len: int = 160
+    type_len: int = 32
+
+    @property
+    def concept_chars(self) -> int:
+        # keys, quotes, commas and braces of one concept object: about 70 characters
+        return (self.label_len + self.description_len + self.max_terms * (self.term_len + 3)
+                + self.quote_len + 70)
+
+    @property
+    def relationship_chars(self) -> int:
+        return 2 * self.label_len + self.type_len + 6 + self.quote_len + 75
+
+    def worst_case_tokens(self) -> int:
+        chars = (self.max_concepts * self.concept_chars
+                 + self.max_relationships * self.relationship_chars + 40)
+        return chars // WORST_CHARS_PER_TOKEN + 1
+
+
+def bounds_for_budget(max_output_tokens: int) -> Bounds:
+    """The largest item counts whose worst case fits the budget (at least one of each)."""
+    probe = Bounds(1, 1)
+    budget_chars = (max_output_tokens - 20) * WORST_CHARS_PER_TOKEN
+    concepts = max(1, min(MAX_CONCEPTS, int(budget_chars * 0.55) // probe.concept_chars))
+    relationships = max(1, min(MAX_RELATIONSHIPS,
+                               (budget_chars - concepts * probe.concept_chars)
+                               // probe.relationship_chars))
+    return Bounds(concepts, relationships)
+
+
+def _strict(name: str, **fields: Any) -> type[BaseModel]:
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+
+
+@lru_cache(maxsize=32)
+def item_models(bounds: Bounds) -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
+    """(Concept, Relationship, Reply) pydantic models for these bounds."""
+    label = Annotated[str, Field(min_length=1, max_length=bounds.label_len)]
+    concept = _strict(
+        "Concept",
+        label=(label, ...),
+        description=(Annotated[str, Field(max_length=bounds.description_len)], ...),
+        search_terms=(
+            Annotated[
+                list[Annotated[str, Field(max_length=bounds.term_len)]],
+                Field(max_length=bounds.max_terms),
+            ],
+            ...,
+        ),
+        quote=(Annotated[str, Field(min_length=1, max_length=bounds.quote_len)], ...),
+    )
+    relationship = _strict(
+        "Relationship",
+        source=(label, ...),
+        type=(Annotated[str, Field(min_length=1, max_length=bounds.type_len)], ...),
+        target=(label, ...),
+        confidence=(Annotated[float, Field(ge=0, le=1)], ...),
+        quote=(Annotated[str, Field(min_length=1, max_length=bounds.quote_len)], ...),
+    )
+    reply = _strict(
+        "Extraction",
+        concepts=(Annotated[list[concept], Field(max_length=bounds.max_concepts)], ...),
+        relationships=(
+            Annotated[list[relationship], Field(max_length=bounds.max_relationships)],
+            ...,
+        ),
+    )
+    return concept, relationship, reply
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inline(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+        return {k: _inline(v, defs) for k, v in node.items() if k not in ("title", "$defs")}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
+
+
+@lru_cache(maxsize=32)
+def _schema(bounds: Bounds) -> str:
+    import json
+
+    raw = item_models(bounds)[2].model_json_schema()
+    return json.dumps(_inline(raw, raw.get("$defs", {})))
+
+
+def output_schema(bounds: Bounds) -> dict[str, Any]:
+    """Self-contained JSON Schema (no $ref: some grammar compilers do not follow them)."""
+    import json
+
+    return json.loads(_schema(bounds))

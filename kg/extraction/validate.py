@@ -1,0 +1,223 @@
+"""Check a model reply against the chunk: JSON, schema, verbatim quotes, ends, vocabulary.
+
+A reply is either unusable as a whole (sent back to the model with the exact errors) or usable,
+in which case the items that fail on their own are dropped and counted, never stored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from kg.extraction.resolve import normalise_label
+from kg.extraction.schema import Bounds, item_models
+from kg.extraction.vocabulary import TypeInfo, Vocabulary, snake
+
+FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+QUOTE_MARKS = "\"'“”‘’«»"
+MIN_WORDS_FOR_CONTENT = 20
+
+
+@dataclass
+class ValidConcept:
+    label: str
+    description: str
+    search_terms: list[str]
+    quote: str
+    start: int
+    end: int
+
+
+@dataclass
+class ValidRelationship:
+    source: str
+    target: str
+    type: TypeInfo
+    confidence: float
+    quote: str
+    start: int
+    end: int
+
+
+@dataclass
+class Validation:
+    """The verdict on one reply."""
+
+    usable: bool
+    kind: str | None = None  # why unusable: not_json, truncated, thinking_only, empty, schema,
+    #                          mostly_invalid
+    errors: list[str] = field(default_factory=list)
+    concepts: list[ValidConcept] = field(default_factory=list)
+    relationships: list[ValidRelationship] = field(default_factory=list)
+    dropped: Counter[str] = field(default_factory=Counter)
+    proposals: list[tuple[str, str]] = field(default_factory=list)
+    lenient_json: bool = False
+
+
+def find_quote(quote: str, text: str) -> tuple[int, int] | None:
+    """Offsets of the quote in text: exact, else whitespace- and then case-tolerant."""
+    q = quote.strip().strip(QUOTE_MARKS).strip()
+    if not q:
+        return None
+    i = text.find(q)
+    if i >= 0:
+        return i, i + len(q)
+    pattern = r"\s+".join(re.escape(w) for w in q.split())
+    match = re.search(pattern, text) or re.search(pattern, text, re.IGNORECASE)
+    return (match.start(), match.end()) if match else None
+
+
+def _parse(content: str) -> tuple[Any, bool, str | None]:
+    """(data, needed lenient parsing, error message)."""
+    fenced = FENCE.match(content)
+    if fenced:
+        content = fenced.group(1)
+    try:
+        return json.loads(content), False, None
+    except json.JSONDecodeError:
+        pass
+    try:
+        # Grammar-constrained llama.cpp output can hold raw newlines inside strings.
+        return json.loads(content, strict=False), True, None
+    except json.JSONDecodeError as exc:
+        return None, False, f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+
+
+def _pydantic_error(prefix: str, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{prefix}.{where}: {err['msg']}" if where else f"{prefix}: {err['msg']}"
+
+
+def validate_reply(
+    content: str,
+    chunk: str,
+    vocabulary: Vocabulary,
+    bounds: Bounds,
+    *,
+    finish_reason: str | None = None,
+    thinking: str = "",
+    budget: int | None = None,
+) -> Validation:
+    """Judge one reply for one chunk."""
+    if not content.strip():
+        if thinking:
+            return Validation(False, "thinking_only", [
+                f"the model wrote {len(thinking)} characters of thinking and no answer; lower "
+                "--thinking-mode or raise --max-output-tokens"])
+        if finish_reason == "length":
+            return Validation(False, "truncated", ["the reply was cut off before any JSON"])
+        return Validation(False, "empty", ["the reply was empty; answer with the JSON object"])
+    data, lenient, error = _parse(content)
+    if error is not None:
+        if finish_reason == "length":
+            return Validation(False, "truncated", [
+                f"the reply was cut off at the output limit ({budget or '?'} tokens) before the "
+                "JSON was complete; give fewer, shorter items"])
+        return Validation(False, "not_json", [f"the reply is not valid JSON: {error}"])
+    if not isinstance(data, dict) or not isinstance(data.get("concepts"), list):
+        return Validation(False, "schema", [
+            'the reply must be an object {"concepts": [...], "relationships": [...]}'])
+    raw_relationships = data.get("relationships", [])
+    if not isinstance(raw_relationships, list):
+        return Validation(False, "schema", ['"relationships" must be a list'])
+
+    concept_model, relationship_model, _ = item_models(bounds)
+    result = Validation(True, lenient_json=lenient)
+    invalid = 0
+    by_norm: dict[str, ValidConcept] = {}
+    names: dict[str, str] = {}  # normalised label or search term -> canonical label in reply
+    for i, raw in enumerate(data["concepts"][: bounds.max_concepts * 2]):
+        try:
+            item = concept_model.model_validate(raw)
+        except ValidationError as exc:
+            invalid += 1
+            result.dropped["schema"] += 1
+            result.errors.append(_pydantic_error(f"concepts[{i}]", exc))
+            continue
+        span = find_quote(item.quote, chunk)
+        if span is None:
+            invalid += 1
+            result.dropped["quote_not_found"] += 1
+            result.errors.append(f"concepts[{i}].quote is not in the text: {item.quote[:60]!r}")
+            continue
+        norm = normalise_label(item.label)
+        if not norm:
+            invalid += 1
+            result.dropped["schema"] += 1
+            result.errors.append(f"concepts[{i}].label has no letters or digits")
+            continue
+        if norm in by_norm:
+            result.dropped["duplicate"] += 1
+            continue
+        concept = ValidConcept(item.label.strip(), item.description.strip(),
+                               [t.strip() for t in item.search_terms if t.strip()],
+                               chunk[span[0]:span[1]], span[0], span[1])
+        by_norm[norm] = concept
+        result.concepts.append(concept)
+        names[norm] = concept.label
+        for term in concept.search_terms:
+            names.setdefault(normalise_label(term), concept.label)
+
+    seen_edges: set[tuple[str, str, str]] = set()
+    for i, raw in enumerate(raw_relationships[: bounds.max_relationships * 2]):
+        try:
+            item = relationship_model.model_validate(raw)
+        except ValidationError as exc:
+            invalid += 1
+            result.dropped["schema"] += 1
+            result.errors.append(_pydantic_error(f"relationships[{i}]", exc))
+            continue
+        source = names.get(normalise_label(item.source))
+        target = names.get(normalise_label(item.target))
+        if source is None or target is None:
+            invalid += 1
+            result.dropped["unknown_end"] += 1
+            missing = item.source if source is None else item.target
+            result.errors.append(
+                f"relationships[{i}] refers to {missing[:60]!r}, which is not in concepts")
+            continue
+        if source == target:
+            result.dropped["self_loop"] += 1
+            continue
+        type_info = vocabulary.normalise(item.type)
+        if type_info is None:
+            result.dropped["unknown_type"] += 1
+            result.proposals.append((snake(item.type) or item.type[:64],
+                                     f"{source} -[{item.type}]-> {target}"[:300]))
+            continue
+        span = find_quote(item.quote, chunk)
+        if span is None:
+            invalid += 1
+            result.dropped["quote_not_found"] += 1
+            result.errors.append(
+                f"relationships[{i}].quote is not in the text: {item.quote[:60]!r}")
+            continue
+        edge = (source, type_info.name, target)
+        if edge in seen_edges:
+            result.dropped["duplicate"] += 1
+            continue
+        seen_edges.add(edge)
+        result.relationships.append(ValidRelationship(
+            source, target, type_info, item.confidence, chunk[span[0]:span[1]], span[0], span[1]))
+
+    total = len(data["concepts"]) + len(raw_relationships)
+    if not result.concepts:
+        if total == 0 and len(chunk.split()) < MIN_WORDS_FOR_CONTENT:
+            return result  # a heading or a signature: nothing to extract is a fair answer
+        result.usable = False
+        result.kind = "empty" if total == 0 else "mostly_invalid"
+        if total == 0:
+            result.errors.insert(0, "the reply lists no concepts, but the text has content")
+    elif total >= 4 and invalid * 2 > total:
+        result.usable = False
+        result.kind = "mostly_invalid"
+    if not result.usable:
+        result.errors.insert(0, f"{invalid} of {total} items were invalid"
+                             if total else "no items")
+    return result

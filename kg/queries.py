@@ -1,0 +1,164 @@
+"""Read-side queries over the graph and the runs, returning plain dicts ready to render."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from kg.db.models import (
+    Call,
+    Chunk,
+    ChunkExtraction,
+    Concept,
+    ConceptAlias,
+    Document,
+    Evidence,
+    Relationship,
+    RelationshipType,
+    RelationshipTypeProposal,
+    Run,
+)
+from kg.errors import NotFoundError, UsageError
+from kg.extraction.engine import effective_status
+from kg.extraction.resolve import normalise_label
+
+
+def _limit(limit: int) -> int:
+    if limit < 1:
+        raise UsageError(f"--limit must be at least 1 (got {limit})")
+    return limit
+
+
+def list_concepts(session: Session, search: str | None = None, limit: int = 50) -> list[dict]:
+    """Concepts with their evidence and relationship counts, optionally filtered by text."""
+    evidence = (select(func.count(Evidence.id)).where(Evidence.concept_id == Concept.id)
+                .correlate(Concept).scalar_subquery())
+    edges = (select(func.count(Relationship.id)).where(
+        or_(Relationship.source_id == Concept.id, Relationship.target_id == Concept.id))
+        .correlate(Concept).scalar_subquery())
+    query = select(Concept.id, Concept.label, Concept.description, evidence.label("mentions"),
+                   edges.label("relationships"))
+    if search:
+        pattern = f"%{normalise_label(search) or search.casefold()}%"
+        alias_match = select(ConceptAlias.concept_id).where(ConceptAlias.norm_alias.like(pattern))
+        query = query.where(or_(Concept.norm_label.like(pattern), Concept.id.in_(alias_match)))
+    query = query.order_by(evidence.desc(), Concept.label).limit(_limit(limit))
+    return [dict(r._mapping) for r in session.execute(query)]
+
+
+def find_concept(session: Session, name: str) -> Concept:
+    """By id, label, or alias (normalised)."""
+    if name.isdigit():
+        concept = session.get(Concept, int(name))
+        if concept is not None:
+            return concept
+    norm = normalise_label(name)
+    concept = session.scalar(select(Concept).where(Concept.norm_label == norm))
+    if concept is None:
+        concept = session.scalar(select(Concept).join(ConceptAlias).where(
+            ConceptAlias.norm_alias == norm).limit(1))
+    if concept is None:
+        raise NotFoundError(f"no concept named {name!r}; try `kg concepts list --search TEXT`")
+    return concept
+
+
+def concept_detail(session: Session, name: str, evidence_limit: int = 20) -> dict[str, Any]:
+    """A concept with aliases, relationships both ways, and evidence quotes with offsets."""
+    concept = find_concept(session, name)
+    aliases = sorted(session.scalars(select(ConceptAlias.alias).where(
+        ConceptAlias.concept_id == concept.id)))
+    other = aliased(Concept)
+    relationships = []
+    for direction, mine, theirs in (("out", Relationship.source_id, Relationship.target_id),
+                                    ("in", Relationship.target_id, Relationship.source_id)):
+        rows = session.execute(
+            select(Relationship.id, RelationshipType.name, other.label, Relationship.confidence)
+            .join(RelationshipType, RelationshipType.id == Relationship.type_id)
+            .join(other, other.id == theirs).where(mine == concept.id)
+            .order_by(RelationshipType.name, other.label))
+        for rid, type_name, label, confidence in rows:
+            relationships.append({"id": rid, "direction": direction, "type": type_name,
+                                  "concept": label, "confidence": confidence})
+    evidence = [
+        {"quote": q, "document": path, "char_start": s, "char_end": e, "run_id": run_id}
+        for q, path, s, e, run_id in session.execute(
+            select(Evidence.quote, Document.path, Evidence.char_start, Evidence.char_end,
+                   Evidence.run_id)
+            .join(Chunk, Chunk.id == Evidence.chunk_id)
+            .join(Document, Document.id == Chunk.document_id)
+            .where(Evidence.concept_id == concept.id)
+            .order_by(Evidence.id).limit(evidence_limit))
+    ]
+    return {"id": concept.id, "label": concept.label, "description": concept.description,
+            "search_terms": concept.search_terms, "aliases": aliases,
+            "relationships": relationships, "evidence": evidence}
+
+
+def _run_row(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id, "status": effective_status(run), "started_at": run.started_at,
+        "finished_at": run.finished_at, "profile": run.profile_name,
+        "documents": run.documents, "chunks_total": run.chunks_total,
+        "chunks_ok": run.chunks_ok, "chunks_failed": run.chunks_failed,
+    }
+
+
+def list_runs(session: Session, limit: int = 20) -> list[dict[str, Any]]:
+    runs = session.scalars(select(Run).order_by(Run.id.desc()).limit(_limit(limit)))
+    return [_run_row(r) for r in runs]
+
+
+def run_detail(session: Session, run_id: int) -> dict[str, Any]:
+    """A run with totals computed from its calls, its profiles, and its failed chunks."""
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFoundError(f"no run {run_id}; see `kg runs list`")
+    totals = session.execute(select(
+        func.count(Call.id), func.coalesce(func.sum(Call.prompt_tokens), 0),
+        func.coalesce(func.sum(Call.completion_tokens), 0),
+        func.coalesce(func.sum(Call.thinking_tokens), 0),
+        func.coalesce(func.sum(Call.latency_ms), 0)).where(Call.run_id == run_id)).one()
+    by_revision = [
+        {"profile": p, "revision": r, "model": m, "calls": n}
+        for p, r, m, n in session.execute(
+            select(Call.profile_name, Call.profile_revision, Call.model, func.count(Call.id))
+            .where(Call.run_id == run_id)
+            .group_by(Call.profile_name, Call.profile_revision, Call.model)
+            .order_by(Call.profile_revision))
+    ]
+    failures = [
+        {"chunk_id": c, "document": path, "ordinal": o, "error": err}
+        for c, path, o, err in session.execute(
+            select(ChunkExtraction.chunk_id, Document.path, Chunk.ordinal, ChunkExtraction.error)
+            .join(Chunk, Chunk.id == ChunkExtraction.chunk_id)
+            .join(Document, Document.id == Chunk.document_id)
+            .where(ChunkExtraction.run_id == run_id, ChunkExtraction.status == "failed")
+            .order_by(Chunk.id).limit(50))
+    ]
+    calls, prompt, completion, thinking, latency = (int(v) for v in totals)
+    return {**_run_row(run), "heartbeat_at": run.heartbeat_at, "pid": run.pid,
+            "host": run.host, "error": run.error, "calls": calls, "prompt_tokens": prompt,
+            "completion_tokens": completion, "thinking_tokens": thinking,
+            "llm_seconds": round(latency / 1000, 3), "profiles_used": run.profiles_used,
+            "calls_by_revision": by_revision, "failed_chunks": failures}
+
+
+def vocabulary(session: Session) -> list[dict[str, Any]]:
+    return [
+        {"name": t.name, "category": t.category, "direction": t.direction,
+         "description": t.description}
+        for t in session.scalars(select(RelationshipType).order_by(
+            RelationshipType.category, RelationshipType.name))
+    ]
+
+
+def proposals(session: Session, limit: int = 50) -> list[dict[str, Any]]:
+    return [
+        {"name": p.name, "occurrences": p.occurrences, "example": p.example,
+         "last_seen": p.last_seen}
+        for p in session.scalars(select(RelationshipTypeProposal).order_by(
+            RelationshipTypeProposal.occurrences.desc(), RelationshipTypeProposal.name)
+            .limit(_limit(limit)))
+    ]
