@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -13,7 +14,7 @@ from kg.providers.base import estimate_tokens
 SMALL = ChunkingOptions(target_tokens=60, min_tokens=20, max_tokens=120, overlap_tokens=10)
 
 
-def covered(text: str, chunks) -> bool:  # noqa: ANN001
+def covered(text: str, chunks) -> bool:
     """Every non-space character of text lies in at least one chunk."""
     marks = bytearray(len(text))
     for c in chunks:
@@ -52,7 +53,7 @@ def test_overlap_repeats_trailing_sentences() -> None:
     text = " ".join(f"Sentence number {i} is here." for i in range(60))
     chunks = list(chunk_text(text, SMALL))
     assert len(chunks) > 2
-    assert any(b.char_start < a.char_end for a, b in zip(chunks, chunks[1:], strict=False))
+    assert any(b.char_start < a.char_end for a, b in itertools.pairwise(chunks))
 
 
 def test_chunk_options_are_validated() -> None:
@@ -74,7 +75,7 @@ def test_html_visible_text_and_heading_offsets() -> None:
     assert [text[b:b + 6] for b in bounds] == ["Title\n", "Second"]
 
 
-def test_loader_verdicts(tmp_path) -> None:  # noqa: ANN001
+def test_loader_verdicts(tmp_path) -> None:
     (tmp_path / "a.md").write_text("# Head\n\nBody text.\n", encoding="utf-8")
     (tmp_path / "b.txt").write_bytes(b"\xff\xfe\x00\x00")
     (tmp_path / "c.txt").write_bytes(b"   \n\n  ")

@@ -30,6 +30,14 @@ def normalise_label(label: str) -> str:
     return text[:200]
 
 
+def label_rank(label: str) -> tuple[bool, int, str]:
+    """Which of two spellings of the same concept to show: 'Sherlock Holmes' beats
+    'sherlock holmes' and 'Holmes, Sherlock'. A total order, so the result never depends on
+    which chunk committed first."""
+    capitalised = sum(1 for word in label.split() if word[:1].isupper())
+    return ("," not in label, capitalised, label)
+
+
 def _digits(text: str) -> list[str]:
     return re.findall(r"\d+", text)
 
@@ -47,6 +55,7 @@ class ConceptIndex:
         self.label_ids: list[int] = []
         # Surface forms already recorded per concept: the canonical label and every alias.
         self.surface: set[tuple[int, str]] = set()
+        self.canonical: dict[int, tuple[str, str]] = {}  # id -> (label, normalised label)
 
     @classmethod
     def load(cls, session: Session, threshold: float = 92.0) -> ConceptIndex:
@@ -66,6 +75,7 @@ class ConceptIndex:
         self.labels.append(norm)
         self.label_ids.append(concept_id)
         self.surface.add((concept_id, label))
+        self.canonical[concept_id] = (label, norm)
 
     def add_alias(self, norm: str, concept_id: int, alias: str) -> None:
         self.exact.setdefault(norm, concept_id)

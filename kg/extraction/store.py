@@ -21,7 +21,7 @@ from kg.db.models import (
     utcnow,
 )
 from kg.extraction.extract import ChunkOutcome
-from kg.extraction.resolve import ConceptIndex, normalise_label
+from kg.extraction.resolve import ConceptIndex, label_rank, normalise_label
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,9 @@ class GraphWriter:
             self.index.add_label(norm, cid, label)
         for norm, cid, alias in staged.aliases:
             self.index.add_alias(norm, cid, alias)
+        for cid, (label, norm) in staged.relabels.items():
+            self.index.canonical[cid] = (label, norm)
+            self.index.surface.add((cid, label))
         self.edges.update(staged.edges)
 
     def _write(self, session: Session, run_id: int, chunk: ChunkRef, outcome: ChunkOutcome,
@@ -199,16 +202,35 @@ class GraphWriter:
                 staged.labels[norm] = (cid, label)
                 new += 1
             else:
-                known = (cid, label) in self.index.surface or any(
-                    (s_cid, s_alias) == (cid, label) for _n, s_cid, s_alias in staged.aliases
-                ) or staged.labels.get(norm) == (cid, label)
-                if not known:
-                    session.execute(insert(ConceptAlias), {
-                        "concept_id": cid, "alias": label, "norm_alias": norm})
-                    staged.aliases.append((norm, cid, label))
+                self._record_surface(session, cid, norm, label, staged)
                 self._enrich(session, cid, c)
             ids[c.label] = cid
         return ids, new
+
+    def _record_surface(self, session: Session, cid: int, norm: str, label: str,
+                        staged: _Staged) -> None:
+        """Record a new spelling as an alias, or make it the label if it ranks higher."""
+        assert self.index is not None
+        created = {c: (lbl, n) for n, (c, lbl) in staged.labels.items()}
+        current, current_norm = (staged.relabels.get(cid) or self.index.canonical.get(cid)
+                                 or created[cid])
+        if label == current:
+            return
+        if norm == current_norm and label_rank(label) > label_rank(current):
+            session.execute(update(Concept).where(Concept.id == cid).values(label=label))
+            session.execute(delete(ConceptAlias).where(ConceptAlias.concept_id == cid,
+                                                       ConceptAlias.alias == label))
+            session.execute(insert(ConceptAlias), {
+                "concept_id": cid, "alias": current, "norm_alias": current_norm})
+            staged.relabels[cid] = (label, norm)
+            staged.aliases.append((current_norm, cid, current))
+            return
+        known = (cid, label) in self.index.surface or any(
+            (a_cid, a_label) == (cid, label) for _n, a_cid, a_label in staged.aliases)
+        if not known:
+            session.execute(insert(ConceptAlias), {
+                "concept_id": cid, "alias": label, "norm_alias": norm})
+            staged.aliases.append((norm, cid, label))
 
     def _enrich(self, session: Session, cid: int, c) -> None:
         """Fill an empty description and add new search terms to an existing concept."""
@@ -241,4 +263,5 @@ class _Staged:
     def __init__(self) -> None:
         self.labels: dict[str, tuple[int, str]] = {}
         self.aliases: list[tuple[str, int, str]] = []
+        self.relabels: dict[int, tuple[str, str]] = {}
         self.edges: dict[tuple[int, int, int], int] = {}

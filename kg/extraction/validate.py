@@ -72,6 +72,46 @@ def find_quote(quote: str, text: str) -> tuple[int, int] | None:
     return (match.start(), match.end()) if match else None
 
 
+SENTENCE_SPAN = re.compile(r"[^.!?\n]+[.!?]?")
+
+
+def sentence_with(text: str, a: ValidConcept, b: ValidConcept) -> tuple[int, int] | None:
+    """The first sentence of text that mentions both concepts (by label or quote span)."""
+    for match in SENTENCE_SPAN.finditer(text):
+        start, end = match.start(), match.end()
+        sentence = match.group()
+
+        def mentions(c: ValidConcept, sentence: str = sentence, start: int = start,
+                     end: int = end) -> bool:
+            return start <= c.start < end or find_mention(c.label, sentence) is not None
+
+        if mentions(a) and mentions(b):
+            stripped = len(sentence) - len(sentence.lstrip())
+            return start + stripped, end
+    return None
+
+
+def find_mention(label: str, text: str) -> tuple[int, int] | None:
+    """Offsets of a label standing as whole words in text (case-insensitive), 3+ characters."""
+    words = label.split()
+    if len(label.strip()) < 3 or not words:
+        return None
+    pattern = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?!\w)"
+    match = re.search(pattern, text) or re.search(pattern, text, re.IGNORECASE)
+    return (match.start(), match.end()) if match else None
+
+
+def _fix_confidence(raw: Any) -> Any:
+    """Grammars bound strings and arrays, not numbers: 85 means 0.85, 2019 means 1."""
+    if not isinstance(raw, dict):
+        return raw
+    value = raw.get("confidence")
+    if isinstance(value, bool) or not isinstance(value, int | float) or 0 <= value <= 1:
+        return raw
+    repaired = value / 100 if 1 < value <= 100 else min(max(float(value), 0.0), 1.0)
+    return {**raw, "confidence": repaired}
+
+
 def _parse(content: str) -> tuple[Any, bool, str | None]:
     """(data, needed lenient parsing, error message)."""
     fenced = FENCE.match(content)
@@ -142,10 +182,16 @@ def validate_reply(
             continue
         span = find_quote(item.quote, chunk)
         if span is None:
-            invalid += 1
-            result.dropped["quote_not_found"] += 1
-            result.errors.append(f"concepts[{i}].quote is not in the text: {item.quote[:60]!r}")
-            continue
+            # Grounded fallback: the label itself stands in the text, so its mention is
+            # verbatim evidence. Counted apart so that quote fidelity stays measurable.
+            span = find_mention(item.label, chunk)
+            if span is None:
+                invalid += 1
+                result.dropped["quote_not_found"] += 1
+                result.errors.append(
+                    f"concepts[{i}].quote is not in the text: {item.quote[:60]!r}")
+                continue
+            result.dropped["quote_from_label"] += 1
         norm = normalise_label(item.label)
         if not norm:
             invalid += 1
@@ -164,10 +210,14 @@ def validate_reply(
         for term in concept.search_terms:
             names.setdefault(normalise_label(term), concept.label)
 
+    by_label = {concept.label: concept for concept in result.concepts}
     seen_edges: set[tuple[str, str, str]] = set()
     for i, raw in enumerate(raw_relationships[: bounds.max_relationships * 2]):
+        fixed = _fix_confidence(raw)
+        if fixed is not raw:
+            result.dropped["confidence_fixed"] += 1
         try:
-            item = relationship_model.model_validate(raw)
+            item = relationship_model.model_validate(fixed)
         except ValidationError as exc:
             invalid += 1
             result.dropped["schema"] += 1
@@ -193,11 +243,14 @@ def validate_reply(
             continue
         span = find_quote(item.quote, chunk)
         if span is None:
-            invalid += 1
-            result.dropped["quote_not_found"] += 1
-            result.errors.append(
-                f"relationships[{i}].quote is not in the text: {item.quote[:60]!r}")
-            continue
+            span = sentence_with(chunk, by_label[source], by_label[target])
+            if span is None:
+                invalid += 1
+                result.dropped["quote_not_found"] += 1
+                result.errors.append(
+                    f"relationships[{i}].quote is not in the text: {item.quote[:60]!r}")
+                continue
+            result.dropped["quote_from_sentence"] += 1
         edge = (source, type_info.name, target)
         if edge in seen_edges:
             result.dropped["duplicate"] += 1

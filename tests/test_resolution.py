@@ -1,0 +1,178 @@
+"""Concept resolution across chunks, vocabulary normalisation, and reply validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kg.extraction.resolve import ConceptIndex, normalise_label
+from kg.extraction.schema import bounds_for_budget, output_schema
+from kg.extraction.validate import find_quote, validate_reply
+from kg.extraction.vocabulary import TypeInfo, Vocabulary
+from tests.fakes import FakeOllama, Reply, chunk_of
+from tests.test_engine import rows, small_chunks, use_server
+
+SURFACES = ["Sherlock Holmes", "sherlock holmes", "Holmes, Sherlock", "Mycroft Holmes",
+            "Sherlok Holmes", "Type 1 diabetes", "Type 2 diabetes"]
+
+
+def surface_reply(body: dict) -> Reply:
+    chunk = chunk_of(body)
+    found = [s for s in SURFACES if s in chunk]
+    return Reply(json.dumps({
+        "concepts": [{"label": s, "description": "", "search_terms": [], "quote": s}
+                     for s in found],
+        "relationships": []}))
+
+
+def test_surface_forms_merge_into_one_concept_with_aliases(kg, db, tmp_path) -> None:
+    doc = tmp_path / "holmes.md"
+    filler = " ".join(["and then the story went on"] * 4)
+    doc.write_text(
+        f"# One\n\nSherlock Holmes solved it {filler}.\n\n"
+        f"# Two\n\nLater sherlock holmes returned {filler}.\n\n"
+        f"# Three\n\nThe file says Holmes, Sherlock was there {filler}.\n\n"
+        f"# Four\n\nMycroft Holmes agreed {filler}.\n\n"
+        f"# Five\n\nA typo: Sherlok Holmes {filler}.\n\n"
+        f"# Six\n\nType 1 diabetes differs {filler}.\n\n"
+        f"# Seven\n\nType 2 diabetes too {filler}.\n", encoding="utf-8")
+    with FakeOllama(responder=surface_reply) as server:
+        use_server(kg, server.url)
+        result = kg("ingest", str(doc), *small_chunks(), "--json")
+    assert json.loads(result.stdout)["chunks_ok"] == 7
+    labels = sorted(r[0] for r in rows(db, "SELECT label FROM concepts"))
+    assert labels == ["Mycroft Holmes", "Sherlock Holmes", "Type 1 diabetes", "Type 2 diabetes"]
+    shown = json.loads(kg("concepts", "show", "Holmes, Sherlock", "--json").stdout)
+    assert shown["label"] == "Sherlock Holmes"
+    assert shown["aliases"] == ["Holmes, Sherlock", "Sherlok Holmes", "sherlock holmes"]
+    assert len(shown["evidence"]) == 4
+    found = json.loads(kg("concepts", "list", "--search", "sherlok", "--json").stdout)
+    assert [c["label"] for c in found] == ["Sherlock Holmes"]
+
+
+def test_fuzzy_threshold_101_disables_fuzzy_merging(kg, db, tmp_path) -> None:
+    doc = tmp_path / "typo.md"
+    doc.write_text("# A\n\nSherlock Holmes here " + "x " * 30 + "\n\n# B\n\nSherlok Holmes "
+                   + "y " * 30, encoding="utf-8")
+    with FakeOllama(responder=surface_reply) as server:
+        use_server(kg, server.url)
+        kg("ingest", str(doc), *small_chunks(), "--fuzzy-threshold", "101")
+    assert sorted(r[0] for r in rows(db, "SELECT label FROM concepts")) == [
+        "Sherlock Holmes", "Sherlok Holmes"]
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("Sherlock Holmes", "sherlock holmes"), ("Holmes, Sherlock", "Sherlock Holmes"),
+    ("The Reichenbach Falls", "Reichenbach Falls"), ("  café  ", "CAFÉ"),
+    ("Baker-Street", "baker street"),
+])
+def test_normalise_label_equal(a: str, b: str) -> None:
+    assert normalise_label(a) == normalise_label(b)
+
+
+def test_index_refuses_fuzzy_merge_across_numbers_and_short_labels() -> None:
+    index = ConceptIndex(threshold=85)
+    index.add_label("type 1 diabetes", 1, "Type 1 diabetes")
+    index.add_label("ibm", 2, "IBM")
+    assert index.find("type 2 diabetes") is None
+    assert index.find("ibn") is None
+    assert index.find("type 1 diabetis") == (1, "fuzzy")
+
+
+VOCAB = Vocabulary([TypeInfo(1, "causes", "causal", "directed"),
+                    TypeInfo(2, "part_of", "structural", "directed"),
+                    TypeInfo(3, "precedes", "temporal", "directed"),
+                    TypeInfo(4, "depends_on", "functional", "directed")])
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("causes", "causes"), ("Causes", "causes"), ("caused", "causes"), ("causing", "causes"),
+    ("cause", "causes"), ("is part of", "part_of"), ("Part-Of", "part_of"),
+    ("preceeds", "precedes"), ("depend on", "depends_on"), ("loves", None), ("x", None),
+])
+def test_vocabulary_normalisation(raw: str, expected: str | None) -> None:
+    found = VOCAB.normalise(raw)
+    assert (found.name if found else None) == expected
+
+
+TEXT = "Sherlock Holmes lives at Baker Street.\nHe plays the violin."
+BOUNDS = bounds_for_budget(2048)
+
+
+def reply(concepts: list, relationships: list | None = None) -> str:
+    return json.dumps({"concepts": concepts, "relationships": relationships or []})
+
+
+def c(label: str, quote: str) -> dict:
+    return {"label": label, "description": "", "search_terms": [], "quote": quote}
+
+
+def test_find_quote_tolerates_whitespace_and_case_only() -> None:
+    assert find_quote("Holmes lives", TEXT) == (9, 21)
+    assert find_quote("Baker Street.  He plays", TEXT) is not None
+    assert find_quote("baker street", TEXT) == (25, 37)
+    assert find_quote("Moriarty lives", TEXT) is None
+
+
+@pytest.mark.parametrize(("content", "finish", "thinking", "kind"), [
+    ("", "stop", "", "empty"),
+    ("", "length", "hmm", "thinking_only"),
+    ('{"concepts": [', "length", "", "truncated"),
+    ("not json at all", "stop", "", "not_json"),
+    ('["a list"]', "stop", "", "schema"),
+    (reply([]), "stop", "", "empty"),
+    (reply([c("A", "nowhere"), c("B", "nope"), c("Sherlock Holmes", "Sherlock Holmes"),
+            c("C", "absent")]), "stop", "", "mostly_invalid"),
+])
+def test_unusable_replies(content: str, finish: str, thinking: str, kind: str) -> None:
+    long_text = TEXT + " filler" * 30
+    verdict = validate_reply(content, long_text, VOCAB, BOUNDS, finish_reason=finish,
+                             thinking=thinking, budget=2048)
+    assert not verdict.usable and verdict.kind == kind and verdict.errors
+
+
+def test_code_fences_and_raw_newlines_are_accepted() -> None:
+    content = '```json\n{"concepts": [{"label": "Sherlock\nHolmes", "description": "", ' \
+              '"search_terms": [], "quote": "Sherlock Holmes"}], "relationships": []}\n```'
+    verdict = validate_reply(content, TEXT, VOCAB, BOUNDS)
+    assert verdict.usable and verdict.lenient_json
+    assert verdict.concepts[0].label == "Sherlock\nHolmes"
+
+
+def test_short_text_may_yield_nothing() -> None:
+    assert validate_reply(reply([]), "Chapter 2", VOCAB, BOUNDS).usable
+
+
+def test_schema_bounds_fit_the_budget() -> None:
+    for budget in (256, 512, 1024, 2048, 4096, 8192, 32768):
+        bounds = bounds_for_budget(budget)
+        assert bounds.max_concepts >= 1 and bounds.max_relationships >= 1
+        if budget >= 1024:
+            assert bounds.worst_case_tokens() <= budget
+    schema = output_schema(bounds_for_budget(1024))
+    concept = schema["properties"]["concepts"]
+    assert concept["maxItems"] == bounds_for_budget(1024).max_concepts
+    assert concept["items"]["properties"]["label"]["maxLength"] == 60
+    assert "$ref" not in json.dumps(schema) and "$defs" not in schema
+
+
+def test_grounded_fallbacks_and_confidence_repair() -> None:
+    content = reply(
+        [c("Sherlock Holmes", "Holmes is a genius"), c("Baker Street", "Baker Street"),
+         c("Dracula", "Count Dracula")],
+        [{"source": "Sherlock Holmes", "type": "located_in", "target": "Baker Street",
+          "confidence": 85, "quote": "made-up sentence"}],
+    )
+    verdict = validate_reply(content, TEXT, VOCAB_WITH_LOCATION, BOUNDS)
+    assert verdict.usable
+    assert [x.label for x in verdict.concepts] == ["Sherlock Holmes", "Baker Street"]
+    assert TEXT[verdict.concepts[0].start:verdict.concepts[0].end] == "Sherlock Holmes"
+    rel = verdict.relationships[0]
+    assert rel.confidence == 0.85
+    assert TEXT[rel.start:rel.end] == "Sherlock Holmes lives at Baker Street."
+    assert verdict.dropped == {"quote_from_label": 1, "quote_not_found": 1,
+                               "quote_from_sentence": 1, "confidence_fixed": 1}
+
+
+VOCAB_WITH_LOCATION = Vocabulary([TypeInfo(9, "located_in", "meta", "directed")])

@@ -1,0 +1,117 @@
+"""A run killed with SIGKILL loses no committed chunk; resuming it yields the same graph."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import text
+
+from cli.main import cli
+from kg.db import Database
+from kg.db import migrate as kg_migrate
+from tests.fakes import FakeOllama, Reply, chunk_of, graph_reply
+from tests.test_engine import paragraphs, small_chunks
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def graph(url: str) -> dict[str, object]:
+    """The graph as comparable sets: labels, aliases, typed edges, evidence spans."""
+    db = Database(url)
+    with db.engine.connect() as conn:
+        def q(sql: str) -> list[tuple]:
+            return sorted(tuple(r) for r in conn.execute(text(sql)))
+
+        result = {
+            "concepts": q("SELECT label FROM concepts"),
+            "aliases": q("SELECT alias FROM concept_aliases"),
+            "edges": q("""SELECT a.label, t.name, b.label FROM relationships r
+                          JOIN concepts a ON a.id = r.source_id
+                          JOIN concepts b ON b.id = r.target_id
+                          JOIN relationship_types t ON t.id = r.type_id"""),
+            "evidence": q("SELECT quote, char_start, char_end FROM evidence"),
+        }
+    db.dispose()
+    return result
+
+
+def cli_run(env: dict[str, str], *args: str):  # noqa: ANN201
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_an_uninterrupted_run(db_url: str, tmp_path: Path) -> None:
+    doc = tmp_path / "long.txt"
+    doc.write_text(paragraphs(24), encoding="utf-8")
+    responder = lambda body: Reply(graph_reply(chunk_of(body)), delay=0.15)  # noqa: E731
+    with FakeOllama(responder=responder) as server:
+        env = {**os.environ, "KG_DATABASE_URL": db_url, "KG_HOME": str(tmp_path / "home")}
+        setup = cli_run(env, "admin", "extraction", "set", "--profile", "t", "--provider",
+                        "ollama", "--model", "qwen3:8b", "--base-url", server.url,
+                        "--max-parallel", "2", "--activate")
+        assert setup.exit_code == 0, setup.stderr
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "ingest", str(doc), *small_chunks()],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        db = Database(db_url)
+        committed = 0
+        deadline = time.monotonic() + 60
+        while committed < 5 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            with db.engine.connect() as conn:
+                committed = conn.execute(text(
+                    "SELECT count(*) FROM chunk_extractions WHERE status = 'ok'")).scalar_one()
+        proc.kill()  # SIGKILL: no cleanup of any kind
+        proc.wait(10)
+        assert committed >= 5
+        with db.engine.connect() as conn:
+            kept = conn.execute(text(
+                "SELECT count(*) FROM chunk_extractions WHERE status = 'ok'")).scalar_one()
+            total = conn.execute(text("SELECT chunks_total FROM runs")).scalar_one()
+        assert committed <= kept < total  # nothing committed was lost, work remains
+        runs = json.loads(cli_run(env, "runs", "list", "--json").stdout)
+        assert runs[0]["status"] == "interrupted"
+        resumed = cli_run(env, "ingest", "--resume", str(runs[0]["id"]), "--json")
+        assert resumed.exit_code == 0, resumed.stderr
+        summary = json.loads(resumed.stdout)
+        assert summary["status"] == "completed" and summary["chunks_ok"] == total
+        with db.engine.connect() as conn:
+            per_chunk = conn.execute(text(
+                "SELECT count(*) FROM chunk_extractions GROUP BY chunk_id")).scalars().all()
+        assert len(per_chunk) == total and set(per_chunk) == {1}
+        db.dispose()
+
+        reference_url = f"sqlite:///{tmp_path / 'reference.db'}"
+        ref = Database(reference_url)
+        kg_migrate.upgrade(ref)
+        ref.dispose()
+        ref_env = {**env, "KG_DATABASE_URL": reference_url}
+        cli_run(ref_env, "admin", "extraction", "set", "--profile", "t", "--provider", "ollama",
+                "--model", "qwen3:8b", "--base-url", server.url, "--max-parallel", "2",
+                "--activate")
+        server.responder = lambda body: Reply(graph_reply(chunk_of(body)))
+        straight = cli_run(ref_env, "ingest", str(doc), *small_chunks(), "--json")
+        assert json.loads(straight.stdout)["status"] == "completed"
+    assert graph(db_url) == graph(reference_url)
+
+
+def test_resuming_a_live_run_is_refused(kg, db: Database) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO runs (status, started_at, heartbeat_at, pid, host, profile_name, "
+            "profiles_used, options, documents, chunks_total, chunks_ok, chunks_failed) VALUES "
+            "('running', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, :pid, :host, 'default', '[]', "
+            "'{}', 0, 0, 0, 0)"), {"pid": os.getpid(), "host": os.uname().nodename})
+    result = kg("ingest", "--resume", "1")
+    assert result.exit_code == 2 and "still running" in result.stderr
+    missing = kg("ingest", "--resume", "99")
+    assert missing.exit_code == 2 and "no run 99" in missing.stderr
+    both = kg("ingest", "--resume", "1", "x.txt")
+    assert both.exit_code == 2 and "takes no paths" in both.stderr
