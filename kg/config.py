@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
 from kg.db.models import PROVIDERS, THINKING_MODES, ExtractionProfile, ProfileChange, utcnow
@@ -279,7 +279,7 @@ def list_profiles(session: Session) -> list[ExtractionProfile]:
     return list(session.scalars(select(ExtractionProfile).order_by(ExtractionProfile.name)))
 
 
-def revision_key(session: Session, name: str | None) -> tuple[int, int]:
+def revision_key(session: Session | Connection, name: str | None) -> tuple[int, int]:
     """(profile id, revision) of the named or active profile: one indexed query per chunk."""
     query = select(ExtractionProfile.id, ExtractionProfile.revision)
     if name is None:

@@ -119,6 +119,9 @@ class FakeServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; with Nagle on, the second waits for the
+            # client's delayed ACK (~40 ms). Real servers set TCP_NODELAY too.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -420,3 +423,29 @@ def graph_reply(text: str, concepts: int = 10, relationships: int = 10) -> str:
 def graph_responder(delay: float = 0.0) -> Responder:
     """Answers every extraction request with graph_reply of its chunk."""
     return lambda body: Reply(content=graph_reply(chunk_of(body)), delay=delay)
+
+
+def serve(argv: list[str] | None = None) -> None:
+    """Run a fake server in its own process (benchmarks): prints its URL, serves until killed.
+
+    python -m tests.fakes ollama|vllm [--delay S] [--slots N]
+    """
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes")
+    parser.add_argument("kind", choices=["ollama", "vllm"])
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--slots", type=int, default=64)
+    args = parser.parse_args(argv)
+    responder = graph_responder(args.delay)
+    server: FakeServer = (FakeOllama(responder=responder, slots=args.slots)
+                          if args.kind == "ollama"
+                          else FakeVLLM(responder=responder, slots=args.slots))
+    with server:
+        print(server.url if args.kind == "ollama" else f"{server.url}/v1", flush=True)
+        signal.sigwait({signal.SIGTERM, signal.SIGINT})
+
+
+if __name__ == "__main__":
+    serve()

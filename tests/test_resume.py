@@ -42,7 +42,7 @@ def graph(url: str) -> dict[str, object]:
     return result
 
 
-def cli_run(env: dict[str, str], *args: str):  # noqa: ANN201
+def cli_run(env: dict[str, str], *args: str):
     return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 

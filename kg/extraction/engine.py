@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy import Connection, and_, delete, exists, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from kg import config
@@ -45,6 +47,7 @@ from kg.providers import build_provider
 from kg.providers.base import Provider
 
 STALE_AFTER = timedelta(seconds=60)
+CHUNKS = Chunk.__table__
 HOST = socket.gethostname()
 
 
@@ -166,17 +169,17 @@ class _Engine:
             self.vocabulary = Vocabulary.load(session)
         self.system = system_prompt(self.vocabulary, self.bounds)
 
-    def _maybe_reload(self, run_id: int) -> None:
+    def _maybe_reload(self, conn: Connection, run_id: int) -> None:
+        """Compare the profile's (id, revision) with the one in use; rebuild on a change."""
+        key = config.revision_key(conn, self.follow)
+        if key == self.key:
+            return
         with self.db.session() as session:
-            key = config.revision_key(session, self.follow)
-            if key == self.key:
-                return
             self._switch(session)
             assert self.provider is not None
-            s = self.provider.settings
             run = session.get(Run, run_id)
             assert run is not None
-            run.profiles_used = [*run.profiles_used, _snapshot(s)]
+            run.profiles_used = [*run.profiles_used, _snapshot(self.provider.settings)]
 
     # -- planning --------------------------------------------------------------------------
     def _classify(self, files: list[Path]) -> list[Path]:
@@ -328,65 +331,65 @@ class _Engine:
 
     def _loop(self, run_id: int, started: float) -> None:
         pending = self._pending(run_id)
-        total = len(pending)
         in_flight: dict[Future[ChunkOutcome], ChunkRef] = {}
         fatal: ProviderError | None = None
-        done = failed = 0
         last_beat = time.monotonic()
+        writer = _WriterThread(self, run_id, total=len(pending), started=started)
+
+        def refill() -> None:
+            nonlocal fatal
+
+            def room() -> bool:
+                return bool(pending) and fatal is None and self.provider is not None and (
+                    len(in_flight) < self.provider.settings.max_parallel)
+
+            if not room():
+                return
+            with self.db.engine.connect() as conn:
+                while room():
+                    try:
+                        self._maybe_reload(conn, run_id)  # before each chunk: hot reload
+                    except ProviderError as exc:
+                        fatal = exc
+                        return
+                    ref = pending.popleft()
+                    text = conn.scalar(select(CHUNKS.c.text).where(CHUNKS.c.id == ref.id))
+                    assert self.vocabulary is not None and self.bounds is not None
+                    future = pool.submit(extract_chunk, self.provider, ref.id, text or "",
+                                         self.system, self.vocabulary, self.bounds,
+                                         backoff_s=self.request.backoff_s)
+                    in_flight[future] = ref
+                conn.rollback()  # end the read transaction: SQLite must not pin old snapshots
+
+        writer.start()
         with ThreadPoolExecutor(max_workers=64, thread_name_prefix="kg-chunk") as pool:
             try:
-                while pending or in_flight:
-                    while pending and fatal is None and self.provider is not None and (
-                        len(in_flight) < self.provider.settings.max_parallel
-                    ):
-                        try:
-                            self._maybe_reload(run_id)
-                        except ProviderError as exc:
-                            fatal = exc
-                            break
-                        ref = pending.popleft()
-                        text = self._chunk_text(ref.id)
-                        assert self.vocabulary is not None and self.bounds is not None
-                        future = pool.submit(extract_chunk, self.provider, ref.id, text,
-                                             self.system, self.vocabulary, self.bounds,
-                                             backoff_s=self.request.backoff_s)
-                        in_flight[future] = ref
+                while in_flight or (pending and fatal is None):
+                    refill()
                     if not in_flight:
                         break
                     finished, _ = wait(list(in_flight), timeout=self.request.heartbeat_s,
                                        return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        outcome = future.result()
+                        fatal = fatal or outcome.fatal
+                        writer.put(in_flight.pop(future), outcome)  # blocks when it lags
+                    writer.raise_if_failed()
                     if time.monotonic() - last_beat >= self.request.heartbeat_s:
                         self._heartbeat(run_id)
                         last_beat = time.monotonic()
-                    for future in finished:
-                        ref = in_flight.pop(future)
-                        outcome = future.result()
-                        if outcome.fatal is not None:
-                            fatal = fatal or outcome.fatal
-                            self.writer.record_calls(run_id, ref, outcome)
-                            continue
-                        committed = self.writer.commit(run_id, ref, outcome)
-                        done += 1
-                        failed += 0 if committed.ok else 1
-                        self.summary.concepts_new += committed.new_concepts
-                        self.summary.relationships_new += committed.new_relationships
-                        if self.on_progress:
-                            self.on_progress(Progress(done, total, failed,
-                                                      time.perf_counter() - started))
             except BaseException:
                 for future in in_flight:
                     future.cancel()
+                writer.close()  # what already landed is complete: it still commits
                 raise
+        writer.close()
         if fatal is not None:
             self._finish(run_id, "failed", fatal.message)
             self.summary.error = fatal.message
         else:
             self._finish(run_id, None, None)
         self.summary.seconds = time.perf_counter() - started
-
-    def _chunk_text(self, chunk_id: int) -> str:
-        with self.db.session() as session:
-            return session.scalar(select(Chunk.text).where(Chunk.id == chunk_id)) or ""
 
     def _heartbeat(self, run_id: int) -> None:
         with self.db.session() as session:
@@ -428,6 +431,77 @@ class _Engine:
             s.chunks_failed = run.chunks_failed
             s.calls, s.prompt_tokens, s.completion_tokens, s.thinking_tokens = (
                 int(v) for v in totals)
+
+
+class _WriterThread(threading.Thread):
+    """The single database writer: commits what has landed while requests keep flowing."""
+
+    def __init__(self, engine: _Engine, run_id: int, *, total: int, started: float) -> None:
+        super().__init__(name="kg-writer", daemon=True)
+        self.engine = engine
+        self.run_id = run_id
+        self.total = total
+        self.started = started
+        self.done = 0
+        self.failed = 0
+        self.error: BaseException | None = None
+        # Bounded: if the database falls behind, the request loop waits (memory stays flat).
+        self.queue: queue.Queue[tuple[ChunkRef, ChunkOutcome] | None] = queue.Queue(maxsize=256)
+
+    def put(self, ref: ChunkRef, outcome: ChunkOutcome) -> None:
+        while self.error is None:
+            try:
+                self.queue.put((ref, outcome), timeout=0.5)
+                return
+            except queue.Full:
+                continue
+        self.raise_if_failed()
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        """Commit everything queued, stop, and re-raise the writer's failure if any."""
+        if self.is_alive():
+            self.queue.put(None)
+            self.join()
+        self.raise_if_failed()
+
+    def run(self) -> None:
+        writer, summary = self.engine.writer, self.engine.summary
+        stop = False
+        try:
+            while not stop:
+                items = [self.queue.get()]
+                while True:
+                    try:
+                        items.append(self.queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = None in items
+                group = []
+                for item in items:
+                    if item is None:
+                        continue
+                    ref, outcome = item
+                    if outcome.fatal is not None:
+                        writer.record_calls(self.run_id, ref, outcome)  # chunk stays pending
+                    else:
+                        group.append((ref, outcome))
+                if not group:
+                    continue
+                # Everything that landed meanwhile commits together, each chunk whole.
+                for committed in writer.commit(self.run_id, group):
+                    self.done += 1
+                    self.failed += 0 if committed.ok else 1
+                    summary.concepts_new += committed.new_concepts
+                    summary.relationships_new += committed.new_relationships
+                if self.engine.on_progress:
+                    self.engine.on_progress(Progress(self.done, self.total, self.failed,
+                                                     time.perf_counter() - self.started))
+        except BaseException as exc:  # handed to the request loop, which re-raises it
+            self.error = exc
 
 
 def _snapshot(settings) -> dict:

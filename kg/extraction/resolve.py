@@ -6,8 +6,7 @@ import re
 import unicodedata
 
 from rapidfuzz import fuzz, process
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, select
 
 from kg.db.models import Concept, ConceptAlias
 
@@ -38,6 +37,18 @@ def label_rank(label: str) -> tuple[bool, int, str]:
     return ("," not in label, capitalised, label)
 
 
+MAX_BLOCK = 500
+
+
+def _blocks(norm: str) -> set[str]:
+    tokens = [t for t in norm.split() if len(t) >= 3]
+    return {*tokens, *(f"^{t[:3]}" for t in tokens)}
+
+
+def _token_sorted(norm: str) -> str:
+    return " ".join(sorted(norm.split()))
+
+
 def _digits(text: str) -> list[str]:
     return re.findall(r"\d+", text)
 
@@ -51,19 +62,31 @@ class ConceptIndex:
     def __init__(self, threshold: float = 92.0) -> None:
         self.threshold = threshold
         self.exact: dict[str, int] = {}
-        self.labels: list[str] = []
-        self.label_ids: list[int] = []
+        # Fuzzy candidates: labels stored token-sorted (ratio() on those equals
+        # token_sort_ratio() without re-sorting each label per lookup), reached through
+        # blocks keyed by token and by 3-letter token prefix, so a lookup compares a handful
+        # of labels instead of all of them. A typo variant shares at least one such key.
+        self.keys: list[str] = []
+        self.key_ids: list[int] = []
+        self.blocks: dict[str, list[int]] = {}
         # Surface forms already recorded per concept: the canonical label and every alias.
         self.surface: set[tuple[int, str]] = set()
         self.canonical: dict[int, tuple[str, str]] = {}  # id -> (label, normalised label)
+        # What enrichment needs, kept here so that a commit does not re-read each concept.
+        self.described: set[int] = set()
+        self.terms: dict[int, list[str]] = {}
 
     @classmethod
-    def load(cls, session: Session, threshold: float = 92.0) -> ConceptIndex:
+    def load(cls, session: Connection, threshold: float = 92.0) -> ConceptIndex:
         index = cls(threshold)
-        for cid, label, norm in session.execute(
-            select(Concept.id, Concept.label, Concept.norm_label)
+        for cid, label, norm, description, terms in session.execute(
+            select(Concept.id, Concept.label, Concept.norm_label, Concept.description,
+                   Concept.search_terms)
         ):
             index.add_label(norm, cid, label)
+            if description:
+                index.described.add(cid)
+            index.terms[cid] = list(terms or [])
         for cid, alias, norm in session.execute(
             select(ConceptAlias.concept_id, ConceptAlias.alias, ConceptAlias.norm_alias)
         ):
@@ -72,8 +95,11 @@ class ConceptIndex:
 
     def add_label(self, norm: str, concept_id: int, label: str) -> None:
         self.exact[norm] = concept_id
-        self.labels.append(norm)
-        self.label_ids.append(concept_id)
+        position = len(self.keys)
+        self.keys.append(_token_sorted(norm))
+        self.key_ids.append(concept_id)
+        for block in _blocks(norm):
+            self.blocks.setdefault(block, []).append(position)
         self.surface.add((concept_id, label))
         self.canonical[concept_id] = (label, norm)
 
@@ -85,13 +111,22 @@ class ConceptIndex:
         """(concept id, how) for a normalised label: 'exact' or 'fuzzy'; None if new."""
         if norm in self.exact:
             return self.exact[norm], "exact"
-        if len(norm) < 5 or not self.labels or self.threshold > 100:
+        if len(norm) < 5 or self.threshold > 100:
             return None
-        match = process.extractOne(norm, self.labels, scorer=fuzz.token_sort_ratio,
+        query = _token_sorted(norm)
+        lists = [self.blocks[b] for b in _blocks(norm) if b in self.blocks]
+        if not lists:
+            return None
+        common = min(lists, key=len)
+        # Blocks as common as a stopword ("agent", "the") add nothing but cost.
+        positions = set().union(*(p for p in lists if len(p) <= MAX_BLOCK)) or set(common)
+        candidates = sorted(positions)
+        match = process.extractOne(query, [self.keys[i] for i in candidates], scorer=fuzz.ratio,
                                    score_cutoff=self.threshold)
-        if match is None:
+        best = None if match is None else (match[0], match[1], self.key_ids[candidates[match[2]]])
+        if best is None:
             return None
         # "Type 1 diabetes" and "Type 2 diabetes" are close strings but distinct concepts.
-        if _digits(match[0]) != _digits(norm):
+        if _digits(best[0]) != _digits(query):
             return None
-        return self.label_ids[match[2]], "fuzzy"
+        return best[2], "fuzzy"
