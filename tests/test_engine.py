@@ -235,7 +235,7 @@ def test_hallucinated_quotes_and_dangling_ends_are_dropped_and_counted(kg, db, o
     assert labels == ["Baker Street", "Sherlock Holmes"]
     raw = rows(db, "SELECT dropped FROM chunk_extractions")[0][0]
     dropped = json.loads(raw) if isinstance(raw, str) else raw
-    assert dropped == {"quote_not_found": 1, "unknown_end": 1}
+    assert dropped == {"label_not_in_text": 1, "unknown_end": 1}
     quote = rows(db, "SELECT quote FROM evidence WHERE concept_id IS NOT NULL ORDER BY id")[0][0]
     assert quote == "Sherlock Holmes lives at"  # stored as it stands in the text
 

@@ -171,7 +171,7 @@ def test_grounded_fallbacks_and_confidence_repair() -> None:
     rel = verdict.relationships[0]
     assert rel.confidence == 0.85
     assert TEXT[rel.start:rel.end] == "Sherlock Holmes lives at Baker Street."
-    assert verdict.dropped == {"quote_from_label": 1, "quote_not_found": 1,
+    assert verdict.dropped == {"quote_from_label": 1, "label_not_in_text": 1,
                                "quote_from_sentence": 1, "confidence_fixed": 1}
 
 

@@ -42,7 +42,10 @@ def discover(paths: list[Path], recursive: bool) -> list[Path]:
     for path in paths:
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
+            # Hidden files and gold annotations (name.gold.json beside name.txt) are not
+            # documents: leave them out silently instead of reporting them as skipped.
             files.extend(sorted(p for p in path.glob(pattern) if p.is_file()
+                                and not p.name.endswith(".gold.json")
                                 and not any(part.startswith(".") for part in
                                             p.relative_to(path).parts)))
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +92,18 @@ def sentence_with(text: str, a: ValidConcept, b: ValidConcept) -> tuple[int, int
     return None
 
 
+def words_of(text: str) -> set[str]:
+    return set(re.findall(r"\w+", unicodedata.normalize("NFKC", text).casefold()))
+
+
+def label_grounded(label: str, chunk_words: set[str]) -> bool:
+    """At least half of the label's words occur in the chunk (any case, any order)."""
+    words = words_of(label)
+    if not words:
+        return False
+    return sum(w in chunk_words for w in words) * 2 >= len(words)
+
+
 def find_mention(label: str, text: str) -> tuple[int, int] | None:
     """Offsets of a label standing as whole words in text (case-insensitive), 3+ characters."""
     words = label.split()
@@ -171,6 +184,7 @@ def validate_reply(
     result = Validation(True, lenient_json=lenient)
     invalid = 0
     by_norm: dict[str, ValidConcept] = {}
+    chunk_words = words_of(chunk)
     names: dict[str, str] = {}  # normalised label or search term -> canonical label in reply
     for i, raw in enumerate(data["concepts"][: bounds.max_concepts * 2]):
         try:
@@ -179,6 +193,12 @@ def validate_reply(
             invalid += 1
             result.dropped["schema"] += 1
             result.errors.append(_pydantic_error(f"concepts[{i}]", exc))
+            continue
+        if not label_grounded(item.label, chunk_words):
+            invalid += 1
+            result.dropped["label_not_in_text"] += 1
+            result.errors.append(f"concepts[{i}].label {item.label[:60]!r} does not occur in "
+                                 "the text; use the name as the text writes it")
             continue
         span = find_quote(item.quote, chunk)
         if span is None:
