@@ -150,3 +150,146 @@ def delete(name: str, by: str | None) -> None:
     with database.session() as session:
         config.delete_profile(session, name, by=context.actor(by))
     emit(f"profile {name} deleted")
+
+
+@extraction.command()
+def reload() -> None:
+    """Unload the previous model where possible, preload the active one, confirm, time it."""
+    from kg.operations import reload as do_reload
+
+    database = context.database()
+    with database.session() as session:
+        result = do_reload(session, context.settings().models_dir)
+    if result.unloaded:
+        emit(f"unloaded {result.unloaded}")
+    if result.note:
+        emit(f"note: {result.note}")
+    emit(f"loaded {result.provider}:{result.model} in {result.load_s:.2f}s; a schema-constrained "
+         f"request answered in {result.probe_s:.2f}s; switch took {result.total_s:.2f}s")
+
+
+@extraction.command(name="test")
+@click.option("--profile", "name", help="Profile to check (default: the active one).")
+@click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
+def test_(name: str | None, as_json_: bool) -> None:
+    """Preflight a profile before a long run: one line per check, exit 1 if any fails."""
+    from kg.operations import preflight
+
+    database = context.database()
+    with database.session() as session:
+        checks = preflight(session, name, context.settings().models_dir)
+    if as_json_:
+        emit(as_json([c.as_dict() for c in checks]))
+    else:
+        for c in checks:
+            emit(f"{c.status.upper():4}  {c.name:8}  {c.detail}")
+    if any(c.status == "fail" for c in checks):
+        raise SystemExit(1)
+
+
+@extraction.command()
+@click.option("--last-30-days", is_flag=True, help="Only the last 30 days.")
+@click.option("--since", help="Only calls since this date (YYYY-MM-DD, UTC).")
+@click.option("--by", "by", type=click.Choice(["provider", "model", "profile", "day"]),
+              default="model", show_default=True)
+@click.option("--compare-to", help="A priced model: savings = its cost for the same tokens "
+                                   "minus ours.")
+@click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
+@click.option("--csv", "as_csv_", is_flag=True, help="CSV output.")
+def analytics(last_30_days: bool, since: str | None, by: str, compare_to: str | None,
+              as_json_: bool, as_csv_: bool) -> None:
+    """Chunks, calls, success, first-try JSON validity, tokens, speed, latency, cost, savings."""
+    from cli.render import as_csv
+    from kg.analytics import analytics as compute
+    from kg.analytics import parse_since
+
+    if as_json_ and as_csv_:
+        raise click.UsageError("give --json or --csv, not both")
+    start = parse_since(since, last_30_days)
+    database = context.database()
+    with database.session() as session:
+        rows = compute(session, since=start, by=by, compare_to=compare_to)
+    if as_json_:
+        emit(as_json(rows))
+    elif as_csv_:
+        flat = [{**r, "failures": ";".join(f"{k}={v}" for k, v in r["failures"].items())}
+                for r in rows]
+        click.echo(as_csv(flat), nl=False)
+    else:
+        shown = [{**r, "failures": ", ".join(f"{k} {v}" for k, v in r["failures"].items())}
+                 for r in rows]
+        emit(table(shown))
+
+
+@extraction.command()
+@click.option("--model", required=True, help="Model name, e.g. qwen3:14b.")
+@click.option("--params", help="Parameter count if the name does not say it, e.g. 70B.")
+@click.option("--vram", help="GPU memory to plan for, e.g. 24GB (default: nvidia-smi).")
+@click.option("--context-window", type=click.IntRange(512, 2_097_152),
+              help="Default: the active profile's.")
+@click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
+def recommend(model: str, params: str | None, vram: str | None, context_window: int | None,
+              as_json_: bool) -> None:
+    """Which quantization fits (FP16 / 8-bit / 4-bit / CPU offload), KV cache included."""
+    from kg.recommend import recommend as advise
+
+    if context_window is None:
+        database = context.database()
+        with database.session() as session:
+            context_window = config.get_active(session).context_window
+    data = advise(model, params=params, vram=vram, context_window=context_window)
+    if as_json_:
+        emit(as_json(data))
+        return
+    emit(f"{data['model']}: {data['params_b']:g}B parameters, context {data['context_window']}"
+         f", {data['layers_assumed']} layers assumed; VRAM "
+         f"{format(data['vram_gb'], '.0f') + ' GB' if data['vram_gb'] else 'unknown'} "
+         f"({data['vram_source']})")
+    emit(table(data["options"]))
+    emit(f"recommended: {data['verdict']}")
+    if data["ollama_pull"]:
+        emit(f"ollama pull {data['ollama_pull']}")
+
+
+@admin.group()
+def prices() -> None:
+    """Prices per million tokens (cost and savings in analytics; unpriced models cost 0)."""
+
+
+@prices.command(name="set")
+@click.argument("name")
+@click.option("--prompt", type=float, required=True, help="Price per 1M prompt tokens.")
+@click.option("--completion", type=float, required=True, help="Price per 1M output tokens.")
+@click.option("--note", default="", help="Where the price comes from.")
+def prices_set(name: str, prompt: float, completion: float, note: str) -> None:
+    """Set the price of a model (as named in calls) or of a cloud reference."""
+    from kg.analytics import set_price
+
+    database = context.database()
+    with database.session() as session:
+        set_price(session, name, prompt, completion, note)
+    emit(f"price of {name}: {prompt:g} per 1M prompt tokens, {completion:g} per 1M output tokens")
+
+
+@prices.command(name="list")
+@click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
+def prices_list(as_json_: bool) -> None:
+    """Known prices."""
+    from kg.analytics import list_prices
+
+    database = context.database()
+    with database.session() as session:
+        rows = list_prices(session)
+    emit(as_json(rows) if as_json_ else table(rows))
+
+
+@prices.command(name="delete")
+@click.argument("name")
+def prices_delete(name: str) -> None:
+    """Forget a price."""
+    from kg.analytics import delete_price
+
+    database = context.database()
+    with database.session() as session:
+        delete_price(session, name)
+    emit(f"price of {name} deleted")

@@ -46,11 +46,12 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from cli import admin, db, graph, ingest
+    from cli import admin, db, graph, ingest, models
 
     cli.add_command(db.db)
     cli.add_command(admin.admin)
     cli.add_command(ingest.ingest)
+    cli.add_command(models.models)
     for command in graph.COMMANDS:
         cli.add_command(command)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -14,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -338,3 +340,22 @@ class Call(Base):
     error: Mapped[str | None] = mapped_column(Text)
     response: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class ModelPrice(Base):
+    """What a model's tokens cost (per million); a model without a row costs nothing (local)."""
+
+    __tablename__ = "model_prices"
+    __table_args__ = (
+        CheckConstraint(
+            "prompt_per_million >= 0 AND completion_per_million >= 0", name="ck_price_positive"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(512), unique=True)
+    prompt_per_million: Mapped[Decimal] = mapped_column(Numeric(14, 6))
+    completion_per_million: Mapped[Decimal] = mapped_column(Numeric(14, 6))
+    currency: Mapped[str] = mapped_column(String(8), default="USD")
+    note: Mapped[str] = mapped_column(String(200), default="")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,197 @@
+"""Analytics over `runs` and `calls` rows only: throughput, quality, latency, cost, savings.
+
+Money is computed with Decimal and rounded to the cent once, at the end, per group.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kg.db.models import Call, ModelPrice, utcnow
+from kg.errors import NotFoundError, UsageError
+
+GROUPS = ("provider", "model", "profile", "day")
+MILLION = Decimal(1_000_000)
+CENT = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class Price:
+    prompt: Decimal
+    completion: Decimal
+
+
+def parse_since(value: str | None, last_30_days: bool) -> datetime | None:
+    """--since YYYY-MM-DD (UTC midnight) or --last-30-days; None means all time."""
+    if value and last_30_days:
+        raise UsageError("give either --since or --last-30-days, not both")
+    if last_30_days:
+        return utcnow() - timedelta(days=30)
+    if not value:
+        return None
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--since must be a date like 2026-01-31 (got {value!r})") from None
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def set_price(session: Session, name: str, prompt: float, completion: float,
+              note: str = "") -> ModelPrice:
+    """Create or change the price of a model (per million prompt / completion tokens)."""
+    if prompt < 0 or completion < 0:
+        raise UsageError("prices must be 0 or more (per million tokens)")
+    if not name.strip():
+        raise UsageError("give the model name the price is for")
+    row = session.scalar(select(ModelPrice).where(ModelPrice.name == name))
+    if row is None:
+        row = ModelPrice(name=name, currency="USD")
+        session.add(row)
+    row.prompt_per_million = Decimal(str(prompt))
+    row.completion_per_million = Decimal(str(completion))
+    row.note = note[:200]
+    row.updated_at = utcnow()
+    session.flush()
+    return row
+
+
+def list_prices(session: Session) -> list[dict[str, Any]]:
+    return [
+        {"name": p.name, "prompt_per_million": float(p.prompt_per_million),
+         "completion_per_million": float(p.completion_per_million), "currency": p.currency,
+         "note": p.note, "updated_at": p.updated_at}
+        for p in session.scalars(select(ModelPrice).order_by(ModelPrice.name))
+    ]
+
+
+def delete_price(session: Session, name: str) -> None:
+    row = session.scalar(select(ModelPrice).where(ModelPrice.name == name))
+    if row is None:
+        raise NotFoundError(f"no price for {name!r}; see `kg admin prices list`")
+    session.delete(row)
+
+
+def _prices(session: Session) -> dict[str, Price]:
+    return {p.name: Price(Decimal(p.prompt_per_million), Decimal(p.completion_per_million))
+            for p in session.scalars(select(ModelPrice))}
+
+
+def cost(prompt_tokens: int, output_tokens: int, price: Price | None) -> Decimal:
+    """Exact cost in currency units (not rounded)."""
+    if price is None:
+        return Decimal(0)
+    return (Decimal(prompt_tokens) * price.prompt
+            + Decimal(output_tokens) * price.completion) / MILLION
+
+
+def _money(value: Decimal) -> float:
+    return float(value.quantize(CENT, rounding=ROUND_HALF_UP))
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return round(values[0], 1)
+    return round(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1], 1)
+
+
+def analytics(
+    session: Session,
+    *,
+    since: datetime | None = None,
+    by: str = "model",
+    compare_to: str | None = None,
+) -> list[dict[str, Any]]:
+    """One row per group with volumes, quality, speed, latency, cost and savings."""
+    if by not in GROUPS:
+        raise UsageError(f"--by must be one of {', '.join(GROUPS)} (got {by!r})")
+    prices = _prices(session)
+    reference = None
+    if compare_to is not None:
+        reference = prices.get(compare_to)
+        if reference is None:
+            known = ", ".join(sorted(prices)) or "none yet"
+            raise NotFoundError(
+                f"no price named {compare_to!r} to compare to (known: {known}); add one with "
+                f"`kg admin prices set {compare_to} --prompt X --completion Y`")
+    query = select(Call.run_id, Call.chunk_id, Call.attempt, Call.provider, Call.model,
+                   Call.profile_name, Call.status, Call.error_kind, Call.prompt_tokens,
+                   Call.completion_tokens, Call.thinking_tokens, Call.latency_ms, Call.eval_ms,
+                   Call.started_at)
+    if since is not None:
+        query = query.where(Call.started_at >= since)
+    groups: dict[str, dict[str, Any]] = defaultdict(lambda: {
+        "chunks": set(), "ok_chunks": set(), "calls": 0, "first": 0, "first_ok": 0,
+        "retries": 0, "failures": Counter(), "prompt": 0, "completion": 0, "thinking": 0,
+        "latencies": [], "decode_tokens": 0, "decode_ms": 0.0, "cost": Decimal(0),
+        "reference": Decimal(0),
+    })
+    for row in session.execute(query):
+        key = {"provider": row.provider, "model": row.model, "profile": row.profile_name,
+               "day": _day(row.started_at)}[by]
+        g = groups[key]
+        chunk = (row.run_id, row.chunk_id)
+        g["chunks"].add(chunk)
+        g["calls"] += 1
+        if row.status == "ok":
+            g["ok_chunks"].add(chunk)
+        else:
+            g["failures"][row.error_kind or row.status] += 1
+        if row.attempt == 1:
+            g["first"] += 1
+            g["first_ok"] += row.status == "ok"
+        else:
+            g["retries"] += 1
+        output = row.completion_tokens + row.thinking_tokens
+        g["prompt"] += row.prompt_tokens
+        g["completion"] += row.completion_tokens
+        g["thinking"] += row.thinking_tokens
+        if row.status != "error":
+            g["latencies"].append(row.latency_ms)
+            g["decode_tokens"] += output
+            g["decode_ms"] += row.eval_ms if row.eval_ms else row.latency_ms
+        g["cost"] += cost(row.prompt_tokens, output, prices.get(row.model))
+        if reference is not None:
+            g["reference"] += cost(row.prompt_tokens, output, reference)
+    rows = []
+    for key in sorted(groups):
+        g = groups[key]
+        row: dict[str, Any] = {
+            by: key, "chunks": len(g["chunks"]), "calls": g["calls"],
+            "success_rate": round(len(g["ok_chunks"]) / len(g["chunks"]), 4),
+            "valid_first_try_rate": round(g["first_ok"] / g["first"], 4) if g["first"] else None,
+            "retries": g["retries"],
+            "failures": dict(sorted(g["failures"].items())),
+            "prompt_tokens": g["prompt"], "completion_tokens": g["completion"],
+            "thinking_tokens": g["thinking"],
+            "tokens_per_s": round(g["decode_tokens"] / (g["decode_ms"] / 1000), 1)
+            if g["decode_ms"] else None,
+            "latency_p50_ms": _percentile(g["latencies"], 50),
+            "latency_p95_ms": _percentile(g["latencies"], 95),
+            "cost": _money(g["cost"]),
+        }
+        if reference is not None:
+            row["cost_at_" + _slug(compare_to or "")] = _money(g["reference"])
+            row["savings"] = _money(g["reference"] - g["cost"])
+        rows.append(row)
+    return rows
+
+
+def _day(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).date().isoformat()
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
