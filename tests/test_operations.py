@@ -1,4 +1,4 @@
-"""Operating the models: reload, preflight, model listings, analytics, prices, recommend, compose."""
+"""Operating the models: reload, preflight, listings, analytics, prices, recommend, compose."""
 
 from __future__ import annotations
 
