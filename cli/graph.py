@@ -86,6 +86,36 @@ def runs_show(run_id: int, as_json_: bool) -> None:
         emit(table(data["failed_chunks"]))
 
 
+@runs.command(name="diff")
+@click.argument("run_a", type=int)
+@click.argument("run_b", type=int)
+@JSON
+def runs_diff(run_a: int, run_b: int, as_json_: bool) -> None:
+    """The graph difference between two runs: concepts and relationships added, removed,
+    changed."""
+    data = _read(queries.runs_diff, run_a, run_b)
+    if as_json_:
+        emit(as_json(data))
+        return
+    if not data["same_documents"]:
+        emit(f"note: the runs cover different documents ({data['shared_documents']} shared)")
+    emit(f"concepts: +{len(data['concepts_added'])} -{len(data['concepts_removed'])} "
+         f"(={data['concepts_in_both']}); relationships: +{len(data['relationships_added'])} "
+         f"-{len(data['relationships_removed'])} ~{len(data['relationships_changed'])} "
+         f"(={data['relationships_in_both']})")
+    for label in data["concepts_added"]:
+        emit(f"+ concept {label}")
+    for label in data["concepts_removed"]:
+        emit(f"- concept {label}")
+    for s, t, g in data["relationships_added"]:
+        emit(f"+ {s} -[{t}]-> {g}")
+    for s, t, g in data["relationships_removed"]:
+        emit(f"- {s} -[{t}]-> {g}")
+    for c in data["relationships_changed"]:
+        emit(f"~ {c['source']} -> {c['target']}: {', '.join(c['types_a'])} -> "
+             f"{', '.join(c['types_b'])}")
+
+
 @click.group()
 def vocab() -> None:
     """The relationship vocabulary."""

@@ -46,12 +46,13 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from cli import admin, db, graph, ingest, models
+    from cli import admin, db, evaluate, graph, ingest, models
 
     cli.add_command(db.db)
     cli.add_command(admin.admin)
     cli.add_command(ingest.ingest)
     cli.add_command(models.models)
+    cli.add_command(evaluate.eval_)
     for command in graph.COMMANDS:
         cli.add_command(command)
 

@@ -19,6 +19,7 @@ from kg.db.models import (
     RelationshipType,
     RelationshipTypeProposal,
     Run,
+    RunDocument,
 )
 from kg.errors import NotFoundError, UsageError
 from kg.extraction.engine import effective_status
@@ -162,3 +163,56 @@ def proposals(session: Session, limit: int = 50) -> list[dict[str, Any]]:
             RelationshipTypeProposal.occurrences.desc(), RelationshipTypeProposal.name)
             .limit(_limit(limit)))
     ]
+
+
+def _run_graph(session: Session, run_id: int) -> tuple[set[str], dict[tuple[str, str], set[str]]]:
+    """Concepts and typed edges a run has evidence for (labels, (source, target) -> types)."""
+    concepts = set(session.scalars(
+        select(Concept.label).join(Evidence, Evidence.concept_id == Concept.id)
+        .where(Evidence.run_id == run_id).distinct()))
+    source, target = aliased(Concept), aliased(Concept)
+    edges: dict[tuple[str, str], set[str]] = {}
+    for s, t, g in session.execute(
+        select(source.label, RelationshipType.name, target.label)
+        .select_from(Evidence)
+        .join(Relationship, Relationship.id == Evidence.relationship_id)
+        .join(RelationshipType, RelationshipType.id == Relationship.type_id)
+        .join(source, source.id == Relationship.source_id)
+        .join(target, target.id == Relationship.target_id)
+        .where(Evidence.run_id == run_id).distinct()
+    ):
+        edges.setdefault((s, g), set()).add(t)
+    return concepts, edges
+
+
+def runs_diff(session: Session, run_a: int, run_b: int) -> dict[str, Any]:
+    """The graph difference between two runs: concepts and relationships added, removed,
+    changed (same pair of concepts, different types)."""
+    for run_id in (run_a, run_b):
+        if session.get(Run, run_id) is None:
+            raise NotFoundError(f"no run {run_id}; see `kg runs list`")
+    docs_a = set(session.scalars(select(RunDocument.document_id).where(
+        RunDocument.run_id == run_a)))
+    docs_b = set(session.scalars(select(RunDocument.document_id).where(
+        RunDocument.run_id == run_b)))
+    concepts_a, edges_a = _run_graph(session, run_a)
+    concepts_b, edges_b = _run_graph(session, run_b)
+
+    def triples(edges: dict[tuple[str, str], set[str]], pairs: set[tuple[str, str]]) -> list:
+        return sorted([s, t, g] for (s, g) in pairs for t in sorted(edges[(s, g)]))
+
+    changed = sorted(pair for pair in set(edges_a) & set(edges_b)
+                     if edges_a[pair] != edges_b[pair])
+    return {
+        "run_a": run_a, "run_b": run_b,
+        "same_documents": docs_a == docs_b, "shared_documents": len(docs_a & docs_b),
+        "concepts_added": sorted(concepts_b - concepts_a),
+        "concepts_removed": sorted(concepts_a - concepts_b),
+        "relationships_added": triples(edges_b, set(edges_b) - set(edges_a)),
+        "relationships_removed": triples(edges_a, set(edges_a) - set(edges_b)),
+        "relationships_changed": [
+            {"source": s, "target": g, "types_a": sorted(edges_a[(s, g)]),
+             "types_b": sorted(edges_b[(s, g)])} for s, g in changed],
+        "concepts_in_both": len(concepts_a & concepts_b),
+        "relationships_in_both": len(set(edges_a) & set(edges_b)) - len(changed),
+    }

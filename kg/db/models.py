@@ -359,3 +359,31 @@ class ModelPrice(Base):
     currency: Mapped[str] = mapped_column(String(8), default="USD")
     note: Mapped[str] = mapped_column(String(200), default="")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Evaluation(Base):
+    """One scoring of a profile against a folder of gold annotations."""
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gold_dir: Mapped[str] = mapped_column(String(1024))
+    profile: Mapped[dict[str, Any]] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime] = mapped_column()
+    documents: Mapped[int] = mapped_column(Integer)
+    overall: Mapped[dict[str, Any]] = mapped_column(JSON)
+    by_category: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class EvaluationDocument(Base):
+    __tablename__ = "evaluation_documents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    evaluation_id: Mapped[int] = mapped_column(
+        ForeignKey("evaluations.id", ondelete="CASCADE"), index=True
+    )
+    document: Mapped[str] = mapped_column(String(1024))
+    category: Mapped[str] = mapped_column(String(64))
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON)
+    predicted: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -229,47 +229,63 @@ class _Engine:
 
     def _add_document(self, session: Session, run_id: int, doc: loaders.LoadedDocument) -> int:
         path = str(doc.path.resolve())
-        existing = session.scalar(select(Document).where(Document.path == path,
+        document = session.scalar(select(Document).where(Document.path == path,
                                                          Document.sha256 == doc.sha256))
-        if existing is not None and self.request.force:
-            session.execute(delete(Chunk).where(Chunk.document_id == existing.id))
-            existing.status = "pending"
-            document = existing
-        elif existing is not None:
-            document = existing  # an earlier run left it partial: its chunks are reused
-        else:
+        if document is None:
             document = Document(path=path, sha256=doc.sha256, size_bytes=doc.size_bytes,
                                 kind=doc.kind, status="pending", chunk_count=0,
                                 created_at=utcnow())
             session.add(document)
             session.flush()
-        if existing is None or self.request.force:
-            batch: list[dict] = []
-            count = 0
-            for c in chunk_text(doc.text, self.request.chunking, doc.boundaries):
-                batch.append({"document_id": document.id, "ordinal": c.ordinal, "text": c.text,
-                              "char_start": c.char_start, "char_end": c.char_end,
-                              "token_estimate": c.token_estimate})
-                count += 1
-                if len(batch) >= 500:
-                    session.execute(insert(Chunk), batch)
-                    batch = []
-            if batch:
-                session.execute(insert(Chunk), batch)
-            document.chunk_count = count
+            self._write_chunks(session, document, doc)
+        elif self.request.force:
+            # Same chunks as before: keep them, so earlier runs keep their evidence (and
+            # `kg runs diff` can compare). Different chunking: the chunks are replaced.
+            spans = [(c.char_start, c.char_end)
+                     for c in chunk_text(doc.text, self.request.chunking, doc.boundaries)]
+            stored = [tuple(r) for r in session.execute(
+                select(Chunk.char_start, Chunk.char_end).where(Chunk.document_id == document.id)
+                .order_by(Chunk.ordinal))]
+            if spans != stored:
+                session.execute(delete(Chunk).where(Chunk.document_id == document.id))
+                self._write_chunks(session, document, doc)
+            document.status = "pending"
+        # else: an earlier run left it partial; its chunks are reused and only the rest is done
         session.add(RunDocument(run_id=run_id, document_id=document.id))
         session.flush()
         return document.chunk_count
 
+    def _write_chunks(self, session: Session, document: Document,
+                      doc: loaders.LoadedDocument) -> None:
+        batch: list[dict] = []
+        count = 0
+        for c in chunk_text(doc.text, self.request.chunking, doc.boundaries):
+            batch.append({"document_id": document.id, "ordinal": c.ordinal, "text": c.text,
+                          "char_start": c.char_start, "char_end": c.char_end,
+                          "token_estimate": c.token_estimate})
+            count += 1
+            if len(batch) >= 500:
+                session.execute(insert(Chunk), batch)
+                batch = []
+        if batch:
+            session.execute(insert(Chunk), batch)
+        document.chunk_count = count
+
     def _pending(self, run_id: int) -> deque[ChunkRef]:
-        """Chunks of the run's documents that no run has committed yet, in document order."""
+        """Chunks of the run's documents still to do, in document order: not committed by any
+        run, or (for a --force run) not committed by this run."""
         done = aliased(ChunkExtraction)
         with self.db.session() as session:
+            run = session.get(Run, run_id)
+            assert run is not None
+            committed = exists().where(done.chunk_id == Chunk.id, done.status == "ok")
+            if run.options.get("force"):
+                committed = committed.where(done.run_id == run_id)
             rows = session.execute(
                 select(Chunk.id, Chunk.document_id, Chunk.char_start)
                 .join(RunDocument, and_(RunDocument.document_id == Chunk.document_id,
                                         RunDocument.run_id == run_id))
-                .where(~exists().where(done.chunk_id == Chunk.id, done.status == "ok"))
+                .where(~committed)
                 .order_by(Chunk.document_id, Chunk.ordinal)
             ).all()
         return deque(ChunkRef(r.id, r.document_id, r.char_start) for r in rows)

@@ -123,7 +123,7 @@ class GraphWriter:
     def record_calls(self, run_id: int, chunk: ChunkRef, outcome: ChunkOutcome) -> None:
         """Keep the calls of a chunk that a fatal error stopped; the chunk itself stays pending."""
         with self.db.transaction() as conn:
-            conn.execute(insert(CALLS), _call_rows(run_id, chunk.id, outcome))
+            conn.execute(insert(CALLS), call_rows(run_id, chunk.id, outcome))
 
     # -- planning (no database) -----------------------------------------------------------
     def _plan_chunk(self, plan: _Plan, verdict: Validation) -> dict[str, Ref]:
@@ -224,7 +224,7 @@ class GraphWriter:
         retried = [chunk.id for chunk, _o in items if chunk.id in failed_before]
         ok_count = failed_count = 0
         for chunk, outcome in items:
-            calls += _call_rows(run_id, chunk.id, outcome)
+            calls += call_rows(run_id, chunk.id, outcome)
             row = {"run_id": run_id, "chunk_id": chunk.id, "attempts": len(outcome.attempts),
                    "profile_revision": outcome.settings.revision, "finished_at": utcnow()}
             if outcome.validation is None:
@@ -351,7 +351,9 @@ class GraphWriter:
             self.edges[key] = (self.edges[key][0], conf)
 
 
-def _call_rows(run_id: int, chunk_id: int, outcome: ChunkOutcome) -> list[dict[str, Any]]:
+def call_rows(run_id: int | None, chunk_id: int | None,
+              outcome: ChunkOutcome) -> list[dict[str, Any]]:
+    """`calls` rows for every attempt of an outcome (run and chunk are None in evaluations)."""
     s = outcome.settings
     return [
         {

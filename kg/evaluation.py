@@ -1,0 +1,312 @@
+"""`kg eval`: extract annotated documents and score them against gold, per category and overall.
+
+Evaluation does not touch the graph: predictions are scored in memory and stored as an
+evaluation (so two can be compared); its LLM calls are logged in `calls` like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from kg import config
+from kg.db import Database
+from kg.db.models import Call, Evaluation, EvaluationDocument, utcnow
+from kg.errors import NotFoundError, UsageError
+from kg.extraction import loaders
+from kg.extraction.chunking import ChunkingOptions, chunk_text
+from kg.extraction.extract import ChunkOutcome, extract_chunk
+from kg.extraction.prompt import system_prompt
+from kg.extraction.resolve import normalise_label
+from kg.extraction.schema import bounds_for_budget
+from kg.extraction.store import call_rows
+from kg.extraction.vocabulary import Vocabulary
+from kg.providers import build_provider
+
+JSON_KINDS = {"not_json", "truncated", "thinking_only", "schema"}
+
+
+@dataclass
+class Gold:
+    document: Path
+    category: str
+    concepts: list[tuple[str, list[str]]]
+    relationships: list[tuple[str, str, str]]
+
+
+@dataclass
+class Prediction:
+    """What a model extracted from one document, plus how the calls went."""
+
+    concepts: list[str] = field(default_factory=list)
+    relationships: list[tuple[str, str, str]] = field(default_factory=list)
+    chunks: int = 0
+    chunks_failed: int = 0
+    first_try_json: int = 0
+    first_try_usable: int = 0
+    retries: int = 0
+    quotes_verbatim: int = 0
+    quotes_total: int = 0
+
+
+def load_gold(gold_dir: Path) -> list[Gold]:
+    """Every NAME.gold.json under gold_dir, with the document it annotates."""
+    if not gold_dir.is_dir():
+        raise UsageError(f"no such folder: {gold_dir}; give the folder holding *.gold.json files")
+    items = []
+    for path in sorted(gold_dir.rglob("*.gold.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            document = path.parent / data["document"]
+            concepts = [(c["label"], list(c.get("aliases", []))) for c in data["concepts"]]
+            rels = [(r["source"], r["type"], r["target"]) for r in data["relationships"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"gold file {path} is not valid ({exc}); it needs document, "
+                             "concepts [{label, aliases}] and relationships "
+                             "[{source, type, target}]") from None
+        if not document.is_file():
+            raise UsageError(f"gold file {path} names {data['document']!r}, which is missing")
+        items.append(Gold(document, data.get("category") or path.parent.name, concepts, rels))
+    if not items:
+        raise UsageError(f"no *.gold.json files under {gold_dir}")
+    return items
+
+
+def concept_key(label: str) -> str:
+    """Matching key: normalised label with simple plurals folded (layers ~ layer)."""
+    words = normalise_label(label).split()
+    return " ".join(re.sub(r"(?<=[a-z]{3})s$", "", w) for w in words)
+
+
+def score(gold: Gold, pred: Prediction, symmetric: set[str]) -> dict[str, int]:
+    """Counts for one document; metrics() turns summed counts into rates."""
+    index: dict[str, int] = {}
+    for i, (label, aliases) in enumerate(gold.concepts):
+        for name in (label, *aliases):
+            index.setdefault(concept_key(name), i)
+    mapped: dict[str, int | None] = {p: index.get(concept_key(p)) for p in pred.concepts}
+    matched = {i for i in mapped.values() if i is not None}
+    unmatched = {concept_key(p) for p, i in mapped.items() if i is None}
+
+    def edge(s: int, t: str, g: int) -> tuple[int, str, int]:
+        return (min(s, g), t, max(s, g)) if t in symmetric else (s, t, g)
+
+    gold_edges = {edge(index[concept_key(s)], t, index[concept_key(g)])
+                  for s, t, g in gold.relationships}
+    gold_pairs: dict[frozenset[int], set[str]] = defaultdict(set)
+    for s, t, g in gold_edges:
+        gold_pairs[frozenset((s, g))].add(t)
+    pred_edges: set[Any] = set()
+    pred_pairs: set[Any] = set()
+    type_correct = type_total = 0
+    for s, t, g in pred.relationships:
+        si, gi = index.get(concept_key(s)), index.get(concept_key(g))
+        if si is None or gi is None:
+            pred_edges.add((concept_key(s), t, concept_key(g)))  # cannot match any gold edge
+            pred_pairs.add((concept_key(s), concept_key(g)))
+            continue
+        pred_edges.add(edge(si, t, gi))
+        pair = frozenset((si, gi))
+        pred_pairs.add(pair)
+        if pair in gold_pairs:
+            type_total += 1
+            type_correct += t in gold_pairs[pair]
+    return {
+        "concept_tp": len(matched), "concept_pred": len(matched) + len(unmatched),
+        "concept_gold": len(gold.concepts),
+        "rel_tp": len(pred_edges & gold_edges), "rel_pred": len(pred_edges),
+        "rel_gold": len(gold_edges),
+        "pair_tp": len(pred_pairs & set(gold_pairs)), "pair_pred": len(pred_pairs),
+        "pair_gold": len(gold_pairs),
+        "type_correct": type_correct, "type_total": type_total,
+        "chunks": pred.chunks, "chunks_failed": pred.chunks_failed,
+        "first_try_json": pred.first_try_json, "first_try_usable": pred.first_try_usable,
+        "retries": pred.retries, "quotes_verbatim": pred.quotes_verbatim,
+        "quotes_total": pred.quotes_total,
+    }
+
+
+def _prf(tp: int, pred: int, gold: int) -> tuple[float, float, float]:
+    p = tp / pred if pred else (1.0 if gold == 0 else 0.0)
+    r = tp / gold if gold else 1.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return round(p, 4), round(r, 4), round(f, 4)
+
+
+def metrics(counts: dict[str, int]) -> dict[str, Any]:
+    """Precision / recall / F1 and rates from summed counts (micro-averaged)."""
+    c = counts
+    cp, cr, cf = _prf(c["concept_tp"], c["concept_pred"], c["concept_gold"])
+    rp, rr, rf = _prf(c["rel_tp"], c["rel_pred"], c["rel_gold"])
+    up, ur, uf = _prf(c["pair_tp"], c["pair_pred"], c["pair_gold"])
+    chunks = c["chunks"] or 1
+    return {
+        "concept_precision": cp, "concept_recall": cr, "concept_f1": cf,
+        "relationship_precision": rp, "relationship_recall": rr, "relationship_f1": rf,
+        "untyped_precision": up, "untyped_recall": ur, "untyped_f1": uf,
+        "type_accuracy": round(c["type_correct"] / c["type_total"], 4) if c["type_total"]
+        else None,
+        "quotes_verbatim_rate": round(c["quotes_verbatim"] / c["quotes_total"], 4)
+        if c["quotes_total"] else None,
+        "valid_json_first_try": round(c["first_try_json"] / chunks, 4),
+        "usable_first_try": round(c["first_try_usable"] / chunks, 4),
+        "retries": c["retries"], "chunks": c["chunks"], "chunks_failed": c["chunks_failed"],
+    }
+
+
+def _add(total: dict[str, int], counts: dict[str, int]) -> None:
+    for key, value in counts.items():
+        total[key] = total.get(key, 0) + value
+
+
+def prediction_from(outcomes: list[ChunkOutcome]) -> Prediction:
+    """Merge chunk verdicts of one document (concepts deduplicated by normalised label)."""
+    pred = Prediction()
+    seen: set[str] = set()
+    for outcome in outcomes:
+        pred.chunks += 1
+        pred.retries += max(0, len(outcome.attempts) - 1)
+        first = outcome.attempts[0] if outcome.attempts else None
+        if first is not None and first.status != "error" and first.error_kind not in JSON_KINDS:
+            pred.first_try_json += 1
+        if first is not None and first.status == "ok":
+            pred.first_try_usable += 1
+        verdict = outcome.validation
+        if verdict is None:
+            pred.chunks_failed += 1
+            continue
+        fallbacks = verdict.dropped["quote_from_label"] + verdict.dropped["quote_from_sentence"]
+        kept = len(verdict.concepts) + len(verdict.relationships)
+        pred.quotes_verbatim += kept - fallbacks
+        pred.quotes_total += kept + verdict.dropped["quote_not_found"]
+        for c in verdict.concepts:
+            if normalise_label(c.label) not in seen:
+                seen.add(normalise_label(c.label))
+                pred.concepts.append(c.label)
+        pred.relationships += [(r.source, r.type.name, r.target) for r in verdict.relationships]
+    return pred
+
+
+def evaluate(
+    db: Database,
+    gold_dir: Path,
+    *,
+    profile: str | None = None,
+    models_dir: Path | None = None,
+    chunking: ChunkingOptions | None = None,
+    on_document: Callable[[str], None] | None = None,
+) -> int:
+    """Run extraction over the gold documents, score, store; returns the evaluation id."""
+    golds = load_gold(gold_dir)
+    started = utcnow()
+    with db.session() as session:
+        row = config.get_profile(session, profile)
+        settings = config.provider_settings(row)
+        vocabulary = Vocabulary.load(session)
+    symmetric = {t.name for t in vocabulary.types.values() if t.direction == "symmetric"}
+    provider = build_provider(settings, models_dir)
+    provider.check()
+    bounds = bounds_for_budget(settings.max_output_tokens)
+    system = system_prompt(vocabulary, bounds)
+    opts = chunking or ChunkingOptions()
+    documents: list[tuple[Gold, Prediction, dict[str, int]]] = []
+    try:
+        with ThreadPoolExecutor(max_workers=settings.max_parallel) as pool:
+            for gold in golds:
+                loaded = loaders.load(gold.document)
+                if isinstance(loaded, loaders.Skipped):
+                    raise UsageError(f"cannot evaluate {gold.document}: {loaded.reason}")
+                texts = [c.text for c in chunk_text(loaded.text, opts, loaded.boundaries)]
+                outcomes = list(pool.map(
+                    lambda t: extract_chunk(provider, 0, t, system, vocabulary, bounds), texts))
+                fatal = next((o.fatal for o in outcomes if o.fatal is not None), None)
+                if fatal is not None:
+                    raise fatal
+                with db.transaction() as conn:
+                    calls = [r for o in outcomes for r in call_rows(None, None, o)]
+                    if calls:
+                        conn.execute(insert(Call.__table__), calls)
+                pred = prediction_from(outcomes)
+                documents.append((gold, pred, score(gold, pred, symmetric)))
+                if on_document:
+                    on_document(str(gold.document))
+    finally:
+        provider.close()
+    overall: dict[str, int] = {}
+    per_category: dict[str, dict[str, int]] = defaultdict(dict)
+    for gold, _pred, counts in documents:
+        _add(overall, counts)
+        _add(per_category[gold.category], counts)
+    with db.session() as session:
+        evaluation = Evaluation(
+            gold_dir=str(gold_dir.resolve()),
+            profile={"name": settings.profile_name, "revision": settings.revision,
+                     "provider": settings.provider, "model": settings.model,
+                     "temperature": settings.temperature,
+                     "thinking_mode": settings.thinking_mode},
+            started_at=started, finished_at=utcnow(), documents=len(documents),
+            overall={**metrics(overall), "counts": overall},
+            by_category={k: {**metrics(v), "counts": v} for k, v in sorted(per_category.items())},
+        )
+        session.add(evaluation)
+        session.flush()
+        for gold, pred, counts in documents:
+            session.add(EvaluationDocument(
+                evaluation_id=evaluation.id, document=str(gold.document), category=gold.category,
+                counts=counts, predicted={"concepts": pred.concepts,
+                                          "relationships": pred.relationships}))
+        return evaluation.id
+
+
+def get_evaluation(session: Session, evaluation_id: int) -> Evaluation:
+    evaluation = session.get(Evaluation, evaluation_id)
+    if evaluation is None:
+        raise NotFoundError(f"no evaluation {evaluation_id}; see `kg eval list`")
+    return evaluation
+
+
+def summary(evaluation: Evaluation) -> dict[str, Any]:
+    return {"id": evaluation.id, "gold_dir": evaluation.gold_dir, "profile": evaluation.profile,
+            "started_at": evaluation.started_at, "finished_at": evaluation.finished_at,
+            "documents": evaluation.documents,
+            "overall": {k: v for k, v in evaluation.overall.items() if k != "counts"},
+            "by_category": {c: {k: v for k, v in m.items() if k != "counts"}
+                            for c, m in evaluation.by_category.items()}}
+
+
+def list_evaluations(session: Session) -> list[dict[str, Any]]:
+    return [{"id": e.id, "started_at": e.started_at, "profile": e.profile.get("name"),
+             "model": e.profile.get("model"), "documents": e.documents,
+             "concept_f1": e.overall.get("concept_f1"),
+             "relationship_f1": e.overall.get("relationship_f1")}
+            for e in session.scalars(select(Evaluation).order_by(Evaluation.id.desc()))]
+
+
+COMPARED = ("concept_precision", "concept_recall", "concept_f1", "relationship_precision",
+            "relationship_recall", "relationship_f1", "untyped_f1", "type_accuracy",
+            "quotes_verbatim_rate", "valid_json_first_try", "usable_first_try", "retries",
+            "chunks_failed")
+
+
+def compare(a: Evaluation, b: Evaluation) -> list[dict[str, Any]]:
+    """Side by side: every metric, overall and per category, with B minus A."""
+    rows = []
+    scopes = [("overall", a.overall, b.overall)] + [
+        (c, a.by_category.get(c, {}), b.by_category.get(c, {}))
+        for c in sorted(set(a.by_category) | set(b.by_category))]
+    for scope, ma, mb in scopes:
+        for metric in COMPARED:
+            va, vb = ma.get(metric), mb.get(metric)
+            delta = round(vb - va, 4) if isinstance(va, int | float) and isinstance(
+                vb, int | float) else None
+            rows.append({"scope": scope, "metric": metric, "a": va, "b": vb, "delta": delta})
+    return rows
