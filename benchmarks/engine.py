@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks.common import corpus_text, fake_server, point_at, temp_database
+from kg.db import Database
 from kg.extraction.chunking import ChunkingOptions
 from kg.extraction.engine import IngestRequest, ingest
 
@@ -17,13 +20,22 @@ def _run(db, path: Path, force: bool = False):
     return ingest(db, IngestRequest(paths=[path], chunking=CHUNKING, force=force))
 
 
-def overhead(dialect: str, chunks: int = 400, parallel: int = 4) -> dict[str, object]:
-    """Chunks/s end to end with a server that answers at once (10 concepts, 10 relationships)."""
+@contextmanager
+def _setup(dialect: str, chunks: int, parallel: int, delay: float = 0.0,
+           slots: int = 64) -> Iterator[tuple[Database, Path]]:
+    """A fresh database pointed at a test server in its own process, and a document."""
     with tempfile.TemporaryDirectory() as tmp, temp_database(dialect) as db, fake_server(
+        delay=delay, slots=slots
     ) as url:
         doc = Path(tmp) / "doc.txt"
         doc.write_text(corpus_text(chunks), encoding="utf-8")
         point_at(db, url, max_parallel=parallel)
+        yield db, doc
+
+
+def overhead(dialect: str, chunks: int = 400, parallel: int = 4) -> dict[str, object]:
+    """Chunks/s end to end with a server that answers at once (10 concepts, 10 relationships)."""
+    with _setup(dialect, chunks, parallel) as (db, doc):
         started = time.perf_counter()
         summary = _run(db, doc)
         seconds = time.perf_counter() - started
@@ -44,12 +56,7 @@ def scaling(dialect: str = "sqlite", chunks: int = 64, latency: float = 0.2,
     """Wall time against the ideal chunks x latency / parallelism."""
     rows = []
     for parallel in (1, 2, 4, 8):
-        with tempfile.TemporaryDirectory() as tmp, temp_database(dialect) as db, fake_server(
-            delay=latency, slots=slots
-        ) as url:
-            doc = Path(tmp) / "doc.txt"
-            doc.write_text(corpus_text(chunks), encoding="utf-8")
-            point_at(db, url, max_parallel=parallel)
+        with _setup(dialect, chunks, parallel, delay=latency, slots=slots) as (db, doc):
             started = time.perf_counter()
             summary = _run(db, doc)
             wall = time.perf_counter() - started

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from kg.extraction.resolve import normalise_label
 from kg.extraction.schema import Bounds, item_models
@@ -141,6 +141,21 @@ def _parse(content: str) -> tuple[Any, bool, str | None]:
         return None, False, f"{exc.msg} at line {exc.lineno} column {exc.colno}"
 
 
+# Drops that mean the model got something wrong (as opposed to duplicates, self-loops or
+# types outside the vocabulary, which are fair answers): they decide "mostly invalid".
+INVALID_REASONS = ("schema", "label_not_in_text", "quote_not_found", "unknown_end")
+
+
+def _item(model: type[BaseModel], raw: Any, where: str, result: Validation) -> Any:
+    """The validated item, or None with the schema error recorded."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        result.dropped["schema"] += 1
+        result.errors.append(_pydantic_error(where, exc))
+        return None
+
+
 def _pydantic_error(prefix: str, exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
@@ -182,20 +197,14 @@ def validate_reply(
 
     concept_model, relationship_model, _ = item_models(bounds)
     result = Validation(True, lenient_json=lenient)
-    invalid = 0
     by_norm: dict[str, ValidConcept] = {}
     chunk_words = words_of(chunk)
     names: dict[str, str] = {}  # normalised label or search term -> canonical label in reply
     for i, raw in enumerate(data["concepts"][: bounds.max_concepts * 2]):
-        try:
-            item = concept_model.model_validate(raw)
-        except ValidationError as exc:
-            invalid += 1
-            result.dropped["schema"] += 1
-            result.errors.append(_pydantic_error(f"concepts[{i}]", exc))
+        item = _item(concept_model, raw, f"concepts[{i}]", result)
+        if item is None:
             continue
         if not label_grounded(item.label, chunk_words):
-            invalid += 1
             result.dropped["label_not_in_text"] += 1
             result.errors.append(f"concepts[{i}].label {item.label[:60]!r} does not occur in "
                                  "the text; use the name as the text writes it")
@@ -206,7 +215,6 @@ def validate_reply(
             # verbatim evidence. Counted apart so that quote fidelity stays measurable.
             span = find_mention(item.label, chunk)
             if span is None:
-                invalid += 1
                 result.dropped["quote_not_found"] += 1
                 result.errors.append(
                     f"concepts[{i}].quote is not in the text: {item.quote[:60]!r}")
@@ -214,7 +222,6 @@ def validate_reply(
             result.dropped["quote_from_label"] += 1
         norm = normalise_label(item.label)
         if not norm:
-            invalid += 1
             result.dropped["schema"] += 1
             result.errors.append(f"concepts[{i}].label has no letters or digits")
             continue
@@ -236,17 +243,12 @@ def validate_reply(
         fixed = _fix_confidence(raw)
         if fixed is not raw:
             result.dropped["confidence_fixed"] += 1
-        try:
-            item = relationship_model.model_validate(fixed)
-        except ValidationError as exc:
-            invalid += 1
-            result.dropped["schema"] += 1
-            result.errors.append(_pydantic_error(f"relationships[{i}]", exc))
+        item = _item(relationship_model, fixed, f"relationships[{i}]", result)
+        if item is None:
             continue
         source = names.get(normalise_label(item.source))
         target = names.get(normalise_label(item.target))
         if source is None or target is None:
-            invalid += 1
             result.dropped["unknown_end"] += 1
             missing = item.source if source is None else item.target
             result.errors.append(
@@ -265,7 +267,6 @@ def validate_reply(
         if span is None:
             span = sentence_with(chunk, by_label[source], by_label[target])
             if span is None:
-                invalid += 1
                 result.dropped["quote_not_found"] += 1
                 result.errors.append(
                     f"relationships[{i}].quote is not in the text: {item.quote[:60]!r}")
@@ -280,6 +281,7 @@ def validate_reply(
             source, target, type_info, item.confidence, chunk[span[0]:span[1]], span[0], span[1]))
 
     total = len(data["concepts"]) + len(raw_relationships)
+    invalid = sum(result.dropped[reason] for reason in INVALID_REASONS)
     if not result.concepts:
         if total == 0 and len(chunk.split()) < MIN_WORDS_FOR_CONTENT:
             return result  # a heading or a signature: nothing to extract is a fair answer
