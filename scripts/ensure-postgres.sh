@@ -6,7 +6,7 @@ HOST=127.0.0.1 PORT=5432
 ready() { pg_isready -q -h "$HOST" -p "$PORT" 2>/dev/null && psql -h "$HOST" -p "$PORT" -U postgres -d postgres -Atc 'select 1' >/dev/null 2>&1; }
 if ready; then echo "postgres: answering on $HOST:$PORT"; exit 0; fi
 
-if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+if [ -z "${KG_PG_SKIP_CLUSTER:-}" ] && command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
   version=$(ls /etc/postgresql | sort -n | tail -1)
   hba=/etc/postgresql/$version/main/pg_hba.conf
   if [ -f "$hba" ] && ! grep -qE '^host\s+all\s+all\s+127\.0\.0\.1/32\s+trust' "$hba"; then

@@ -7,8 +7,8 @@ from kg.extraction.vocabulary import Vocabulary
 from kg.providers.base import Message
 
 INSTRUCTIONS = """Extract a knowledge graph from the user's text. Answer with JSON only.
-concepts (at most {max_concepts}): the main entities and ideas of the text.
-- label: its name as written in the text
+concepts (at most {max_concepts}): people, places, things and ideas named in the text.
+- label: the name exactly as the text writes it
 - description: one short sentence about it
 - search_terms: up to {max_terms} other names or keywords
 - quote: a short passage copied exactly from the text that mentions it
