@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from kg import config
 from kg.db.models import Call
-from kg.errors import KgError, ProviderError
+from kg.errors import ModelNotFound, ProviderError, ThinkingUnsupported
 from kg.extraction.schema import Bounds, item_models, output_schema
 from kg.providers import build_provider
 from kg.providers.base import CheckResult, Provider, ProviderSettings
@@ -115,8 +115,6 @@ def preflight(session: Session, name: str | None, models_dir: Path | None) -> li
 
 
 def _failed_step(exc: ProviderError) -> str:
-    from kg.errors import ModelNotFound, ThinkingUnsupported
-
     if isinstance(exc, ModelNotFound):
         return "model"
     if isinstance(exc, ThinkingUnsupported):
@@ -184,8 +182,6 @@ def reload(session: Session, models_dir: Path | None) -> ReloadResult:
 
 
 def _with_model(settings: ProviderSettings, model: str) -> ProviderSettings:
-    from dataclasses import replace
-
     return replace(settings, model=model)
 
 
@@ -210,8 +206,6 @@ def models_status(session: Session, models_dir: Path) -> list[dict[str, Any]]:
     provider = build_provider(settings, models_dir)
     try:
         loaded = provider.status()
-    except KgError:
-        raise
     finally:
         provider.close()
     return [{"name": m.name, "size_gb": round(m.size_bytes / 1e9, 2) if m.size_bytes else None,
