@@ -85,3 +85,38 @@ def test_loader_verdicts(tmp_path) -> None:
     assert "binary" in load(tmp_path / "b.txt").reason
     assert load(tmp_path / "c.txt").reason == "empty file"
     assert "PDF" in load(tmp_path / "d.pdf").reason
+
+
+def _pdf_with_text(lines: list[str]) -> bytes:
+    """A minimal one-page PDF with a real text layer (Helvetica), built by hand."""
+    ops = "BT /F1 12 Tf 72 720 Td " + " ".join(
+        f"({line}) Tj 0 -16 Td" for line in lines) + " ET"
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        "/Resources << /Font << /F1 5 0 R >> >> >>",
+        f"<< /Length {len(ops)} >>\nstream\n{ops}\nendstream",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = "%PDF-1.4\n"
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n"
+    out += "".join(f"{o:010d} 00000 n \n" for o in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n"
+    return out.encode("latin-1")
+
+
+def test_pdf_text_layer_is_read(tmp_path) -> None:
+    path = tmp_path / "paper.pdf"
+    path.write_bytes(_pdf_with_text(["Marie Curie discovered polonium.", "She worked in Paris."]))
+    doc = load(path)
+    assert doc.kind == "pdf" and doc.boundaries == [0]
+    assert "Marie Curie discovered polonium." in doc.text and "Paris" in doc.text
+    empty = tmp_path / "scan.pdf"
+    empty.write_bytes(_pdf_with_text([]))
+    assert "no text layer" in load(empty).reason

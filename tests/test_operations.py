@@ -255,6 +255,9 @@ def test_prices_set_list_delete(kg, db) -> None:
 # -- recommend ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("model", "vram", "expected"), [
+    ("mistral:7b", "24GB", "FP16"),
+    ("mistral:7b", "16GB", "8-bit (Q8_0)"),
+    ("mistral:7b", "8GB", "4-bit (Q4_K_M)"),
     ("qwen3:8b", "24GB", "FP16"),
     ("qwen3:8b", "12GB", "8-bit (Q8_0)"),
     ("qwen3:8b", "8GB", "4-bit (Q4_K_M)"),
