@@ -176,3 +176,11 @@ def test_grounded_fallbacks_and_confidence_repair() -> None:
 
 
 VOCAB_WITH_LOCATION = Vocabulary([TypeInfo(9, "located_in", "meta", "directed")])
+
+
+def test_fallbacks_are_counted_only_for_items_kept() -> None:
+    # A small model repeating one concept three times with an invented quote.
+    content = reply([c("Sherlock Holmes", "invented")] * 3)
+    verdict = validate_reply(content, TEXT, VOCAB, BOUNDS)
+    assert verdict.usable and len(verdict.concepts) == 1
+    assert verdict.dropped == {"quote_from_label": 1, "duplicate": 2}

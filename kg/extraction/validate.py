@@ -210,16 +210,16 @@ def validate_reply(
                                  "the text; use the name as the text writes it")
             continue
         span = find_quote(item.quote, chunk)
-        if span is None:
+        from_label = span is None
+        if from_label:
             # Grounded fallback: the label itself stands in the text, so its mention is
-            # verbatim evidence. Counted apart so that quote fidelity stays measurable.
+            # verbatim evidence. Counted apart (once kept) so quote fidelity stays measurable.
             span = find_mention(item.label, chunk)
             if span is None:
                 result.dropped["quote_not_found"] += 1
                 result.errors.append(
                     f"concepts[{i}].quote is not in the text: {item.quote[:60]!r}")
                 continue
-            result.dropped["quote_from_label"] += 1
         norm = normalise_label(item.label)
         if not norm:
             result.dropped["schema"] += 1
@@ -233,6 +233,8 @@ def validate_reply(
                                chunk[span[0]:span[1]], span[0], span[1])
         by_norm[norm] = concept
         result.concepts.append(concept)
+        if from_label:
+            result.dropped["quote_from_label"] += 1
         names[norm] = concept.label
         for term in concept.search_terms:
             names.setdefault(normalise_label(term), concept.label)
@@ -264,19 +266,21 @@ def validate_reply(
                                      f"{source} -[{item.type}]-> {target}"[:300]))
             continue
         span = find_quote(item.quote, chunk)
-        if span is None:
+        from_sentence = span is None
+        if from_sentence:
             span = sentence_with(chunk, by_label[source], by_label[target])
             if span is None:
                 result.dropped["quote_not_found"] += 1
                 result.errors.append(
                     f"relationships[{i}].quote is not in the text: {item.quote[:60]!r}")
                 continue
-            result.dropped["quote_from_sentence"] += 1
         edge = (source, type_info.name, target)
         if edge in seen_edges:
             result.dropped["duplicate"] += 1
             continue
         seen_edges.add(edge)
+        if from_sentence:
+            result.dropped["quote_from_sentence"] += 1
         result.relationships.append(ValidRelationship(
             source, target, type_info, item.confidence, chunk[span[0]:span[1]], span[0], span[1]))
 
