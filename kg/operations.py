@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,10 +18,10 @@ from kg.errors import ModelNotFound, ProviderError, ThinkingUnsupported
 from kg.extraction.schema import Bounds, item_models, output_schema
 from kg.providers import build_provider
 from kg.providers.base import CheckResult, Provider, ProviderSettings
-from kg.providers.llamacpp import local_models
 from kg.providers.ollama import OllamaProvider
 from kg.providers.openai_compat import OpenAICompatProvider
 
+T = TypeVar("T")
 PROBE_TEXT = "Marie Curie discovered polonium in Paris."
 PROBE_BOUNDS = Bounds(max_concepts=2, max_relationships=1)
 PROBE_MESSAGES = [
@@ -185,31 +186,32 @@ def _with_model(settings: ProviderSettings, model: str) -> ProviderSettings:
     return replace(settings, model=model)
 
 
+def _ask_active(session: Session, models_dir: Path, ask: Callable[[Provider], T]
+                ) -> tuple[ProviderSettings, T]:
+    """Build the active profile's provider, ask it one thing, close it."""
+    settings = config.provider_settings(config.get_active(session))
+    provider = build_provider(settings, models_dir)
+    try:
+        return settings, ask(provider)
+    finally:
+        provider.close()
+
+
+def _gb(size: int | None) -> float | None:
+    return round(size / 1e9, 2) if size else None
+
+
 def models_list(session: Session, models_dir: Path) -> list[dict[str, Any]]:
     """What the active profile's backend can serve."""
-    settings = config.provider_settings(config.get_active(session))
-    if settings.provider == "llamacpp":
-        entries = local_models(models_dir)
-    else:
-        provider = build_provider(settings, models_dir)
-        try:
-            entries = provider.models()
-        finally:
-            provider.close()
-    return [{"name": e.name, "size_gb": round(e.size_bytes / 1e9, 2) if e.size_bytes else None,
-             "active": e.name == settings.model, **_flat(e.details)} for e in entries]
+    settings, entries = _ask_active(session, models_dir, lambda p: p.models())
+    return [{"name": e.name, "size_gb": _gb(e.size_bytes), "active": e.name == settings.model,
+             **_flat(e.details)} for e in entries]
 
 
 def models_status(session: Session, models_dir: Path) -> list[dict[str, Any]]:
     """What the active profile's backend has loaded now."""
-    settings = config.provider_settings(config.get_active(session))
-    provider = build_provider(settings, models_dir)
-    try:
-        loaded = provider.status()
-    finally:
-        provider.close()
-    return [{"name": m.name, "size_gb": round(m.size_bytes / 1e9, 2) if m.size_bytes else None,
-             "vram_gb": round(m.vram_bytes / 1e9, 2) if m.vram_bytes else None,
+    _settings, loaded = _ask_active(session, models_dir, lambda p: p.status())
+    return [{"name": m.name, "size_gb": _gb(m.size_bytes), "vram_gb": _gb(m.vram_bytes),
              "context_length": m.context_length, "expires_at": m.expires_at} for m in loaded]
 
 
