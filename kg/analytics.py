@@ -140,11 +140,14 @@ def analytics(
         key = {"provider": row.provider, "model": row.model, "profile": row.profile_name,
                "day": _day(row.started_at)}[by]
         g = groups[key]
-        chunk = (row.run_id, row.chunk_id)
-        g["chunks"].add(chunk)
+        # Calls made by `kg eval` belong to no run's chunk: they count as calls, not chunks.
+        chunk = (row.run_id, row.chunk_id) if row.chunk_id is not None else None
+        if chunk is not None:
+            g["chunks"].add(chunk)
         g["calls"] += 1
         if row.status == "ok":
-            g["ok_chunks"].add(chunk)
+            if chunk is not None:
+                g["ok_chunks"].add(chunk)
         else:
             g["failures"][row.error_kind or row.status] += 1
         if row.attempt == 1:
@@ -168,7 +171,8 @@ def analytics(
         g = groups[key]
         row: dict[str, Any] = {
             by: key, "chunks": len(g["chunks"]), "calls": g["calls"],
-            "success_rate": round(len(g["ok_chunks"]) / len(g["chunks"]), 4),
+            "success_rate": round(len(g["ok_chunks"]) / len(g["chunks"]), 4)
+            if g["chunks"] else None,
             "valid_first_try_rate": round(g["first_ok"] / g["first"], 4) if g["first"] else None,
             "retries": g["retries"],
             "failures": dict(sorted(g["failures"].items())),

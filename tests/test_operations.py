@@ -352,3 +352,12 @@ def _check_postgres_and_kg(services: dict, provider: str, url: str) -> None:
                  "kg ingest /data"):
         assert part in command
     assert any(v.endswith(":/data:ro") for v in kg["volumes"])
+
+
+def test_evaluation_calls_count_as_calls_not_chunks(kg, db) -> None:
+    seed_call(db, status="invalid", error_kind="mostly_invalid", prompt_tokens=5)
+    seed_call(db, attempt=2, prompt_tokens=7)
+    [row] = json.loads(kg("admin", "extraction", "analytics", "--json").stdout)
+    assert (row["chunks"], row["calls"], row["success_rate"], row["prompt_tokens"]) == (
+        0, 2, None, 12)
+    assert row["failures"] == {"mostly_invalid": 1}
