@@ -362,20 +362,25 @@ class _Engine:
             if not room():
                 return
             with self.db.engine.connect() as conn:
-                while room():
-                    try:
-                        self._maybe_reload(conn, run_id)  # before each chunk: hot reload
-                    except ProviderError as exc:
-                        fatal = exc
-                        return
-                    ref = pending.popleft()
-                    text = conn.scalar(select(CHUNKS.c.text).where(CHUNKS.c.id == ref.id))
-                    assert self.vocabulary is not None and self.bounds is not None
-                    future = pool.submit(extract_chunk, self.provider, ref.id, text or "",
-                                         self.system, self.vocabulary, self.bounds,
-                                         backoff_s=self.request.backoff_s)
-                    in_flight[future] = ref
+                # Hot reload: the profile's revision is read right before the chunks of this
+                # round are sent, so every chunk goes out with the settings current at that time.
+                try:
+                    self._maybe_reload(conn, run_id)
+                except ProviderError as exc:
+                    fatal = exc
+                    return
+                assert self.provider is not None
+                room_left = self.provider.settings.max_parallel - len(in_flight)
+                batch = [pending.popleft() for _ in range(min(room_left, len(pending)))]
+                texts = dict(conn.execute(select(CHUNKS.c.id, CHUNKS.c.text).where(
+                    CHUNKS.c.id.in_([ref.id for ref in batch]))).all())
                 conn.rollback()  # end the read transaction: SQLite must not pin old snapshots
+            assert self.vocabulary is not None and self.bounds is not None
+            for ref in batch:
+                future = pool.submit(extract_chunk, self.provider, ref.id, texts.get(ref.id, ""),
+                                     self.system, self.vocabulary, self.bounds,
+                                     backoff_s=self.request.backoff_s)
+                in_flight[future] = ref
 
         writer.start()
         with ThreadPoolExecutor(max_workers=64, thread_name_prefix="kg-chunk") as pool:
