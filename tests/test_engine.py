@@ -93,6 +93,14 @@ def test_ingest_builds_graph_with_verbatim_evidence(kg, db, ollama, tmp_path) ->
     assert shown["evidence"][0]["document"] == str(doc.resolve())
     listed = json.loads(kg("runs", "list", "--json").stdout)
     assert listed[0]["status"] == "completed" and {"id", "started_at"} <= set(listed[0])
+    bodies = ollama.chat_bodies()
+    assert len(bodies) == summary["calls"]
+    for body in bodies:  # every request as the server received it
+        assert body["options"]["num_ctx"] == 8192 and body["stream"] is False
+        assert body["think"] is False  # thinking-capable model, thinking_mode off
+        schema = body["format"]
+        assert schema["properties"]["concepts"]["maxItems"] >= 1
+        assert schema["properties"]["concepts"]["items"]["properties"]["label"]["maxLength"]
 
 
 def test_reingesting_unchanged_file_makes_no_calls_unless_forced(kg, db, ollama,
