@@ -36,8 +36,7 @@ def _display(field: str, value: Any) -> Any:
 @click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
 def show(name: str | None, as_json_: bool) -> None:
     """Show every setting of the active (or named) profile."""
-    database = context.database()
-    with database.session() as session:
+    with context.session() as session:
         profile = config.view(config.get_profile(session, name))
     data = profile.as_dict()
     if as_json_:
@@ -50,8 +49,7 @@ def show(name: str | None, as_json_: bool) -> None:
 @click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
 def list_(as_json_: bool) -> None:
     """List profiles; the active one is marked."""
-    database = context.database()
-    with database.session() as session:
+    with context.session() as session:
         rows = [config.view(p).as_dict() for p in config.list_profiles(session)]
     if as_json_:
         emit(as_json(rows))
@@ -85,8 +83,7 @@ def list_(as_json_: bool) -> None:
 @click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
 def set_(name: str | None, activate: bool, by: str | None, as_json_: bool, **updates: Any) -> None:
     """Change settings (flags not given keep their value); a new --profile name creates it."""
-    database = context.database()
-    with database.session() as session:
+    with context.session() as session:
         result = config.set_profile(
             session, updates, name=name, activate=activate, by=context.actor(by)
         )
@@ -114,8 +111,7 @@ def set_(name: str | None, activate: bool, by: str | None, as_json_: bool, **upd
 @click.option("--by", help="Who makes the change (default: $USER).")
 def use(name: str, by: str | None) -> None:
     """Make NAME the active profile (running ingestions switch on their next chunk)."""
-    database = context.database()
-    with database.session() as session:
+    with context.session() as session:
         previous, changed = config.use_profile(session, name, by=context.actor(by))
     if changed:
         emit(f"active profile: {previous or '(none)'} -> {name}")
@@ -129,8 +125,7 @@ def use(name: str, by: str | None) -> None:
 @click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
 def history(limit: int, name: str | None, as_json_: bool) -> None:
     """Who changed which setting when, newest first."""
-    database = context.database()
-    with database.session() as session:
+    with context.session() as session:
         rows = [
             {
                 "changed_at": c.changed_at, "profile": c.profile_name, "revision": c.revision,
@@ -146,8 +141,7 @@ def history(limit: int, name: str | None, as_json_: bool) -> None:
 @click.option("--by", help="Who makes the change (default: $USER).")
 def delete(name: str, by: str | None) -> None:
     """Delete a profile (not the active one)."""
-    database = context.database()
-    with database.session() as session:
+    with context.session() as session:
         config.delete_profile(session, name, by=context.actor(by))
     emit(f"profile {name} deleted")
 
@@ -157,8 +151,7 @@ def reload() -> None:
     """Unload the previous model where possible, preload the active one, confirm, time it."""
     from kg.operations import reload as do_reload
 
-    database = context.database()
-    with database.session() as session:
+    with context.session() as session:
         result = do_reload(session, context.settings().models_dir)
     if result.unloaded:
         emit(f"unloaded {result.unloaded}")
@@ -175,8 +168,7 @@ def test_(name: str | None, as_json_: bool) -> None:
     """Preflight a profile before a long run: one line per check, exit 1 if any fails."""
     from kg.operations import preflight
 
-    database = context.database()
-    with database.session() as session:
+    with context.session() as session:
         checks = preflight(session, name, context.settings().models_dir)
     if as_json_:
         emit(as_json([c.as_dict() for c in checks]))
@@ -206,8 +198,7 @@ def analytics(last_30_days: bool, since: str | None, by: str, compare_to: str | 
     if as_json_ and as_csv_:
         raise click.UsageError("give --json or --csv, not both")
     start = parse_since(since, last_30_days)
-    database = context.database()
-    with database.session() as session:
+    with context.session() as session:
         rows = compute(session, since=start, by=by, compare_to=compare_to)
     if as_json_:
         emit(as_json(rows))
@@ -234,8 +225,7 @@ def recommend(model: str, params: str | None, vram: str | None, context_window: 
     from kg.recommend import recommend as advise
 
     if context_window is None:
-        database = context.database()
-        with database.session() as session:
+        with context.session() as session:
             context_window = config.get_active(session).context_window
     data = advise(model, params=params, vram=vram, context_window=context_window)
     if as_json_:
@@ -265,8 +255,7 @@ def prices_set(name: str, prompt: float, completion: float, note: str) -> None:
     """Set the price of a model (as named in calls) or of a cloud reference."""
     from kg.analytics import set_price
 
-    database = context.database()
-    with database.session() as session:
+    with context.session() as session:
         set_price(session, name, prompt, completion, note)
     emit(f"price of {name}: {prompt:g} per 1M prompt tokens, {completion:g} per 1M output tokens")
 
@@ -277,8 +266,7 @@ def prices_list(as_json_: bool) -> None:
     """Known prices."""
     from kg.analytics import list_prices
 
-    database = context.database()
-    with database.session() as session:
+    with context.session() as session:
         rows = list_prices(session)
     emit(as_json(rows) if as_json_ else table(rows))
 
@@ -289,7 +277,6 @@ def prices_delete(name: str) -> None:
     """Forget a price."""
     from kg.analytics import delete_price
 
-    database = context.database()
-    with database.session() as session:
+    with context.session() as session:
         delete_price(session, name)
     emit(f"price of {name} deleted")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.orm import Session
 
 from kg.db import Database, open_database
 from kg.settings import Settings, load_settings
@@ -16,6 +20,17 @@ def settings() -> Settings:
 def database(check_schema: bool = True) -> Database:
     """The configured database; by default refuses an unmigrated one with a one-line error."""
     return open_database(settings().database_url, check_schema=check_schema)
+
+
+@contextmanager
+def session() -> Iterator[Session]:
+    """A session on the configured (migrated) database, committed on success."""
+    db = database()
+    try:
+        with db.session() as s:
+            yield s
+    finally:
+        db.dispose()
 
 
 def actor(by: str | None) -> str:

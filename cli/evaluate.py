@@ -41,8 +41,7 @@ def _run(gold_dir: Path, profile: str | None) -> int:
 
 
 def _show(evaluation_id: int, as_json_: bool) -> None:
-    database = context.database()
-    with database.session() as session:
+    with context.session() as session:
         data = ev.summary(ev.get_evaluation(session, evaluation_id))
     if as_json_:
         emit(as_json(data))
@@ -83,8 +82,7 @@ def compare(a: str, b: str, gold_dir: Path | None, as_json_: bool) -> None:
         ids = _run(gold_dir, a), _run(gold_dir, b)
     else:
         raise UsageError("give two evaluation ids or two profile names, not one of each")
-    database = context.database()
-    with database.session() as session:
+    with context.session() as session:
         first, second = (ev.get_evaluation(session, i) for i in ids)
         rows = ev.compare(first, second)
     if as_json_:
@@ -98,8 +96,7 @@ def compare(a: str, b: str, gold_dir: Path | None, as_json_: bool) -> None:
 @click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
 def list_(as_json_: bool) -> None:
     """Stored evaluations, newest first."""
-    database = context.database()
-    with database.session() as session:
+    with context.session() as session:
         rows = ev.list_evaluations(session)
     emit(as_json(rows) if as_json_ else table(rows))
 

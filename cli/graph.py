@@ -12,8 +12,7 @@ JSON = click.option("--json", "as_json_", is_flag=True, help="Machine-readable o
 
 
 def _read(func, *args, **kwargs):
-    database = context.database()
-    with database.session() as session:
+    with context.session() as session:
         return func(session, *args, **kwargs)
 
 

@@ -19,8 +19,7 @@ def list_(as_json_: bool) -> None:
     """Available models (Ollama /api/tags, vLLM /v1/models, embedded: bundled + KG_HOME/models)."""
     from kg.operations import models_list
 
-    database = context.database()
-    with database.session() as session:
+    with context.session() as session:
         rows = models_list(session, context.settings().models_dir)
     emit(as_json(rows) if as_json_ else table(rows))
 
@@ -31,8 +30,7 @@ def status(as_json_: bool) -> None:
     """Loaded models (Ollama /api/ps; vLLM: its one model; embedded: loaded per kg process)."""
     from kg.operations import models_status
 
-    database = context.database()
-    with database.session() as session:
+    with context.session() as session:
         rows = models_status(session, context.settings().models_dir)
     if as_json_:
         emit(as_json(rows))

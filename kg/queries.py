@@ -22,7 +22,7 @@ from kg.db.models import (
     RunDocument,
 )
 from kg.errors import NotFoundError, UsageError
-from kg.extraction.engine import effective_status
+from kg.extraction.engine import call_totals, effective_status
 from kg.extraction.resolve import normalise_label
 
 
@@ -116,11 +116,7 @@ def run_detail(session: Session, run_id: int) -> dict[str, Any]:
     run = session.get(Run, run_id)
     if run is None:
         raise NotFoundError(f"no run {run_id}; see `kg runs list`")
-    totals = session.execute(select(
-        func.count(Call.id), func.coalesce(func.sum(Call.prompt_tokens), 0),
-        func.coalesce(func.sum(Call.completion_tokens), 0),
-        func.coalesce(func.sum(Call.thinking_tokens), 0),
-        func.coalesce(func.sum(Call.latency_ms), 0)).where(Call.run_id == run_id)).one()
+    calls, prompt, completion, thinking, latency = call_totals(session, run_id)
     by_revision = [
         {"profile": p, "revision": r, "model": m, "calls": n}
         for p, r, m, n in session.execute(
@@ -138,7 +134,6 @@ def run_detail(session: Session, run_id: int) -> dict[str, Any]:
             .where(ChunkExtraction.run_id == run_id, ChunkExtraction.status == "failed")
             .order_by(Chunk.id).limit(50))
     ]
-    calls, prompt, completion, thinking, latency = (int(v) for v in totals)
     return {**_run_row(run), "heartbeat_at": run.heartbeat_at, "pid": run.pid,
             "host": run.host, "error": run.error, "calls": calls, "prompt_tokens": prompt,
             "completion_tokens": completion, "thinking_tokens": thinking,

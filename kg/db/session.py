@@ -41,6 +41,11 @@ def _parse(url: str) -> URL:
     return parsed
 
 
+def _first_line(exc: OperationalError) -> str:
+    """The driver's own message, first line only (one-line errors)."""
+    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers (kg runs list in another terminal) work while a run writes;
@@ -84,7 +89,7 @@ class Database:
             with self.engine.connect():
                 pass
         except OperationalError as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            reason = _first_line(exc)
             raise DatabaseError(
                 f"cannot connect to the database at {self.display_url}: {reason}; "
                 f"check that the server runs or {URL_HINT}"
@@ -99,7 +104,7 @@ class Database:
             session.commit()
         except OperationalError as exc:
             session.rollback()
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            reason = _first_line(exc)
             raise DatabaseError(f"database error at {self.display_url}: {reason}") from None
         except BaseException:
             session.rollback()
@@ -114,7 +119,7 @@ class Database:
             with self.engine.begin() as conn:
                 yield conn
         except OperationalError as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            reason = _first_line(exc)
             raise DatabaseError(f"database error at {self.display_url}: {reason}") from None
 
     def require_current_schema(self) -> None:

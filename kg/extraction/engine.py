@@ -106,6 +106,16 @@ class IngestSummary:
     error: str | None = None
 
 
+def call_totals(session: Session, run_id: int) -> tuple[int, int, int, int, float]:
+    """(calls, prompt, completion, thinking tokens, latency ms) of a run, from its calls rows."""
+    row = session.execute(select(
+        func.count(Call.id), func.coalesce(func.sum(Call.prompt_tokens), 0),
+        func.coalesce(func.sum(Call.completion_tokens), 0),
+        func.coalesce(func.sum(Call.thinking_tokens), 0),
+        func.coalesce(func.sum(Call.latency_ms), 0)).where(Call.run_id == run_id)).one()
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3]), float(row[4])
+
+
 def effective_status(run: Run, now: datetime | None = None) -> str:
     """A 'running' run whose process is gone (or silent) is reported as interrupted."""
     if run.status != "running":
@@ -439,19 +449,14 @@ class _Engine:
             run.error = error
             run.finished_at = utcnow()
             run.heartbeat_at = utcnow()
-            totals = session.execute(select(
-                func.count(Call.id), func.coalesce(func.sum(Call.prompt_tokens), 0),
-                func.coalesce(func.sum(Call.completion_tokens), 0),
-                func.coalesce(func.sum(Call.thinking_tokens), 0)).where(Call.run_id == run_id)
-            ).one()
+            totals = call_totals(session, run_id)
             s = self.summary
             s.status = status
             s.documents = run.documents
             s.chunks_total = run.chunks_total
             s.chunks_ok = run.chunks_ok
             s.chunks_failed = run.chunks_failed
-            s.calls, s.prompt_tokens, s.completion_tokens, s.thinking_tokens = (
-                int(v) for v in totals)
+            s.calls, s.prompt_tokens, s.completion_tokens, s.thinking_tokens = totals[:4]
 
 
 class _WriterThread(threading.Thread):

@@ -96,6 +96,13 @@ class LlamaCppProvider:
             ) from None
         return llama_cpp
 
+    def _refuse_thinking(self) -> None:
+        if self.settings.thinking_mode != "off":
+            raise ThinkingUnsupported(
+                f"the embedded model {self.settings.model} does not think; set "
+                "`kg admin extraction set --thinking-mode off`"
+            )
+
     @property
     def model_path(self) -> Path:
         return resolve_model_path(self.settings.model, self.models_dir)
@@ -125,11 +132,7 @@ class LlamaCppProvider:
             return len(llama.tokenize(text.encode("utf-8"), add_bos=False))
 
     def complete(self, messages: list[Message], json_schema: dict[str, Any]) -> Completion:
-        if self.settings.thinking_mode != "off":
-            raise ThinkingUnsupported(
-                f"the embedded model {self.settings.model} does not think; set "
-                "`kg admin extraction set --thinking-mode off`"
-            )
+        self._refuse_thinking()
         with self._lock:
             llama = self._ensure()
             started = time.perf_counter()
@@ -165,11 +168,7 @@ class LlamaCppProvider:
         path = self.model_path
         results = [CheckResult("runtime", True, "llama-cpp-python is installed"),
                    CheckResult("model", True, f"{path} ({path.stat().st_size / 1e6:.0f} MB)")]
-        if self.settings.thinking_mode != "off":
-            raise ThinkingUnsupported(
-                f"the embedded model {self.settings.model} does not think; set "
-                "`kg admin extraction set --thinking-mode off`"
-            )
+        self._refuse_thinking()
         return results
 
     def load(self) -> None:
