@@ -18,14 +18,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	bash scripts/demo.sh $(KG)
 
-# The whole suite, on SQLite and on PostgreSQL (started here if nothing answers on 5432).
+# ruff, mypy, then the whole suite on SQLite and PostgreSQL (started here if nothing answers on 5432).
 test: $(STAMP)
 	bash scripts/ensure-postgres.sh
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	bash scripts/ensure-postgres.sh

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmarks import embedded, engine, memory, prompt
+from benchmarks import concurrency, embedded, engine, memory, prompt
 
 
 def main() -> None:
@@ -27,6 +27,7 @@ def main() -> None:
         rows.append((f"re-ingest unchanged ({dialect})",
                      f"{o['reingest_calls']} LLM calls, {o['reingest_s']}s",
                      f"status {o['reingest_status']} (target 0 calls)"))
+    rows += concurrency.rows()
     for s in engine.scaling():
         rows.append((f"scaling max_parallel {s['max_parallel']}",
                      f"{s['wall_s']}s vs ideal {s['ideal_s']}s",

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kg import config  # noqa: E402
+from kg import profiles as config  # noqa: E402
 from kg.db import Database, migrate  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get(

@@ -11,7 +11,7 @@ from pathlib import Path
 from benchmarks.common import corpus_text, fake_server, point_at, temp_database
 from kg.db import Database
 from kg.extraction.chunking import ChunkingOptions
-from kg.extraction.engine import IngestRequest, ingest
+from kg.extraction.ingest import IngestRequest, ingest
 
 CHUNKING = ChunkingOptions(target_tokens=160, min_tokens=20, max_tokens=240, overlap_tokens=0)
 

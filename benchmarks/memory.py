@@ -40,7 +40,7 @@ def measure(megabytes: float = 10.0, dialect: str = "sqlite") -> dict[str, objec
         size_mb = doc.stat().st_size / 1e6
         env = {**os.environ, "KG_DATABASE_URL": str(db.url.render_as_string(hide_password=False)),
                "KG_HOME": tmp}
-        kg = [sys.executable, "-m", "cli"]
+        kg = [sys.executable, "-m", "kg.cli"]
         baseline, _, _ = _peak_rss_mb([*kg, "db", "current"], env)
         peak, seconds, err = _peak_rss_mb([*kg, "ingest", str(doc), "--json"], env)
         with db.engine.connect() as conn:

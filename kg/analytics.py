@@ -5,6 +5,8 @@ Money is computed with Decimal and rounded to the cent once, at the end, per gro
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 import statistics
 from collections import Counter, defaultdict
@@ -19,9 +21,13 @@ from sqlalchemy.orm import Session
 from kg.db.models import Call, ModelPrice, utcnow
 from kg.errors import NotFoundError, UsageError
 
+log = logging.getLogger(__name__)
+
 GROUPS = ("provider", "model", "profile", "day")
 MILLION = Decimal(1_000_000)
 CENT = Decimal("0.01")
+# The price columns are NUMERIC(14, 6): anything at or above 10^8 does not fit.
+MAX_PRICE = 1_000_000.0
 
 
 @dataclass(frozen=True)
@@ -48,10 +54,12 @@ def parse_since(value: str | None, last_30_days: bool) -> datetime | None:
 def set_price(session: Session, name: str, prompt: float, completion: float,
               note: str = "") -> ModelPrice:
     """Create or change the price of a model (per million prompt / completion tokens)."""
-    if prompt < 0 or completion < 0:
-        raise UsageError("prices must be 0 or more (per million tokens)")
-    if not name.strip():
-        raise UsageError("give the model name the price is for")
+    for flag, value in (("--prompt", prompt), ("--completion", completion)):
+        if not math.isfinite(value) or not 0 <= value <= MAX_PRICE:
+            raise UsageError(f"{flag} must be a price per million tokens between 0 and "
+                             f"{MAX_PRICE:,.0f} (got {value!r})")
+    if not name.strip() or not name.isprintable():
+        raise UsageError("give the model name the price is for (one line of printable text)")
     row = session.scalar(select(ModelPrice).where(ModelPrice.name == name))
     if row is None:
         row = ModelPrice(name=name, currency="USD")
@@ -66,11 +74,17 @@ def set_price(session: Session, name: str, prompt: float, completion: float,
 
 def list_prices(session: Session) -> list[dict[str, Any]]:
     return [
-        {"name": p.name, "prompt_per_million": float(p.prompt_per_million),
-         "completion_per_million": float(p.completion_per_million), "currency": p.currency,
+        {"name": p.name, "prompt_per_million": _float(p.prompt_per_million),
+         "completion_per_million": _float(p.completion_per_million), "currency": p.currency,
          "note": p.note, "updated_at": p.updated_at}
         for p in session.scalars(select(ModelPrice).order_by(ModelPrice.name))
     ]
+
+
+def _float(value: object) -> float | None:
+    """A price for listing; a value that is not a finite number shows as None."""
+    number = _decimal(value)
+    return float(number) if number is not None and number.is_finite() else None
 
 
 def delete_price(session: Session, name: str) -> None:
@@ -80,9 +94,29 @@ def delete_price(session: Session, name: str) -> None:
     session.delete(row)
 
 
+def _usable(value: Decimal | None) -> bool:
+    return value is not None and value.is_finite() and value >= 0
+
+
 def _prices(session: Session) -> dict[str, Price]:
-    return {p.name: Price(Decimal(p.prompt_per_million), Decimal(p.completion_per_million))
-            for p in session.scalars(select(ModelPrice))}
+    """Prices by name; a row no valid price could be (written by hand: NaN, Infinity) is ignored."""
+    prices = {}
+    for p in session.scalars(select(ModelPrice)):
+        prompt, completion = _decimal(p.prompt_per_million), _decimal(p.completion_per_million)
+        if prompt is None or completion is None or not (_usable(prompt) and _usable(completion)):
+            log.warning("price of %s is not a usable number (%s, %s): treated as unpriced; fix "
+                        "it with `kg admin prices set`", p.name, p.prompt_per_million,
+                        p.completion_per_million)
+            continue
+        prices[p.name] = Price(prompt, completion)
+    return prices
+
+
+def _decimal(value: object) -> Decimal | None:
+    try:
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+    except ArithmeticError:
+        return None
 
 
 def cost(prompt_tokens: int, output_tokens: int, price: Price | None) -> Decimal:
@@ -136,36 +170,36 @@ def analytics(
         "latencies": [], "decode_tokens": 0, "decode_ms": 0.0, "cost": Decimal(0),
         "reference": Decimal(0),
     })
-    for row in session.execute(query):
-        key = {"provider": row.provider, "model": row.model, "profile": row.profile_name,
-               "day": _day(row.started_at)}[by]
+    for call in session.execute(query):
+        key = {"provider": call.provider, "model": call.model, "profile": call.profile_name,
+               "day": _day(call.started_at)}[by]
         g = groups[key]
         # Calls made by `kg eval` belong to no run's chunk: they count as calls, not chunks.
-        chunk = (row.run_id, row.chunk_id) if row.chunk_id is not None else None
+        chunk = (call.run_id, call.chunk_id) if call.chunk_id is not None else None
         if chunk is not None:
             g["chunks"].add(chunk)
         g["calls"] += 1
-        if row.status == "ok":
+        if call.status == "ok":
             if chunk is not None:
                 g["ok_chunks"].add(chunk)
         else:
-            g["failures"][row.error_kind or row.status] += 1
-        if row.attempt == 1:
+            g["failures"][call.error_kind or call.status] += 1
+        if call.attempt == 1:
             g["first"] += 1
-            g["first_ok"] += row.status == "ok"
+            g["first_ok"] += call.status == "ok"
         else:
             g["retries"] += 1
-        output = row.completion_tokens + row.thinking_tokens
-        g["prompt"] += row.prompt_tokens
-        g["completion"] += row.completion_tokens
-        g["thinking"] += row.thinking_tokens
-        if row.status != "error":
-            g["latencies"].append(row.latency_ms)
+        output = call.completion_tokens + call.thinking_tokens
+        g["prompt"] += call.prompt_tokens
+        g["completion"] += call.completion_tokens
+        g["thinking"] += call.thinking_tokens
+        if call.status != "error":
+            g["latencies"].append(call.latency_ms)
             g["decode_tokens"] += output
-            g["decode_ms"] += row.eval_ms if row.eval_ms else row.latency_ms
-        g["cost"] += cost(row.prompt_tokens, output, prices.get(row.model))
+            g["decode_ms"] += call.eval_ms if call.eval_ms else call.latency_ms
+        g["cost"] += cost(call.prompt_tokens, output, prices.get(call.model))
         if reference is not None:
-            g["reference"] += cost(row.prompt_tokens, output, reference)
+            g["reference"] += cost(call.prompt_tokens, output, reference)
     rows = []
     for key in sorted(groups):
         g = groups[key]

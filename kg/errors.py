@@ -83,3 +83,16 @@ class ServerFailure(ProviderError):
 
 class ContextOverflow(ProviderError):
     """The prompt does not fit the model's context: the chunk fails, the run goes on."""
+
+
+class MalformedReply(ProviderError):
+    """An HTTP 200 whose body is not the protocol's shape (not JSON, fields missing).
+
+    Treated like a malformed extraction: retried, recorded as a call, counted in analytics.
+    """
+
+    transient = True
+
+
+class MissingApiKey(AuthenticationFailed):
+    """The profile names an API key variable (--api-key-env) that is not set."""

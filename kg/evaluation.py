@@ -18,21 +18,17 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from kg import config
 from kg.db import Database
 from kg.db.models import Call, Evaluation, EvaluationDocument, utcnow
 from kg.errors import NotFoundError, UsageError
 from kg.extraction import loaders
 from kg.extraction.chunking import ChunkingOptions, chunk_text
-from kg.extraction.extract import ChunkOutcome, extract_chunk
-from kg.extraction.prompt import system_prompt
+from kg.extraction.extract import MALFORMED, CallStatus, ChunkOutcome
+from kg.extraction.extractor import build as build_extractor
 from kg.extraction.resolve import normalise_label
-from kg.extraction.schema import bounds_for_budget
 from kg.extraction.store import call_rows
-from kg.extraction.vocabulary import Vocabulary
-from kg.providers import build_provider
 
-JSON_KINDS = {"not_json", "truncated", "thinking_only", "schema"}
+JSON_KINDS = {"not_json", "truncated", "thinking_only", "schema", MALFORMED}
 
 
 @dataclass
@@ -103,8 +99,8 @@ def score(gold: Gold, pred: Prediction, symmetric: set[str]) -> dict[str, int]:
     gold_edges = {edge(index[concept_key(s)], t, index[concept_key(g)])
                   for s, t, g in gold.relationships}
     gold_pairs: dict[frozenset[int], set[str]] = defaultdict(set)
-    for s, t, g in gold_edges:
-        gold_pairs[frozenset((s, g))].add(t)
+    for a, kind, b in gold_edges:
+        gold_pairs[frozenset((a, b))].add(kind)
     pred_edges: set[Any] = set()
     pred_pairs: set[Any] = set()
     type_correct = type_total = 0
@@ -176,9 +172,10 @@ def prediction_from(outcomes: list[ChunkOutcome]) -> Prediction:
         pred.chunks += 1
         pred.retries += max(0, len(outcome.attempts) - 1)
         first = outcome.attempts[0] if outcome.attempts else None
-        if first is not None and first.status != "error" and first.error_kind not in JSON_KINDS:
+        if first is not None and first.status != CallStatus.ERROR and \
+                first.error_kind not in JSON_KINDS:
             pred.first_try_json += 1
-        if first is not None and first.status == "ok":
+        if first is not None and first.status == CallStatus.OK:
             pred.first_try_usable += 1
         verdict = outcome.validation
         if verdict is None:
@@ -209,14 +206,10 @@ def evaluate(
     golds = load_gold(gold_dir)
     started = utcnow()
     with db.session() as session:
-        row = config.get_profile(session, profile)
-        settings = config.provider_settings(row)
-        vocabulary = Vocabulary.load(session)
-    symmetric = {t.name for t in vocabulary.types.values() if t.direction == "symmetric"}
-    provider = build_provider(settings, models_dir)
-    provider.check()
-    bounds = bounds_for_budget(settings.max_output_tokens)
-    system = system_prompt(vocabulary, bounds)
+        extractor = build_extractor(session, profile, models_dir)
+    settings = extractor.settings
+    symmetric = {t.name for t in extractor.vocabulary.types.values()
+                 if t.direction == "symmetric"}
     opts = chunking or ChunkingOptions()
     documents: list[tuple[Gold, Prediction, dict[str, int]]] = []
     try:
@@ -226,21 +219,20 @@ def evaluate(
                 if isinstance(loaded, loaders.Skipped):
                     raise UsageError(f"cannot evaluate {gold.document}: {loaded.reason}")
                 texts = [c.text for c in chunk_text(loaded.text, opts, loaded.boundaries)]
-                outcomes = list(pool.map(
-                    lambda t: extract_chunk(provider, 0, t, system, vocabulary, bounds), texts))
+                outcomes = list(pool.map(lambda t: extractor.extract(0, t), texts))
                 fatal = next((o.fatal for o in outcomes if o.fatal is not None), None)
                 if fatal is not None:
                     raise fatal
                 with db.transaction() as conn:
                     calls = [r for o in outcomes for r in call_rows(None, None, o)]
                     if calls:
-                        conn.execute(insert(Call.__table__), calls)
+                        conn.execute(insert(Call), calls)
                 pred = prediction_from(outcomes)
                 documents.append((gold, pred, score(gold, pred, symmetric)))
                 if on_document:
                     on_document(str(gold.document))
     finally:
-        provider.close()
+        extractor.close()
     overall: dict[str, int] = {}
     per_category: dict[str, dict[str, int]] = defaultdict(dict)
     for gold, _pred, counts in documents:

@@ -1,117 +1,81 @@
-"""Operating the models: preflight a profile, reload (switch) models, list what backends have."""
+"""Operating the models: preflight a profile, reload (switch) models, list what backends have.
+
+Backends differ only through the registry's spec (how reload works) and provider methods
+(check, context_check, load, unload): nothing here knows a concrete provider class.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kg import config
+from kg import profiles
 from kg.db.models import Call
 from kg.errors import ModelNotFound, ProviderError, ThinkingUnsupported
-from kg.extraction.schema import Bounds, item_models, output_schema
-from kg.providers import build_provider
-from kg.providers.base import CheckResult, Provider, ProviderSettings
-from kg.providers.ollama import OllamaProvider
-from kg.providers.openai_compat import OpenAICompatProvider
+from kg.extraction.extractor import Extractor
+from kg.extraction.extractor import build as build_extractor
+from kg.extraction.schema import item_models
+from kg.profiles import ProviderSettings
+from kg.providers import Reload, build_provider, spec
+from kg.providers.base import CheckResult, CheckStatus, Provider
 
 T = TypeVar("T")
 PROBE_TEXT = "Marie Curie discovered polonium in Paris."
-PROBE_BOUNDS = Bounds(max_concepts=2, max_relationships=1)
-PROBE_MESSAGES = [
-    {"role": "system", "content": "Extract concepts and relationships from the text as JSON. "
-                                  "Quotes are copied from the text."},
-    {"role": "user", "content": f"Text:\n{PROBE_TEXT}"},
-]
+
+# A preflight line; kept under its old name for callers of this module.
+Check = CheckResult
 
 
-@dataclass
-class Check:
-    name: str
-    status: str  # ok | warn | fail
-    detail: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"check": self.name, "status": self.status, "detail": self.detail}
-
-
-def _probe(provider: Provider) -> tuple[Check, Check]:
-    """One tiny schema-constrained request: is the schema honoured, how fast does it decode?"""
-    completion = provider.complete(PROBE_MESSAGES, output_schema(PROBE_BOUNDS))
+def _probe(extractor: Extractor) -> tuple[CheckResult, CheckResult]:
+    """The request ingest would send for a one-sentence chunk: is the schema honoured, how fast
+    does the model decode?"""
+    completion = extractor.request(PROBE_TEXT)
     try:
         data = json.loads(completion.content, strict=False)
         for rel in data.get("relationships", []) if isinstance(data, dict) else []:
             if isinstance(rel, dict) and isinstance(rel.get("confidence"), int | float):
                 rel["confidence"] = min(max(rel["confidence"], 0), 1)
-        item_models(PROBE_BOUNDS)[2].model_validate(data)
-        schema = Check("schema", "ok", f"reply matches the JSON Schema "
-                                       f"({completion.completion_tokens} tokens, finish "
-                                       f"{completion.finish_reason})")
+        item_models(extractor.bounds)[2].model_validate(data)
+        schema = CheckResult("schema", CheckStatus.OK,
+                             f"reply matches the JSON Schema ({completion.completion_tokens} "
+                             f"tokens, finish {completion.finish_reason})")
     except ValueError as exc:
         detail = str(exc).splitlines()[0][:160]
-        schema = Check("schema", "fail", f"reply does not match the JSON Schema: {detail}; the "
-                                         "server may ignore structured output")
+        schema = CheckResult("schema", CheckStatus.FAIL,
+                             f"reply does not match the JSON Schema: {detail}; the server may "
+                             "ignore structured output")
     tps = completion.decode_tokens_per_s
-    speed = Check("speed", "ok" if tps else "warn",
-                  f"decode {tps:.1f} tokens/s, {completion.latency_s * 1000:.0f} ms for the probe"
-                  if tps else "the server reported no token timings")
+    speed = CheckResult("speed", CheckStatus.OK if tps else CheckStatus.WARN,
+                        f"decode {tps:.1f} tokens/s, {completion.latency_s * 1000:.0f} ms for "
+                        "the probe" if tps else "the server reported no token timings")
     return schema, speed
 
 
-def _context_check(provider: Provider, settings: ProviderSettings) -> Check | None:
-    if isinstance(provider, OllamaProvider):
-        trained = provider.context_length()
-        if trained is None:
-            return Check("context", "warn", "the model does not report its context length")
-        if settings.context_window > trained:
-            return Check("context", "warn",
-                         f"context_window {settings.context_window} exceeds the model's trained "
-                         f"context {trained}; Ollama will use {trained} and truncate longer "
-                         f"prompts: set --context-window {trained}")
-        return Check("context", "ok", f"num_ctx {settings.context_window} is sent on every "
-                                      f"request (model trained on {trained}; Ollama's own "
-                                      "default can be as low as 4096)")
-    if isinstance(provider, OpenAICompatProvider):
-        served = {m.name: m for m in provider.models()}
-        entry = served.get(settings.model)
-        limit = entry.details.get("max_model_len") if entry else None
-        if limit and settings.context_window > limit:
-            return Check("context", "warn",
-                         f"context_window {settings.context_window} exceeds the server's "
-                         f"max_model_len {limit}; set --context-window {limit}")
-        return Check("context", "ok", f"server max_model_len {limit or 'unknown'}, "
-                                      f"context_window {settings.context_window}")
-    return Check("context", "ok", f"n_ctx {settings.context_window} (the model is loaded with it)")
-
-
-def preflight(session: Session, name: str | None, models_dir: Path | None) -> list[Check]:
-    """Every check a long run depends on, one line each; stops at the first fatal failure."""
-    profile = config.get_profile(session, name)
-    settings = config.provider_settings(profile)
-    checks: list[Check] = []
-    provider = build_provider(settings, models_dir)
+def preflight(session: Session, name: str | None, models_dir: Path | None) -> list[CheckResult]:
+    """Every check a long run depends on, one line each; stops at the first failure."""
+    checks: list[CheckResult] = []
+    extractor = build_extractor(session, name, models_dir, check=False)
+    provider = extractor.provider
     try:
         try:
-            results: list[CheckResult] = provider.check()
+            checks += provider.check()
+            checks.append(provider.context_check())
         except ProviderError as exc:
-            checks.append(Check(_failed_step(exc), "fail", exc.message))
+            checks.append(CheckResult(_failed_step(exc), CheckStatus.FAIL, exc.message))
             return checks
-        checks += [Check(r.name, "ok" if r.ok else "fail", r.detail) for r in results]
-        context = _context_check(provider, settings)
-        if context:
-            checks.append(context)
         try:
-            checks += _probe(provider)
+            checks += _probe(extractor)
         except ProviderError as exc:
-            checks.append(Check("schema", "fail", exc.message))
+            checks.append(CheckResult("schema", CheckStatus.FAIL, exc.message))
     finally:
-        provider.close()
+        extractor.close()
     return checks
 
 
@@ -144,52 +108,47 @@ def previous_model(session: Session, provider: str, model: str) -> str | None:
     return last if last and last != model else None
 
 
+def _unload_previous(session: Session, settings: ProviderSettings,
+                     models_dir: Path | None) -> tuple[str | None, str]:
+    """(the model unloaded, a note when that failed)."""
+    old = previous_model(session, settings.provider, settings.model)
+    if not old:
+        return None, ""
+    previous = build_provider(settings.with_model(old), models_dir)
+    try:
+        previous.unload()
+        return old, ""
+    except ProviderError as exc:
+        return None, f"could not unload {old}: {exc.message}"
+    finally:
+        previous.close()
+
+
 def reload(session: Session, models_dir: Path | None) -> ReloadResult:
     """Unload the previous model where the backend allows, preload the active one, probe it."""
-    profile = config.get_active(session)
-    settings = config.provider_settings(profile)
-    provider = build_provider(settings, models_dir)
+    extractor = build_extractor(session, None, models_dir, check=False)
+    settings, provider = extractor.settings, extractor.provider
+    backend = spec(settings.provider)
     try:
-        unloaded = None
-        note = ""
-        if isinstance(provider, OllamaProvider):
-            old = previous_model(session, "ollama", settings.model)
-            if old:
-                previous = build_provider(_with_model(settings, old), models_dir)
-                try:
-                    previous.unload()
-                    unloaded = old
-                except ProviderError as exc:
-                    note = f"could not unload {old}: {exc.message}; "
-                finally:
-                    previous.close()
-        elif isinstance(provider, OpenAICompatProvider):
-            note = ("a vLLM server serves the model it was started with: kg cannot switch it; "
-                    "checked that the endpoint serves the configured model; ")
-        else:
-            note = ("the embedded model lives inside each kg process: a running ingestion "
-                    "loads the new file before its next chunk; loaded here to check it; ")
+        unloaded, note = None, backend.reload_note
+        if backend.reload is Reload.SERVER:
+            unloaded, note = _unload_previous(session, settings, models_dir)
         provider.check()
         started = time.perf_counter()
         provider.load()
         load_s = time.perf_counter() - started
         started = time.perf_counter()
-        provider.complete(PROBE_MESSAGES, output_schema(PROBE_BOUNDS))
+        extractor.request(PROBE_TEXT)
         probe_s = time.perf_counter() - started
     finally:
-        provider.close()
-    return ReloadResult(settings.provider, settings.model, unloaded, load_s, probe_s,
-                        note.rstrip("; "))
-
-
-def _with_model(settings: ProviderSettings, model: str) -> ProviderSettings:
-    return replace(settings, model=model)
+        extractor.close()
+    return ReloadResult(settings.provider, settings.model, unloaded, load_s, probe_s, note)
 
 
 def _ask_active(session: Session, models_dir: Path, ask: Callable[[Provider], T]
                 ) -> tuple[ProviderSettings, T]:
     """Build the active profile's provider, ask it one thing, close it."""
-    settings = config.provider_settings(config.get_active(session))
+    settings = profiles.provider_settings(profiles.get_active(session))
     provider = build_provider(settings, models_dir)
     try:
         return settings, ask(provider)

@@ -22,8 +22,9 @@ from kg.db.models import (
     RunDocument,
 )
 from kg.errors import NotFoundError, UsageError
-from kg.extraction.engine import call_totals, effective_status
 from kg.extraction.resolve import normalise_label
+from kg.extraction.runs import ChunkStatus, call_totals, effective_status
+from kg.providers.base import redact_url
 
 
 def _limit(limit: int) -> int:
@@ -116,7 +117,7 @@ def run_detail(session: Session, run_id: int) -> dict[str, Any]:
     run = session.get(Run, run_id)
     if run is None:
         raise NotFoundError(f"no run {run_id}; see `kg runs list`")
-    calls, prompt, completion, thinking, latency = call_totals(session, run_id)
+    totals = call_totals(session, run_id)
     by_revision = [
         {"profile": p, "revision": r, "model": m, "calls": n}
         for p, r, m, n in session.execute(
@@ -131,13 +132,15 @@ def run_detail(session: Session, run_id: int) -> dict[str, Any]:
             select(ChunkExtraction.chunk_id, Document.path, Chunk.ordinal, ChunkExtraction.error)
             .join(Chunk, Chunk.id == ChunkExtraction.chunk_id)
             .join(Document, Document.id == Chunk.document_id)
-            .where(ChunkExtraction.run_id == run_id, ChunkExtraction.status == "failed")
+            .where(ChunkExtraction.run_id == run_id, ChunkExtraction.status == ChunkStatus.FAILED)
             .order_by(Chunk.id).limit(50))
     ]
     return {**_run_row(run), "heartbeat_at": run.heartbeat_at, "pid": run.pid,
-            "host": run.host, "error": run.error, "calls": calls, "prompt_tokens": prompt,
-            "completion_tokens": completion, "thinking_tokens": thinking,
-            "llm_seconds": round(latency / 1000, 3), "profiles_used": run.profiles_used,
+            "host": run.host, "error": run.error, "calls": totals.calls,
+            "prompt_tokens": totals.prompt_tokens, "completion_tokens": totals.completion_tokens,
+            "thinking_tokens": totals.thinking_tokens,
+            "llm_seconds": round(totals.latency_ms / 1000, 3),
+            "profiles_used": [_masked(p) for p in run.profiles_used],
             "calls_by_revision": by_revision, "failed_chunks": failures}
 
 
@@ -211,3 +214,10 @@ def runs_diff(session: Session, run_a: int, run_b: int) -> dict[str, Any]:
         "concepts_in_both": len(concepts_a & concepts_b),
         "relationships_in_both": len(set(edges_a) & set(edges_b)) - len(changed),
     }
+
+
+def _masked(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A run's profile snapshot with any password in its base URL masked (older rows)."""
+    if snapshot.get("base_url"):
+        return {**snapshot, "base_url": redact_url(snapshot["base_url"])}
+    return snapshot

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 from kg.errors import UsageError
 
@@ -101,18 +102,19 @@ def ollama_tag(model: str, quant: str) -> str | None:
 
 
 def recommend(model: str, *, params: str | None, vram: str | None,
-              context_window: int) -> dict[str, object]:
+              context_window: int) -> dict[str, Any]:
     """A table of quantizations with memory estimates, and the best one that fits."""
     params_b = parse_params(params) if params else params_from_name(model)
     if params_b is None:
         raise UsageError(f"cannot tell the size of {model!r} from its name; give --params 8B")
+    vram_gb: float | None
     if vram is not None:
         vram_gb, source = parse_vram(vram), "given with --vram"
     else:
         vram_gb, source = detect_vram()
     shape = shape_for(params_b)
     kv_gb = shape.kv_bytes_per_token() * context_window / 1e9
-    options = []
+    options: list[dict[str, Any]] = []
     for label, bytes_per_param, quant in QUANTS:
         weights = params_b * bytes_per_param
         total = weights + kv_gb + RUNTIME_GB

@@ -141,10 +141,40 @@ def kg_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict
 @pytest.fixture
 def kg(kg_env: dict[str, str]):
     """Run the kg CLI in-process: kg("admin", "extraction", "show") -> KgResult."""
-    from cli.main import cli
+    from kg.cli.main import cli
 
     def run(*args: str, input: str | None = None) -> KgResult:
         result = CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
         return KgResult(result.exit_code, result.stdout, result.stderr)
 
     return run
+
+
+@pytest.fixture
+def other_db_url(dialect: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A second fresh, migrated database of the test's dialect (a serial reference run)."""
+    if dialect == "sqlite":
+        template = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "other.db"
+        shutil.copy(template, path)
+        yield f"sqlite:///{path}"
+        return
+    template = request.getfixturevalue("pg_template")
+    name = f"{SESSION_TAG}_{next(_counter)}"
+    _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    yield _pg_url(name)
+    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(autouse=True)
+def _reset_kg_logging() -> Iterator[None]:
+    """The CLI configures the `kg` logger per command; in one test process that must not leak
+    (a -vv in one test would print debug lines in the next)."""
+    import logging
+
+    yield
+    logger = logging.getLogger("kg")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True

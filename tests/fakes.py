@@ -30,6 +30,8 @@ class Reply:
     delay: float = 0.0
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    raw: str | None = None  # sent as the whole 200 body instead of a protocol reply (malformed)
+    raw_type: str = "application/json"  # the Content-Type sent with `raw`
 
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -192,6 +194,15 @@ class FakeOllama(FakeServer):
         self.models = {m.name: m for m in (models or [FakeModel("qwen3:8b", ["completion",
                                                                            "thinking"])])}
         self.loaded: dict[str, dict[str, Any]] = {}
+        # Broken-server modes: /api/show answers 200 with this body (a dict is sent as JSON),
+        # e.g. a reply without model_info; /api/version likewise.
+        self.show_body: dict[str, Any] | str | None = None
+        self.version_body: dict[str, Any] | str | None = None
+
+    def _raw(self, body: dict[str, Any] | str) -> tuple[int, str, str]:
+        if isinstance(body, str):
+            return 200, "application/json", body
+        return self._ok(body)
 
     def _err(self, status: int, message: str) -> tuple[int, str, str]:
         return status, "application/json", json.dumps({"error": message})
@@ -207,6 +218,8 @@ class FakeOllama(FakeServer):
         if method == "GET" and path == "/":
             return 200, "text/plain; charset=utf-8", "Ollama is running"
         if method == "GET" and path == "/api/version":
+            if self.version_body is not None:
+                return self._raw(self.version_body)
             return self._ok({"version": "0.12.6"})
         if method == "GET" and path == "/api/tags":
             return self._ok({"models": [
@@ -219,6 +232,8 @@ class FakeOllama(FakeServer):
             name = (body or {}).get("model") or (body or {}).get("name")
             if name not in self.models:
                 return self._err(404, f"model '{name}' not found")
+            if self.show_body is not None:
+                return self._raw(self.show_body)
             m = self.models[name]
             return self._ok({
                 "modelfile": f"FROM {m.name}", "parameters": "temperature 0.6",
@@ -259,6 +274,8 @@ class FakeOllama(FakeServer):
                              "message": {"role": "assistant", "content": ""},
                              "done_reason": reason, "done": True})
         reply = self.serve_chat(body)
+        if reply.raw is not None:
+            return 200, reply.raw_type, reply.raw
         if reply.status != 200:
             return self._err(reply.status, reply.error or "internal error")
         self._mark_loaded(model, body)
@@ -312,6 +329,8 @@ class FakeVLLM(FakeServer):
         self.reasoning_parser = reasoning_parser
         self.api_key = api_key
         self.healthy = True
+        # Broken-server mode: /v1/models answers 200 with this body (a dict is sent as JSON).
+        self.models_body: dict[str, Any] | str | None = None
 
     @property
     def base_url(self) -> str:
@@ -336,6 +355,9 @@ class FakeVLLM(FakeServer):
         if (path.startswith("/v1/") and self.api_key is not None
                 and headers.get("authorization") != f"Bearer {self.api_key}"):
             return 401, "application/json", json.dumps({"error": "Unauthorized"})
+        if method == "GET" and path == "/v1/models" and self.models_body is not None:
+            body = self.models_body
+            return 200, "application/json", body if isinstance(body, str) else json.dumps(body)
         if method == "GET" and path == "/v1/models":
             return 200, "application/json", json.dumps({"object": "list", "data": [{
                 "id": self.served_model, "object": "model", "created": 1700000000,
@@ -367,6 +389,8 @@ class FakeVLLM(FakeServer):
                 "BadRequestError",
             )
         reply = self.serve_chat(body)
+        if reply.raw is not None:
+            return 200, reply.raw_type, reply.raw
         if reply.status != 200:
             kinds = {503: "ServiceUnavailableError", 500: "InternalServerError",
                      429: "RateLimitError"}

@@ -1,14 +1,16 @@
-"""Chunking and loading: offsets exact, nothing lost, sizes bounded, boundaries honoured."""
+"""Chunking: offsets exact, nothing lost, sizes bounded, boundaries honoured, sentences that
+know abbreviations. (Loaders are tested in test_loaders.py.)"""
 
 from __future__ import annotations
 
 import itertools
+import random
 import re
 
 import pytest
 
+from kg.extraction import chunking
 from kg.extraction.chunking import ChunkingOptions, chunk_text
-from kg.extraction.loaders import html_to_text, load
 from kg.providers.base import estimate_tokens
 
 SMALL = ChunkingOptions(target_tokens=60, min_tokens=20, max_tokens=120, overlap_tokens=10)
@@ -66,57 +68,68 @@ def test_estimate_grows_with_unbroken_strings() -> None:
     assert 8 <= estimate_tokens("Sherlock Holmes lives at Baker Street.") <= 12
 
 
-def test_html_visible_text_and_heading_offsets() -> None:
-    html = ("<html><head><title>t</title><style>p{color:red}</style></head><body>"
-            "<h1>Title</h1><p>Hello <b>world</b>.</p><script>var x = 1;</script>"
-            "<h2>Second</h2><p>More &amp; more.</p></body></html>")
-    text, bounds = html_to_text(html)
-    assert text == "Title\n\nHello world.\n\nSecond\n\nMore & more."
-    assert [text[b:b + 6] for b in bounds] == ["Title\n", "Second"]
+# -- sentences ----------------------------------------------------------------------------------
+
+ABBREVIATED = ("Dr. Watson met Mr. Holmes at 221B Baker St. in London. The U.S. envoy arrived "
+               "at 3.5 past noon, e.g. by train. See Fig. 3 for the route. Prof. Moriarty "
+               "was not amused! Was Mrs. Hudson there? She was.")
 
 
-def test_loader_verdicts(tmp_path) -> None:
-    (tmp_path / "a.md").write_text("# Head\n\nBody text.\n", encoding="utf-8")
-    (tmp_path / "b.txt").write_bytes(b"\xff\xfe\x00\x00")
-    (tmp_path / "c.txt").write_bytes(b"   \n\n  ")
-    (tmp_path / "d.pdf").write_bytes(b"%PDF-1.4 not really")
-    md = load(tmp_path / "a.md")
-    assert md.kind == "markdown" and md.boundaries == [0]
-    assert "binary" in load(tmp_path / "b.txt").reason
-    assert load(tmp_path / "c.txt").reason == "empty file"
-    assert "PDF" in load(tmp_path / "d.pdf").reason
+def sentence_texts(text: str) -> list[str]:
+    return [text[s:e] for s, e in chunking._sentences(text, 0, len(text))]
 
 
-def _pdf_with_text(lines: list[str]) -> bytes:
-    """A minimal one-page PDF with a real text layer (Helvetica), built by hand."""
-    ops = "BT /F1 12 Tf 72 720 Td " + " ".join(
-        f"({line}) Tj 0 -16 Td" for line in lines) + " ET"
-    objects = [
-        "<< /Type /Catalog /Pages 2 0 R >>",
-        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        "/Resources << /Font << /F1 5 0 R >> >> >>",
-        f"<< /Length {len(ops)} >>\nstream\n{ops}\nendstream",
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+def test_sentences_know_abbreviations_initials_and_decimals() -> None:
+    assert sentence_texts(ABBREVIATED) == [
+        "Dr. Watson met Mr. Holmes at 221B Baker St. in London.",
+        "The U.S. envoy arrived at 3.5 past noon, e.g. by train.",
+        "See Fig. 3 for the route.",
+        "Prof. Moriarty was not amused!",
+        "Was Mrs. Hudson there?",
+        "She was.",
     ]
-    out = "%PDF-1.4\n"
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += f"{number} 0 obj\n{body}\nendobj\n"
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n"
-    out += "".join(f"{o:010d} 00000 n \n" for o in offsets)
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n"
-    return out.encode("latin-1")
 
 
-def test_pdf_text_layer_is_read(tmp_path) -> None:
-    path = tmp_path / "paper.pdf"
-    path.write_bytes(_pdf_with_text(["Marie Curie discovered polonium.", "She worked in Paris."]))
-    doc = load(path)
-    assert doc.kind == "pdf" and doc.boundaries == [0]
-    assert "Marie Curie discovered polonium." in doc.text and "Paris" in doc.text
-    empty = tmp_path / "scan.pdf"
-    empty.write_bytes(_pdf_with_text([]))
-    assert "no text layer" in load(empty).reason
+def test_sentences_of_other_scripts() -> None:
+    assert sentence_texts("日本語のテキストです。もう一つの文です。 Und dann? Ende.") == [
+        "日本語のテキストです。", "もう一つの文です。", "Und dann?", "Ende."]
+
+
+def test_long_paragraphs_are_never_cut_after_an_abbreviation() -> None:
+    # One paragraph far over max_tokens: the chunker must cut it at sentence ends.
+    text = " ".join([ABBREVIATED] * 40)
+    chunks = list(chunk_text(text, SMALL))
+    assert len(chunks) > 5
+    for c in chunks:
+        assert c.text.endswith((".", "!", "?")), c.text[-30:]
+        for abbreviation in ("Dr.", "Mr.", "St.", "U.S.", "e.g.", "Fig.", "Prof.", "Mrs.",
+                             "3."):
+            assert not c.text.endswith(abbreviation), c.text[-30:]
+    assert covered(text, chunks)
+
+
+@pytest.mark.parametrize("window", [7, 64, 200])
+def test_windows_find_the_same_sentences(window: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The segmenter sees one window at a time; a window edge must not add or lose a cut.
+    text = " ".join([ABBREVIATED] * 6)
+    whole = sentence_texts(text)
+    monkeypatch.setattr(chunking, "SENTENCE_WINDOW", window)
+    windowed = sentence_texts(text)
+    if window > max(len(s) for s in whole):
+        assert windowed == whole
+    else:  # sentences longer than the window are cut at spaces, but nothing is lost
+        assert "".join(windowed).replace(" ", "") == "".join(whole).replace(" ", "")
+
+
+def test_a_giant_paragraph_is_covered_exactly_across_windows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chunking, "SENTENCE_WINDOW", 500)
+    rng = random.Random(7)
+    pieces = ["Dr.", "Watson", "e.g.", "3.5", "U.S.", "end.", "Why?", "Yes!", "x" * 700,
+              "日本。", "\n", "  ", "word"]
+    for _ in range(20):
+        text = " ".join(rng.choice(pieces) for _ in range(rng.randint(1, 400)))
+        chunks = list(chunk_text(text, SMALL))
+        assert all(text[c.char_start:c.char_end] == c.text for c in chunks)
+        assert all(c.token_estimate <= SMALL.max_tokens for c in chunks)
+        assert covered(text, chunks)

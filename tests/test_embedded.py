@@ -76,7 +76,9 @@ def test_ingest_a_corpus_file_with_the_embedded_default(kg, db, tmp_path: Path) 
     kg("admin", "extraction", "set", "--num-threads", "2", "--max-retries", "1")
     result = kg("ingest", str(doc), "--json")
     summary = json.loads(result.stdout)
-    assert summary["status"] in ("completed", "partial")
+    # A one-chunk run is completed or failed (this 135M model is often invalid); the exit code
+    # follows the run's own chunks.
+    assert (summary["status"], result.exit_code) in (("completed", 0), ("failed", 1))
     assert summary["chunks_total"] == 1 and 1 <= summary["calls"] <= 2
     calls = rows(db, "SELECT provider, model, response, prompt_tokens, completion_tokens "
                      "FROM calls")

@@ -168,7 +168,8 @@ def test_truncated_output_fails_the_chunk_after_retries_then_resumes(kg, db, oll
     result = kg("ingest", str(doc), "--chunk-tokens", "2000", "--chunk-max", "3000", "--json")
     assert result.exit_code == 1
     summary = json.loads(result.stdout)
-    assert summary["status"] == "partial" and summary["chunks_failed"] == 1
+    # Its only chunk failed: nothing of this run is in the graph (partial = some chunks ok).
+    assert summary["status"] == "failed" and summary["chunks_failed"] == 1
     assert "cut off at the output limit" in rows(
         db, "SELECT error FROM chunk_extractions")[0][0]
     assert rows(db, "SELECT count(*) FROM concepts") == [(0,)]  # never an empty "success"
@@ -342,3 +343,75 @@ def test_hot_reload_switches_model_mid_run_without_losing_chunks(kg, db, tmp_pat
     assert revisions == [(1, "qwen3:8b"), (2, "llama3.2:3b")]
     run = json.loads(kg("runs", "show", str(summary["run_id"]), "--json").stdout)
     assert [p["model"] for p in run["profiles_used"]] == ["qwen3:8b", "llama3.2:3b"]
+
+
+def test_a_profile_for_one_run_without_activating_it(kg, db, ollama, tmp_path,
+                                                     monkeypatch) -> None:
+    use_server(kg, ollama.url)  # "test" (qwen3:8b) is the active profile
+    kg("admin", "extraction", "set", "--profile", "small", "--provider", "ollama", "--model",
+       "llama3.2:3b", "--base-url", ollama.url)
+    first = kg("ingest", str(write(tmp_path, "a.txt", STORY)), "--profile", "small", "--json")
+    assert first.exit_code == 0, first.stderr
+    monkeypatch.setenv("KG_PROFILE", "small")
+    second = kg("ingest", str(write(tmp_path, "b.txt", STORY + "\nIrene Adler.\n")), "--json")
+    assert second.exit_code == 0, second.stderr
+    assert {b["model"] for b in ollama.chat_bodies()} == {"llama3.2:3b"}
+    assert rows(db, "SELECT DISTINCT profile_name FROM runs") == [("small",)]
+    assert json.loads(kg("admin", "extraction", "show", "--json").stdout)["name"] == "test"
+    empty = kg("ingest", str(tmp_path / "a.txt"), "--profile", "")
+    assert empty.exit_code == 2 and "--profile needs a profile name" in empty.stderr
+    unknown = kg("ingest", str(write(tmp_path, "c.txt", STORY + "\nMycroft.\n")),
+                 "--profile", "nope")
+    assert unknown.exit_code == 2 and "no extraction profile named 'nope'" in unknown.stderr
+    assert rows(db, "SELECT count(*) FROM runs") == [(2,)]
+
+
+def test_a_replaced_provider_is_closed_once_its_requests_are_back(kg, db, tmp_path) -> None:
+    from kg.providers import ProviderSpec, register, registry
+    from kg.providers.ollama import SPEC as OLLAMA
+    from kg.providers.ollama import OllamaProvider
+
+    closed: list[tuple[int, int, int]] = []  # (revision, requests sent, in flight at close)
+
+    class Tracked(OllamaProvider):
+        sent = busy = 0
+
+        def complete(self, messages, json_schema):
+            self.sent += 1
+            self.busy += 1
+            try:
+                return super().complete(messages, json_schema)
+            finally:
+                self.busy -= 1
+
+        def close(self) -> None:
+            closed.append((self.settings.revision, self.sent, self.busy))
+            super().close()
+
+    register(ProviderSpec(name="tracked", factory=lambda s, _m: Tracked(s),
+                          summary="Ollama that records when it is closed",
+                          thinking=OLLAMA.thinking, needs_base_url=False), replace=True)
+    try:
+        with FakeOllama(responder=lambda b: Reply(graph_reply(chunk_of(b)), delay=0.15)) as server:
+            use_server(kg, server.url, "tracked", "qwen3:8b", "--max-parallel", "2")
+            doc = write(tmp_path, "many.txt", paragraphs(10))
+            outcome: dict = {}
+            worker = threading.Thread(
+                target=lambda: outcome.update(r=kg("ingest", str(doc), *small_chunks(),
+                                                   "--json")))
+            worker.start()
+            deadline = time.monotonic() + 20
+            while server.chat_count < 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert kg("admin", "extraction", "set", "--temperature", "0.4").exit_code == 0
+            worker.join(30)
+    finally:
+        registry.unregister("tracked")
+    summary = json.loads(outcome["r"].stdout)
+    assert summary["status"] == "completed"
+    # The replaced provider was closed after its last request came back, the new one at the
+    # end of the run; both had served requests, none was closed twice or left open.
+    assert [(revision, busy) for revision, _sent, busy in closed] == [(1, 0), (2, 0)]
+    assert all(sent > 0 for _r, sent, _b in closed)
+    revisions = [r[0] for r in rows(db, "SELECT profile_revision FROM calls ORDER BY id")]
+    assert revisions[0] == 1 and revisions[-1] == 2

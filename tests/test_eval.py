@@ -139,7 +139,27 @@ def test_eval_end_to_end_and_compare_profiles(kg, db, gold_dir: Path) -> None:
     again = kg("eval", "compare", str(listed[-1]["id"]), str(listed[0]["id"]), "--json")
     assert again.exit_code == 0
     shown = kg("eval", "show", str(data["id"]))
-    assert "overall" in shown.stdout and "science" in shown.stdout
+    header = shown.stdout.splitlines()[1].split()
+    assert header == ["METRIC", "OVERALL", "HISTORY", "SCIENCE"]
+
+
+def test_eval_profile_option_before_the_folder_and_from_kg_profile(kg, db, gold_dir: Path,
+                                                                   monkeypatch) -> None:
+    models = [FakeModel("good"), FakeModel("lossy")]
+    with FakeOllama(models=models, responder=gold_responder(gold_dir)) as server:
+        use_server(kg, server.url, "ollama", "good")  # active: "test"
+        kg("admin", "extraction", "set", "--profile", "lossy", "--provider", "ollama",
+           "--model", "lossy", "--base-url", server.url)
+        first = kg("eval", "--profile", "lossy", str(gold_dir), "--json")
+        assert first.exit_code == 0, first.stderr
+        assert json.loads(first.stdout)["profile"]["name"] == "lossy"
+        monkeypatch.setenv("KG_PROFILE", "lossy")
+        second = kg("eval", str(gold_dir), "--json")
+        assert json.loads(second.stdout)["profile"]["name"] == "lossy"
+        assert {b["model"] for b in server.chat_bodies()} == {"lossy"}
+    active = json.loads(kg("admin", "extraction", "show", "--json").stdout)
+    assert active["name"] == "test"  # chosen for one evaluation, never activated
+    assert kg("eval", "--help").exit_code == 0
 
 
 @pytest.mark.parametrize(("args", "needle"), [

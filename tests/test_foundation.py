@@ -15,14 +15,14 @@ PROFILE_INSERT = """
 INSERT INTO extraction_profiles (name, provider, model, base_url, api_key_env, temperature,
   top_p, thinking_mode, gpu_layers, num_threads, context_window, max_output_tokens,
   max_parallel, max_retries, timeout_s, keep_alive, active, revision, updated_at, updated_by)
-VALUES (:name, :provider, 'm', 'http://x', NULL, :temperature, 0.9, 'off', -1, NULL, 4096,
+VALUES (:name, :provider, 'm', 'http://x', NULL, :temperature, 0.9, :thinking_mode, -1, NULL, 4096,
   1024, :max_parallel, 2, 60, NULL, :active, 1, CURRENT_TIMESTAMP, 'sql')
 """
 
 
 def _insert(db: Database, **overrides: object) -> None:
     params = {"name": "raw", "provider": "ollama", "temperature": 0.1, "max_parallel": 1,
-              "active": False, **overrides}
+              "active": False, "thinking_mode": "off", **overrides}
     with db.engine.begin() as conn:
         conn.execute(text(PROFILE_INSERT), params)
 
@@ -51,6 +51,26 @@ def test_migrations_up_down_to_base_and_up_again(empty_db_url: str) -> None:
     db.dispose()
 
 
+def test_migration_0005_leaves_provider_names_to_the_registry(empty_db_url: str) -> None:
+    db = Database(empty_db_url)
+    kg_migrate.upgrade(db, "0004")
+    with pytest.raises(IntegrityError):
+        _insert(db, name="plugin", provider="canned")
+    kg_migrate.upgrade(db, "0005")
+    _insert(db, name="plugin", provider="canned")  # a provider registered at run time
+    _insert(db, name="second", provider="canned")  # inactive rows: the partial index allows them
+    with pytest.raises(IntegrityError):
+        _insert(db, name="hot", temperature=7)  # every other CHECK is still there
+    with pytest.raises(IntegrityError):
+        _insert(db, name="two-active", active=True)  # and the one-active index kept its WHERE
+    with db.engine.begin() as conn:
+        conn.execute(text("DELETE FROM extraction_profiles WHERE provider = 'canned'"))
+    kg_migrate.downgrade(db, "0004")
+    with pytest.raises(IntegrityError):
+        _insert(db, name="plugin", provider="canned")
+    db.dispose()
+
+
 def test_fresh_database_has_default_embedded_profile_and_vocabulary(db: Database) -> None:
     with db.engine.connect() as conn:
         rows = conn.execute(
@@ -76,7 +96,7 @@ def test_partial_unique_index_rejects_second_active_profile(db: Database) -> Non
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"temperature": 7}, {"provider": "foo"}, {"max_parallel": 0}, {"max_parallel": 65}],
+    [{"temperature": 7}, {"thinking_mode": "max"}, {"max_parallel": 0}, {"max_parallel": 65}],
 )
 def test_check_constraints_reject_bad_rows_written_by_sql(db: Database, overrides: dict) -> None:
     with pytest.raises(IntegrityError):
@@ -168,7 +188,9 @@ def test_new_profile_gets_provider_defaults_and_can_be_activated(kg) -> None:
                 "--model", "qwen3:8b", "--thinking-mode", "off", "--by", "ops")
     assert result.exit_code == 0, result.stderr
     gpu = json.loads(kg("admin", "extraction", "show", "--profile", "gpu", "--json").stdout)
-    assert gpu["base_url"] == "http://localhost:11434"
+    # No base URL stored: the provider uses $OLLAMA_HOST, else http://localhost:11434.
+    assert gpu["base_url"] is None and gpu["keep_alive"] == "10m"
+    assert "$OLLAMA_HOST" in kg("admin", "extraction", "show", "--profile", "gpu").stdout
     assert gpu["active"] is False and gpu["updated_by"] == "ops"
     vllm = kg("admin", "extraction", "set", "--profile", "v", "--provider", "vllm",
               "--model", "Qwen/Qwen3-8B", "--activate")

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import yaml
 from sqlalchemy import text
 
 from kg.db import Database
@@ -18,7 +17,6 @@ from tests.fakes import FakeModel, FakeOllama, FakeVLLM, Reply
 from tests.test_engine import use_server
 from tests.test_providers import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 PROBE_REPLY = json.dumps({
     "concepts": [{"label": "Marie Curie", "description": "", "search_terms": [],
                   "quote": "Marie Curie"}],
@@ -235,8 +233,7 @@ def test_analytics_csv_days_and_bad_input(kg, db) -> None:
                                                              ("2026-11-02", "20")]
     for args, needle in [(["--since", "yesterday"], "--since must be a date"),
                          (["--compare-to", "nope"], "no price named 'nope'"),
-                         (["--since", "2026-01-01", "--last-30-days"], "not both"),
-                         (["--json", "--csv"], "not both")]:
+                         (["--since", "2026-01-01", "--last-30-days"], "not both")]:
         bad = kg("admin", "extraction", "analytics", *args)
         assert bad.exit_code == 2 and needle in bad.stderr, (args, bad.stderr)
 
@@ -289,71 +286,6 @@ def test_recommend_offload_cpu_tags_and_cli(kg, db) -> None:
     assert bad.exit_code == 2 and "--params must look like" in bad.stderr
 
 
-# -- compose files --------------------------------------------------------------------------
-
-def _compose(name: str) -> dict:
-    return yaml.safe_load((ROOT / name).read_text())
-
-
-def _host_ports(service: dict) -> list[str]:
-    return [str(p) for p in service.get("ports", [])]
-
-
-def test_ollama_compose_file() -> None:
-    data = _compose("docker-compose.ollama.yml")
-    services = data["services"]
-    flavours = {"ollama-cpu": "cpu", "ollama-nvidia": "nvidia", "ollama-amd": "amd",
-                "ollama-intel": "intel"}
-    for name, profile in flavours.items():
-        service = services[name]
-        assert service["profiles"] == [profile]
-        assert service["networks"]["default"]["aliases"] == ["ollama"]
-        assert "healthcheck" in service
-        env = service["environment"]
-        for key in ("OLLAMA_NUM_PARALLEL", "OLLAMA_CONTEXT_LENGTH", "OLLAMA_KEEP_ALIVE"):
-            assert key in env
-        assert all(p.startswith("127.0.0.1:") for p in _host_ports(service))
-    assert services["ollama-amd"]["image"].endswith(":rocm")
-    gpu = services["ollama-nvidia"]["deploy"]["resources"]["reservations"]["devices"][0]
-    assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
-    assert "ollama pull" in services["ollama-pull"]["command"][0]
-    _check_postgres_and_kg(services, "ollama", "http://ollama:11434")
-    assert services["kg"]["depends_on"]["ollama-pull"]["condition"] == \
-        "service_completed_successfully"
-
-
-def test_vllm_compose_file() -> None:
-    services = _compose("docker-compose.vllm.yml")["services"]
-    vllm = services["vllm"]
-    assert vllm["image"].startswith("vllm/vllm-openai")
-    args = " ".join(vllm["command"])
-    for flag in ("--max-model-len", "--gpu-memory-utilization", "--reasoning-parser",
-                 "--served-model-name"):
-        assert flag in args
-    assert "/health" in " ".join(vllm["healthcheck"]["test"])
-    assert any("huggingface" in v for v in vllm["volumes"])
-    gpu = vllm["deploy"]["resources"]["reservations"]["devices"][0]
-    assert gpu["driver"] == "nvidia"
-    assert all(p.startswith("127.0.0.1:") for p in _host_ports(vllm))
-    _check_postgres_and_kg(services, "vllm", "http://vllm:8000/v1")
-    assert services["kg"]["depends_on"]["vllm"]["condition"] == "service_healthy"
-
-
-def _check_postgres_and_kg(services: dict, provider: str, url: str) -> None:
-    postgres = services["postgres"]
-    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
-    assert any("/var/lib/postgresql/data" in v for v in postgres["volumes"])
-    assert all(p.startswith("127.0.0.1:") for p in _host_ports(postgres))
-    kg = services["kg"]
-    assert kg["environment"]["KG_DATABASE_URL"].startswith("postgresql+psycopg://")
-    assert kg["depends_on"]["postgres"]["condition"] == "service_healthy"
-    command = kg["command"][0]
-    for part in ("kg db upgrade", f"--provider {provider}", f"--base-url {url}",
-                 "kg ingest /data"):
-        assert part in command
-    assert any(v.endswith(":/data:ro") for v in kg["volumes"])
-
-
 def test_evaluation_calls_count_as_calls_not_chunks(kg, db) -> None:
     seed_call(db, status="invalid", error_kind="mostly_invalid", prompt_tokens=5)
     seed_call(db, attempt=2, prompt_tokens=7)
@@ -361,3 +293,34 @@ def test_evaluation_calls_count_as_calls_not_chunks(kg, db) -> None:
     assert (row["chunks"], row["calls"], row["success_rate"], row["prompt_tokens"]) == (
         0, 2, None, 12)
     assert row["failures"] == {"mostly_invalid": 1}
+
+
+# -- replies the backend sent with 200 but kg cannot read ----------------------------------------
+
+def test_preflight_reports_an_unreadable_show_reply_in_one_line(kg, db, ollama) -> None:
+    use_server(kg, ollama.url)
+    ollama.show_body = {"modelfile": "FROM x", "capabilities": ["completion"]}  # no model_info
+    result = kg("admin", "extraction", "test")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    [failed] = result.stdout.splitlines()
+    assert failed.startswith("FAIL  server") and "model_info" in failed
+
+
+@pytest.mark.parametrize("raw", ["not json", '{"model": "qwen3:8b", "message": 3}'])
+def test_preflight_reports_an_unreadable_chat_reply_in_one_line(kg, db, ollama, raw) -> None:
+    use_server(kg, ollama.url)
+    ollama.queue.append(Reply(raw=raw))
+    result = kg("admin", "extraction", "test", "--json")
+    assert result.exit_code == 1
+    last = json.loads(result.stdout)[-1]
+    assert (last["check"], last["status"]) == ("schema", "fail")
+    assert "cannot read" in last["detail"] and "\n" not in last["detail"]
+
+
+def test_preflight_on_vllm_reports_an_unreadable_reply(kg, db) -> None:
+    with FakeVLLM() as server:
+        use_server(kg, server.base_url, "vllm", "Qwen/Qwen3-8B")
+        server.queue.append(Reply(raw="<html>gateway</html>", raw_type="text/html"))
+        result = kg("admin", "extraction", "test")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert result.stdout.splitlines()[-1].startswith("FAIL  schema")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import socket
 
@@ -11,6 +10,8 @@ import pytest
 from kg.errors import (
     AuthenticationFailed,
     ContextOverflow,
+    MalformedReply,
+    MissingApiKey,
     ModelNotFound,
     ProviderTimeout,
     ProviderUnavailable,
@@ -18,8 +19,9 @@ from kg.errors import (
     ServerFailure,
     ThinkingUnsupported,
 )
+from kg.profiles import ProviderSettings
 from kg.providers import build_provider
-from kg.providers.base import ProviderSettings, split_think_tags
+from kg.providers.base import redact_url, split_think_tags
 from kg.providers.ollama import think_value
 from tests.fakes import FakeModel, FakeOllama, FakeVLLM, Reply
 
@@ -197,7 +199,7 @@ def test_ollama_check_and_context_length(ollama_server: FakeOllama) -> None:
     provider = build_provider(settings(base_url=ollama_server.url))
     results = provider.check()
     assert [r.name for r in results] == ["server", "model", "thinking"]
-    assert all(r.ok for r in results)
+    assert all(r.status == "ok" for r in results)
     assert provider.context_length() == 40960
 
 
@@ -283,7 +285,7 @@ def test_api_key_comes_from_the_named_variable(monkeypatch: pytest.MonkeyPatch) 
         provider = build_provider(vllm_settings(server, api_key_env="KG_TEST_KEY"))
         provider.complete(MESSAGES, SCHEMA)
         assert server.headers[-1]["authorization"] == "Bearer s3cret-value"
-        assert "s3cret" not in repr(dataclasses.asdict(provider.settings))
+        assert "s3cret" not in repr(provider.settings.model_dump())
 
 
 def test_vllm_models_and_check() -> None:
@@ -297,3 +299,112 @@ def test_vllm_models_and_check() -> None:
         server.healthy = False
         with pytest.raises(ServerFailure, match="unhealthy"):
             provider.check()
+
+
+# -- HTTP 200 replies the client cannot read ------------------------------------------------
+
+OLLAMA_BROKEN_CHATS = [
+    Reply(raw="Ollama is running"),                        # not JSON
+    Reply(raw="[1, 2, 3]"),                                # JSON, not an object
+    Reply(raw='{"model": "qwen3:8b", "message": "hi", "done": true}'),  # message not an object
+    Reply(raw='{"model": "qwen3:8b", "done": true, '
+              '"message": {"role": "assistant", "content": 5}}'),       # content not text
+    Reply(raw="<html>proxy error</html>", raw_type="text/html"),
+]
+
+
+@pytest.mark.parametrize("reply", OLLAMA_BROKEN_CHATS, ids=range(len(OLLAMA_BROKEN_CHATS)))
+def test_ollama_unreadable_chat_reply_is_malformed_reply(ollama_server: FakeOllama,
+                                                         reply: Reply) -> None:
+    ollama_server.queue.append(reply)
+    provider = build_provider(settings(base_url=ollama_server.url))
+    with pytest.raises(MalformedReply) as err:
+        provider.complete(MESSAGES, SCHEMA)
+    assert err.value.transient and not err.value.fatal  # retried like a malformed extraction
+    assert "\n" not in err.value.message and ollama_server.url in err.value.message
+
+
+@pytest.mark.parametrize("body", [
+    {"modelfile": "FROM x", "capabilities": ["completion"]},  # no model_info
+    {"modelfile": "FROM x", "model_info": None, "capabilities": ["completion"]},
+    "not json",
+    "[]",
+])
+def test_ollama_unreadable_show_is_malformed_reply(ollama_server: FakeOllama, body) -> None:
+    ollama_server.show_body = body
+    provider = build_provider(settings(base_url=ollama_server.url))
+    with pytest.raises(MalformedReply):
+        provider.check()
+    with pytest.raises(MalformedReply):
+        build_provider(settings(base_url=ollama_server.url)).complete(MESSAGES, SCHEMA)
+
+
+def test_ollama_unreadable_version_is_malformed_reply(ollama_server: FakeOllama) -> None:
+    ollama_server.version_body = "<html>login</html>"
+    with pytest.raises(MalformedReply, match="/api/version"):
+        build_provider(settings(base_url=ollama_server.url)).check()
+
+
+VLLM_BROKEN_CHATS = [
+    Reply(raw="hello", raw_type="text/plain"),       # the client hands back a plain string
+    Reply(raw="{not json"),                          # JSON content type, broken body
+    Reply(raw='{"id": "x", "object": "chat.completion"}'),             # no choices
+    Reply(raw='{"id": "x", "choices": []}'),                           # empty choices
+    Reply(raw='{"id": "x", "choices": "none"}'),                       # choices not a list
+    Reply(raw='{"id": "x", "choices": [{"index": 0, "message": null}]}'),
+    Reply(raw='{"id": "x", "choices": [{"message": {"content": ["a"]}}]}'),
+    Reply(raw='[]'),
+]
+
+
+@pytest.mark.parametrize("reply", VLLM_BROKEN_CHATS, ids=range(len(VLLM_BROKEN_CHATS)))
+def test_vllm_unreadable_chat_reply_is_malformed_reply(reply: Reply) -> None:
+    with FakeVLLM() as server:
+        server.queue.append(reply)
+        with pytest.raises(MalformedReply) as err:
+            build_provider(vllm_settings(server)).complete(MESSAGES, SCHEMA)
+    assert err.value.transient and "\n" not in err.value.message
+
+
+def test_vllm_unreadable_model_list_is_malformed_reply() -> None:
+    with FakeVLLM() as server:
+        server.models_body = {"object": "list", "data": 5}
+        with pytest.raises(MalformedReply):
+            build_provider(vllm_settings(server)).check()
+        server.models_body = "<html>"
+        with pytest.raises(MalformedReply):
+            build_provider(vllm_settings(server)).models()
+
+
+# -- OLLAMA_HOST, credentials, the API key variable -------------------------------------------
+
+def test_ollama_host_is_used_when_the_profile_has_no_base_url(
+    ollama_server: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host, port = ollama_server.httpd.server_address[:2]
+    monkeypatch.setenv("OLLAMA_HOST", f"{host}:{port}")  # the ollama CLI's short form
+    provider = build_provider(settings(base_url=None))
+    assert provider.host == ollama_server.url
+    provider.complete(MESSAGES, SCHEMA)
+    assert len(ollama_server.chat_bodies()) == 1
+    monkeypatch.setenv("OLLAMA_HOST", "http://elsewhere:1")
+    explicit = build_provider(settings(base_url=ollama_server.url))
+    assert explicit.host == ollama_server.url  # a base URL in the profile wins
+    monkeypatch.delenv("OLLAMA_HOST")
+    assert build_provider(settings(base_url=None)).host == "http://localhost:11434"
+
+
+def test_unset_api_key_variable_stops_before_any_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KG_TEST_MISSING_KEY", raising=False)
+    with FakeVLLM() as server:
+        provider = build_provider(vllm_settings(server, api_key_env="KG_TEST_MISSING_KEY"))
+        with pytest.raises(MissingApiKey, match=r"\$KG_TEST_MISSING_KEY") as err:
+            provider.check()
+        assert err.value.fatal
+        assert server.requests == []
+
+
+def test_redact_url() -> None:
+    assert redact_url("http://user:pw@gpu:8000/v1") == "http://***@gpu:8000/v1"
+    assert redact_url("http://gpu:8000/v1") == "http://gpu:8000/v1"
+    assert redact_url(None) is None

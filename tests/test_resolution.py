@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kg.extraction.resolve import ConceptIndex, normalise_label
+from kg.extraction.resolve import ConceptIndex, label_rank, normalise_label
 from kg.extraction.schema import bounds_for_budget, output_schema
 from kg.extraction.validate import find_quote, validate_reply
 from kg.extraction.vocabulary import TypeInfo, Vocabulary
@@ -78,6 +78,27 @@ def test_index_refuses_fuzzy_merge_across_numbers_and_short_labels() -> None:
     assert index.find("type 2 diabetes") is None
     assert index.find("ibn") is None
     assert index.find("type 1 diabetis") == (1, "fuzzy")
+
+
+def test_index_finds_a_concept_by_any_of_its_spellings() -> None:
+    index = ConceptIndex(threshold=92)
+    index.add_label("professor moriarty", 7, "Professor Moriarty")
+    assert index.find("professor moriartie") is None  # too far from the label alone
+    index.add_alias("professor moriarti", 7, "Professor Moriarti")
+    # Close to the alias: found, so the result does not depend on which spelling is the label.
+    assert index.find("professor moriartie") == (7, "fuzzy")
+    assert index.find("professor moriarti") == (7, "exact")
+    assert len(index.keys) == 2
+    index.add_alias("professor moriarti", 7, "professor moriarti")  # same norm: no new key
+    assert len(index.keys) == 2
+
+
+@pytest.mark.parametrize(("better", "worse"), [
+    ("Sherlock Holmes", "sherlock holmes"), ("Sherlock Holmes", "Holmes, Sherlock"),
+    ("Sherlock Holmes", "Sherlok Holmes"), ("Professor Moriarty", "Professor Moriarti"),
+])
+def test_label_rank_prefers_the_fuller_spelling(better: str, worse: str) -> None:
+    assert label_rank(better) > label_rank(worse)
 
 
 VOCAB = Vocabulary([TypeInfo(1, "causes", "causal", "directed"),

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
-from cli.main import cli
+from kg.cli.main import cli
 from kg.db import Database
 from kg.db import migrate as kg_migrate
 from tests.fakes import FakeOllama, Reply, chunk_of, graph_reply
@@ -58,7 +58,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(db_url: str, tmp_path:
                         "--max-parallel", "2", "--activate")
         assert setup.exit_code == 0, setup.stderr
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "ingest", str(doc), *small_chunks()],
+            [sys.executable, "-m", "kg.cli", "ingest", str(doc), *small_chunks()],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         db = Database(db_url)
         committed = 0
@@ -115,3 +115,43 @@ def test_resuming_a_live_run_is_refused(kg, db: Database) -> None:
     assert missing.exit_code == 2 and "no run 99" in missing.stderr
     both = kg("ingest", "--resume", "1", "x.txt")
     assert both.exit_code == 2 and "takes no paths" in both.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_stops_like_ctrl_c_and_says_how_to_resume(db_url: str, tmp_path: Path) -> None:
+    doc = tmp_path / "long.txt"
+    doc.write_text(paragraphs(16), encoding="utf-8")
+    responder = lambda body: Reply(graph_reply(chunk_of(body)), delay=0.2)  # noqa: E731
+    with FakeOllama(responder=responder) as server:
+        env = {**os.environ, "KG_DATABASE_URL": db_url, "KG_HOME": str(tmp_path / "home")}
+        setup = cli_run(env, "admin", "extraction", "set", "--profile", "t", "--provider",
+                        "ollama", "--model", "qwen3:8b", "--base-url", server.url,
+                        "--max-parallel", "1", "--activate")
+        assert setup.exit_code == 0, setup.stderr
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kg.cli", "ingest", str(doc), *small_chunks()],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        db = Database(db_url)
+        committed = 0
+        deadline = time.monotonic() + 60
+        while committed < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            with db.engine.connect() as conn:
+                committed = conn.execute(text(
+                    "SELECT count(*) FROM chunk_extractions")).scalar_one()
+        proc.terminate()  # SIGTERM, as `docker stop` or systemd send it
+        _out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 143
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert errors == ["error: interrupted; committed chunks are kept; resume with "
+                          "`kg ingest --resume 1`"]
+        assert "Traceback" not in err
+        with db.engine.connect() as conn:
+            status = conn.execute(text("SELECT status FROM runs")).scalar_one()
+            kept = conn.execute(text("SELECT count(*) FROM chunk_extractions")).scalar_one()
+        assert status == "interrupted" and kept >= committed
+        server.responder = lambda body: Reply(graph_reply(chunk_of(body)))
+        resumed = cli_run(env, "ingest", "--resume", "1", "--json")
+        assert resumed.exit_code == 0, resumed.stderr
+        assert json.loads(resumed.stdout)["status"] == "completed"
+        db.dispose()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import sysconfig
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,11 @@ def test_wheel_installs_into_fresh_venv_and_migrates(tmp_path: Path) -> None:
         check=True, capture_output=True,
     )
     wheel = next(dist.glob("kg-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {name.split("/", 1)[0] for name in names if "/" in name}
+    assert "cli" not in top_level  # the CLI lives in kg/cli, not in a package named `cli`
+    assert {"kg/cli/main.py", "kg/cli/__main__.py", "kg/cli/logs.py"} <= set(names)
+    assert "kg/migrations/env.py" in names
     target = tmp_path / "fresh"
     venv.EnvBuilder(with_pip=True).create(target)
     python = target / "bin" / "python"
@@ -47,10 +53,17 @@ def test_wheel_installs_into_fresh_venv_and_migrates(tmp_path: Path) -> None:
         return subprocess.run([target / "bin" / "kg", *args], cwd=workdir, env=env,
                               capture_output=True, text=True)
 
+    shown = subprocess.run([python, "-m", "pip", "show", "-f", "kg"], check=True,
+                           capture_output=True, text=True).stdout
+    files = [line.strip() for line in shown.split("Files:", 1)[1].splitlines()]
+    assert not any(f.startswith("cli/") for f in files) and "kg/cli/main.py" in files
     where = subprocess.run([python, "-c", "import kg; print(kg.__file__)"], cwd=workdir,
                            env=env, capture_output=True, text=True, check=True).stdout
     assert where.startswith(str(target))
     up = kg("db", "upgrade")
     assert up.returncode == 0, up.stderr
+    as_module = subprocess.run([python, "-m", "kg.cli", "db", "current"], cwd=workdir, env=env,
+                               capture_output=True, text=True)
+    assert as_module.returncode == 0 and "up to date" in as_module.stdout
     shown = kg("admin", "extraction", "show", "--json")
     assert json.loads(shown.stdout)["provider"] == "llamacpp"

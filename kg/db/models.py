@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-PROVIDERS = ("ollama", "vllm", "openai", "llamacpp")
+# Provider names are checked by kg.providers.registry (plug-ins may add some), not by a CHECK.
 THINKING_MODES = ("off", "low", "medium", "high")
 
 
@@ -44,7 +44,6 @@ class ExtractionProfile(Base):
 
     __tablename__ = "extraction_profiles"
     __table_args__ = (
-        CheckConstraint(_in("provider", PROVIDERS), name="ck_profile_provider"),
         CheckConstraint(_in("thinking_mode", THINKING_MODES), name="ck_profile_thinking_mode"),
         CheckConstraint("temperature >= 0 AND temperature <= 2", name="ck_profile_temperature"),
         CheckConstraint("top_p > 0 AND top_p <= 1", name="ck_profile_top_p"),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
@@ -13,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kg.errors import DatabaseError, SchemaNotMigrated
 
+log = logging.getLogger(__name__)
 URL_HINT = (
     "set KG_DATABASE_URL to sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB"
 )
@@ -46,11 +49,11 @@ def _first_line(exc: OperationalError) -> str:
     return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    # WAL lets readers (kg runs list in another terminal) work while a run writes;
+    # Connection settings only: nothing here writes to the file, so a read-only command can
+    # open any file without changing it. WAL (persistent in the file) is set by the migration.
     # busy_timeout makes a concurrent `kg admin extraction set` wait instead of failing.
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
@@ -63,18 +66,13 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = _parse(url)
         self.display_url = safe_url(self.url)
+        self.migrated: tuple[str | None, str] | None = None
         self.dialect = self.url.get_backend_name()
-        if self.dialect == "sqlite":
-            database = self.url.database
-            if database and database != ":memory:":
-                parent = Path(database).expanduser().parent
-                try:
-                    parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise DatabaseError(
-                        f"cannot create the folder {parent} for the SQLite database: "
-                        f"{exc.strerror}; {URL_HINT}"
-                    ) from None
+        # The SQLite file, when there is one: nothing creates it or its folder except a
+        # migration (`kg db upgrade`, or the automatic one of the default database).
+        self.sqlite_path: Path | None = None
+        if self.dialect == "sqlite" and self.url.database not in (None, "", ":memory:"):
+            self.sqlite_path = Path(str(self.url.database)).expanduser()
         try:
             self.engine: Engine = create_engine(self.url, pool_pre_ping=True, future=True)
         except (ArgumentError, NoSuchModuleError) as exc:
@@ -82,6 +80,43 @@ class Database:
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        log.debug("database %s (%s)", self.display_url, self.dialect)
+
+    def file_state(self) -> str | None:
+        """For a SQLite file: 'missing', 'empty' or 'present'; None for other databases."""
+        if self.sqlite_path is None:
+            return None
+        if not self.sqlite_path.exists():
+            return "missing"
+        return "present" if self.sqlite_path.stat().st_size > 0 else "empty"
+
+    def is_file(self, path: Path) -> bool:
+        """Whether this is the SQLite database stored at `path`."""
+        if self.sqlite_path is None:
+            return False
+        return self.sqlite_path.resolve(strict=False) == path.expanduser().resolve(strict=False)
+
+    def ensure_folder(self) -> None:
+        """Create the SQLite file's folder (before a migration creates the file)."""
+        if self.sqlite_path is None:
+            return
+        parent = self.sqlite_path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(
+                f"cannot create the folder {parent} for the SQLite database: "
+                f"{exc.strerror}; {URL_HINT}"
+            ) from None
+
+    def require_file(self) -> None:
+        """Refuse a missing or empty SQLite file before connecting (connecting creates it)."""
+        state = self.file_state()
+        if state in ("missing", "empty"):
+            raise SchemaNotMigrated(
+                f"no kg database at {self.sqlite_path} (the file is {state}); "
+                "run `kg db upgrade` to create it"
+            )
 
     def ping(self) -> None:
         """Open one connection, or raise DatabaseError with the reason and the fix."""
@@ -124,14 +159,21 @@ class Database:
 
     def require_current_schema(self) -> None:
         """Raise SchemaNotMigrated unless the database is at the newest migration."""
-        from kg.db.migrate import current_revision, head_revision
+        from kg.db.migrate import current_revision, head_revision, known_revisions
 
+        self.require_file()
         self.ping()
         current = current_revision(self)
         head = head_revision()
+        log.debug("schema %s (newest %s) at %s", current, head, self.display_url)
         if current is None:
             raise SchemaNotMigrated(
                 f"the database at {self.display_url} has no kg schema; run `kg db upgrade`"
+            )
+        if current not in known_revisions():
+            raise SchemaNotMigrated(
+                f"the database at {self.display_url} is at schema {current}, which is newer "
+                f"than this kg ({head}); upgrade kg"
             )
         if current != head:
             raise SchemaNotMigrated(
@@ -143,20 +185,31 @@ class Database:
         self.engine.dispose()
 
 
-def open_database(url: str | None = None, *, check_schema: bool = True) -> Database:
-    """Open the configured database and, by default, insist that it is migrated."""
-    if url is None:
-        from kg.settings import load_settings
+def open_database(url: str | None = None, *, check_schema: bool = True,
+                  auto_migrate: bool | None = None) -> Database:
+    """Open a database (default: the configured one) and, by default, insist it is migrated.
 
-        url = load_settings().database_url
-    db = Database(url)
+    The default database (the SQLite file KG_HOME/kg.db) is kg's own: it is created or upgraded
+    instead (`auto_migrate=None`), and `db.migrated` then holds (before, after). Any other
+    database is changed only by `kg db upgrade`.
+    """
+    from kg.settings import load_settings
+
+    settings = load_settings()
+    db = Database(settings.database_url if url is None else url)
+    if auto_migrate is None:
+        auto_migrate = db.is_file(settings.default_database)
     try:
-        if check_schema:
+        if check_schema and auto_migrate and db.sqlite_path is not None:
+            from kg.db.migrate import ensure_current
+
+            db.migrated = ensure_current(db)
+        elif check_schema:
             db.require_current_schema()
     except SQLAlchemyError as exc:  # pragma: no cover - unexpected driver failures
         db.dispose()
         raise DatabaseError(f"database error at {db.display_url}: {exc}") from None
-    except Exception:
+    except BaseException:
         db.dispose()
         raise
     return db

@@ -1,23 +1,30 @@
 """Split text into chunks near a token target, cutting at paragraphs, then sentences, then words.
 
 Every chunk is a (char_start, char_end) span of the original text, so evidence offsets found
-inside a chunk map back to the document exactly.
+inside a chunk map back to the document exactly. Sentences are found by sentencex (rule-based,
+offline, abbreviation lists for many languages: "Dr. Watson", "e.g.", "U.S." and "3.5" do not
+end a sentence), and only inside paragraphs too long for one chunk.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import sentencex  # type: ignore[import-untyped]  # ships no type information
 from pydantic import BaseModel, Field, model_validator
 
 from kg.providers.base import estimate_tokens
 
 PARAGRAPH = re.compile(r"\S(?:.*?\S)?(?=\s*\n[ \t]*\n|\s*\Z)", re.DOTALL)
-SENTENCE = re.compile(r"\S.*?(?:[.!?](?=\s|\Z)|[。！？]|(?=\s*\Z))", re.DOTALL)
 WORD = re.compile(r"\S+")
 CHARS_PER_TOKEN = 4  # hard cuts inside a giant "word" (a base64 blob, a 1 MB line)
+# Abbreviation rules of this language; terminators of other scripts (。！？) are known anyway.
+SENTENCE_LANGUAGE = "en"
+# Characters handed to the segmenter at once: a 10 MB paragraph costs a window's worth of
+# memory, not a list of every sentence in it.
+SENTENCE_WINDOW = 16_384
 
 
 class ChunkingOptions(BaseModel):
@@ -53,15 +60,60 @@ class TextChunk:
     token_estimate: int
 
 
+def _paragraphs(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+    return (match.span() for match in PARAGRAPH.finditer(text, start, end))
+
+
+def _words(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+    return (match.span() for match in WORD.finditer(text, start, end))
+
+
+def _trimmed(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """(start, end) without surrounding whitespace; None if nothing else is left."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return (start, end) if start < end else None
+
+
+def _sentences(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """Sentences of text[start:end], trimmed; together they cover every non-space character.
+
+    The segmenter sees one window at a time. The last sentence of a window may be cut short by
+    the window's edge, so it is segmented again at the start of the next window.
+    """
+    pos = start
+    while pos < end:
+        stop = min(end, pos + SENTENCE_WINDOW)
+        starts = [pos + found["start_index"] for found in
+                  sentencex.get_sentence_boundaries(SENTENCE_LANGUAGE, text[pos:stop])]
+        starts = [s for s in starts if pos < s < stop]  # cut points inside the window
+        if stop < end:
+            if starts:
+                resume = starts.pop()
+            else:  # one sentence longer than the window: cut at its last space
+                space = max(text.rfind(" ", pos, stop), text.rfind("\n", pos, stop))
+                resume = space if space > pos else stop
+        else:
+            resume = end
+        for a, b in zip([pos, *starts], [*starts, resume], strict=True):
+            if (span := _trimmed(text, a, b)) is not None:
+                yield span
+        pos = resume
+
+
+Splitter = Callable[[str, int, int], Iterator[tuple[int, int]]]
+SPLITTERS: tuple[Splitter, ...] = (_paragraphs, _sentences, _words)
+
+
 def _pieces(text: str, start: int, end: int, max_tokens: int, level: int) -> Iterator[Span]:
     """Atomic spans no larger than max_tokens, found at the coarsest level that allows it."""
-    patterns = (PARAGRAPH, SENTENCE, WORD)
-    for match in patterns[level].finditer(text, start, end):
-        s, e = match.start(), match.end()
+    for s, e in SPLITTERS[level](text, start, end):
         tokens = estimate_tokens(text[s:e])
         if tokens <= max_tokens:
             yield Span(s, e, tokens)
-        elif level + 1 < len(patterns):
+        elif level + 1 < len(SPLITTERS):
             yield from _pieces(text, s, e, max_tokens, level + 1)
         else:
             cut = s

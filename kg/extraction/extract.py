@@ -1,7 +1,8 @@
 """One chunk, start to verdict: call, validate, send back the errors, retry. No database here.
 
-Runs in worker threads; everything it learns comes back as a ChunkOutcome that the single
-writer commits in one transaction.
+Runs in worker threads; everything it learns comes back as a ChunkOutcome that the commit
+thread writes in one transaction. Every request sent is one Attempt (one `calls` row), whatever
+became of it.
 """
 
 from __future__ import annotations
@@ -9,17 +10,30 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
+from typing import Any
 
 from kg.db.models import utcnow
-from kg.errors import ProviderError
+from kg.errors import MalformedReply, ProviderError
+from kg.extraction.breaker import CircuitBreaker
 from kg.extraction.prompt import messages_for, repair_messages
 from kg.extraction.schema import Bounds, output_schema
 from kg.extraction.validate import Validation, validate_reply
 from kg.extraction.vocabulary import Vocabulary
-from kg.providers.base import Provider, ProviderSettings
+from kg.profiles import ProviderSettings
+from kg.providers.base import Provider
 
 MAX_BACKOFF_S = 30.0
 RESPONSE_KEEP_CHARS = 20_000
+MALFORMED = "malformed_reply"  # error_kind of a 200 whose body the provider could not read
+
+
+class CallStatus(StrEnum):
+    """`calls.status`: a usable reply, an unusable one (retried with the errors), or none."""
+
+    OK = "ok"
+    INVALID = "invalid"
+    ERROR = "error"
 
 
 @dataclass
@@ -27,7 +41,7 @@ class Attempt:
     """One LLM request as it will be stored in `calls`."""
 
     attempt: int
-    status: str  # ok | invalid | error
+    status: CallStatus
     started_at: datetime
     model: str
     error_kind: str | None = None
@@ -61,6 +75,10 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
+def _elapsed_ms(clock: float) -> float:
+    return round((time.perf_counter() - clock) * 1000, 3)
+
+
 def extract_chunk(
     provider: Provider,
     chunk_id: int,
@@ -70,38 +88,65 @@ def extract_chunk(
     bounds: Bounds,
     *,
     backoff_s: float = 1.0,
+    breaker: CircuitBreaker | None = None,
+    schema: dict[str, Any] | None = None,
 ) -> ChunkOutcome:
-    """Try up to 1 + max_retries requests; repair invalid replies, back off on busy servers."""
+    """Try up to 1 + max_retries requests; repair invalid replies, back off on busy servers.
+
+    With a breaker, server failures are reported to it, and no request is sent once it is
+    open: the outcome is then `fatal` (the chunk stays pending for a resume).
+    """
     settings = provider.settings
     outcome = ChunkOutcome(chunk_id, settings)
-    schema = output_schema(bounds)
+    schema = schema if schema is not None else output_schema(bounds)
     base_messages = messages_for(system, chunk)
     messages = base_messages
     last_errors: list[str] = []
     for number in range(1, settings.max_retries + 2):
+        if breaker is not None and not breaker.allows():
+            outcome.fatal = breaker.error()
+            return outcome
         started = utcnow()
         clock = time.perf_counter()
         try:
             completion = provider.complete(messages, schema)
+        except MalformedReply as exc:
+            # The server answered, but nothing usable: like an invalid extraction, minus a
+            # reply to send back. Retried at once (no backoff: the server is not busy).
+            if breaker is not None:
+                breaker.success()
+            outcome.attempts.append(Attempt(
+                number, CallStatus.INVALID, started, settings.model, error_kind=MALFORMED,
+                error=exc.message, latency_ms=_elapsed_ms(clock)))
+            last_errors = [exc.message]
+            continue
         except ProviderError as exc:
             outcome.attempts.append(Attempt(
-                number, "error", started, settings.model, error_kind=type(exc).__name__,
-                error=exc.message, latency_ms=round((time.perf_counter() - clock) * 1000, 3)))
+                number, CallStatus.ERROR, started, settings.model,
+                error_kind=type(exc).__name__, error=exc.message,
+                latency_ms=_elapsed_ms(clock)))
             if exc.fatal:
                 outcome.fatal = exc
                 return outcome
             last_errors = [exc.message]
             if not exc.transient:
+                if breaker is not None:
+                    breaker.success()  # the server answered; the request was the problem
                 break
+            if breaker is not None and breaker.failure(exc):
+                outcome.fatal = breaker.error()
+                return outcome
             if number <= settings.max_retries:
                 time.sleep(min(MAX_BACKOFF_S, backoff_s * 2 ** (number - 1)))
             continue
+        if breaker is not None:
+            breaker.success()
         verdict = validate_reply(
             completion.content, chunk, vocabulary, bounds, finish_reason=completion.finish_reason,
             thinking=completion.thinking, budget=settings.output_budget,
         )
         outcome.attempts.append(Attempt(
-            number, "ok" if verdict.usable else "invalid", started,
+            number, CallStatus.OK if verdict.usable else CallStatus.INVALID, started,
             completion.model or settings.model,
             error_kind=verdict.kind, error="; ".join(verdict.errors[:8]) or None,
             finish_reason=completion.finish_reason, prompt_tokens=completion.prompt_tokens,

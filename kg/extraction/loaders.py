@@ -1,18 +1,31 @@
-"""Turn files into text: .txt, .md (headings kept as boundaries), .pdf (text layer), .html."""
+"""Turn files into text: .txt, .md (headings kept as boundaries), .pdf (text layer), .html.
+
+A file that cannot be read becomes a `Skipped` with a one-line reason; the run goes on.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import re
+import io
+import logging
+import os
+import warnings
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 
 from kg.errors import UsageError
+from kg.extraction.markup import html_to_text, markdown_boundaries, quiet_library_logs
+
+__all__ = ["KINDS", "MAX_BYTES", "LoadedDocument", "Skipped", "discover", "html_to_text", "load",
+           "markdown_boundaries", "sha256_file"]
+
+log = logging.getLogger(__name__)
 
 KINDS = {".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown",
          ".pdf": "pdf", ".html": "html", ".htm": "html"}
 MAX_BYTES = 200 * 1024 * 1024
+_HASH_BLOCK = 1 << 20
 
 
 @dataclass
@@ -29,31 +42,74 @@ class LoadedDocument:
 
 @dataclass
 class Skipped:
+    """A file that is not read, and why (one line)."""
+
     path: Path
     reason: str
 
 
+def sha256_file(path: Path) -> str | None:
+    """Hex SHA-256 of a file's bytes, read in blocks; None if it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(_HASH_BLOCK), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _unreachable(path: Path) -> str | None:
+    """Why a path cannot be followed (missing, symlink loop, broken link), or None."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop; point the link at a real file or folder"
+        if path.is_symlink():
+            return (f"broken symlink (to {os.readlink(path)}); fix the link or give "
+                    "the file itself")
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "no such file or directory"
+        return f"cannot be read: {exc.strerror or exc}"
+    return None
+
+
+def _listed(folder: Path, recursive: bool) -> list[Path]:
+    """The documents in a folder, sorted. Hidden files and gold annotations (name.gold.json
+    beside name.txt) are left out silently; links that lead nowhere are kept so that `load`
+    reports them instead of losing them without a word."""
+    found = []
+    for p in folder.glob("**/*" if recursive else "*"):
+        if p.name.endswith(".gold.json") or any(
+                part.startswith(".") for part in p.relative_to(folder).parts):
+            continue
+        if p.is_file() or (p.is_symlink() and not p.exists()):
+            found.append(p)
+    return sorted(found)
+
+
 def discover(paths: list[Path], recursive: bool) -> list[Path]:
-    """Expand the given paths into files; a missing path is a usage error before any work."""
-    missing = [str(p) for p in paths if not p.exists()]
+    """Expand the given paths into files; a path that cannot be followed is a usage error
+    before any work (one line naming it: missing, symlink loop or broken link)."""
+    problems = [(p, reason) for p in paths if (reason := _unreachable(p))]
+    missing = [str(p) for p, reason in problems if reason == "no such file or directory"]
     if missing:
         raise UsageError(f"no such file or directory: {', '.join(missing)}; check the path")
+    if problems:
+        path, reason = problems[0]
+        raise UsageError(f"{path}: {reason}")
     files: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            # Hidden files and gold annotations (name.gold.json beside name.txt) are not
-            # documents: leave them out silently instead of reporting them as skipped.
-            files.extend(sorted(p for p in path.glob(pattern) if p.is_file()
-                                and not p.name.endswith(".gold.json")
-                                and not any(part.startswith(".") for part in
-                                            p.relative_to(path).parts)))
-        else:
-            files.append(path)
+        files.extend(_listed(path, recursive) if path.is_dir() else [path])
     seen: set[Path] = set()
     unique = []
     for f in files:
-        resolved = f.resolve()
+        try:
+            resolved = f.resolve()
+        except (OSError, RuntimeError):  # a link loop inside a folder: keep it for `load`
+            resolved = f.absolute()
         if resolved not in seen:
             seen.add(resolved)
             unique.append(f)
@@ -62,6 +118,8 @@ def discover(paths: list[Path], recursive: bool) -> list[Path]:
 
 def load(path: Path) -> LoadedDocument | Skipped:
     """Read one file, or say in one line why it is skipped."""
+    if (problem := _unreachable(path)) is not None:
+        return Skipped(path, problem)
     kind = KINDS.get(path.suffix.lower())
     if kind is None:
         return Skipped(path, f"unsupported file type {path.suffix or '(none)'!r}; kg reads "
@@ -87,7 +145,7 @@ def load(path: Path) -> LoadedDocument | Skipped:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     boundaries: list[int] = []
     if kind == "markdown":
-        boundaries = [m.start() for m in re.finditer(r"^#{1,6}\s", text, re.MULTILINE)]
+        boundaries = markdown_boundaries(text)
     elif kind == "html":
         text, boundaries = html_to_text(text)
     if not text.strip():
@@ -95,79 +153,50 @@ def load(path: Path) -> LoadedDocument | Skipped:
     return LoadedDocument(path, kind, text, sha, len(data), boundaries)
 
 
-def _pdf(path: Path, data: bytes, sha: str) -> LoadedDocument | Skipped:
-    import io
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    message = lines[0] if lines else type(exc).__name__
+    return message if len(message) <= 160 else message[:157] + "..."
 
+
+def _pdf_pages(path: Path, data: bytes) -> list[str] | str:
+    """The text of each page, or the reason the PDF cannot be read."""
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
 
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except (PdfReadError, ValueError, KeyError, OSError) as exc:
-        return Skipped(path, f"unreadable PDF: {exc}")
-    text, boundaries, offset = "", [], 0
+    if b"%PDF-" not in data[:1024]:  # where the format puts its header
+        return "not a PDF (no %PDF- header); check the file's type"
+    quiet_library_logs("pypdf")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            reader = PdfReader(io.BytesIO(data))
+            if reader.is_encrypted and not reader.decrypt(""):
+                return "encrypted PDF; save a decrypted copy and ingest that"
+            pages = [page.extract_text() or "" for page in reader.pages]
+        # A damaged file can make the parser raise nearly anything (struct, zlib, key and
+        # recursion errors among them): each means the same thing here, an unreadable PDF.
+        except Exception as exc:
+            return f"unreadable PDF ({_one_line(exc)}); re-save or re-export it"
+    for warning in caught:
+        log.debug("pypdf: %s: %s", path, warning.message)
+    return pages
+
+
+def _pdf(path: Path, data: bytes, sha: str) -> LoadedDocument | Skipped:
+    pages = _pdf_pages(path, data)
+    if isinstance(pages, str):
+        return Skipped(path, pages)
+    parts: list[str] = []
+    boundaries: list[int] = []
+    offset = 0
     for page in pages:
         page = page.strip()
         if not page:
             continue
         boundaries.append(offset)
-        text += page + "\n\n"
-        offset = len(text)
+        parts.append(page + "\n\n")
+        offset += len(parts[-1])
+    text = "".join(parts)
     if not text.strip():
         return Skipped(path, "PDF has no text layer (scanned?); run OCR first")
     return LoadedDocument(path, "pdf", text, sha, len(data), boundaries)
-
-
-BLOCK_TAGS = {"p", "div", "section", "article", "li", "tr", "br", "table", "ul", "ol",
-              "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "header", "footer"}
-HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
-HIDDEN = {"script", "style", "noscript", "template", "head", "svg"}
-
-
-MARK = "\x00"  # placed where a heading starts; NUL cannot occur in decoded HTML text we keep
-
-
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.hidden = 0
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag in HIDDEN:
-            self.hidden += 1
-        elif tag == "br":
-            self.parts.append("\n")
-        elif tag in BLOCK_TAGS:
-            self.parts.append("\n\n" + (MARK if tag in HEADINGS else ""))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in HIDDEN:
-            self.hidden = max(0, self.hidden - 1)
-        elif tag in BLOCK_TAGS:
-            self.parts.append("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.hidden:
-            self.parts.append(re.sub(r"\s+", " ", data.replace(MARK, "")))
-
-
-def html_to_text(html: str) -> tuple[str, list[int]]:
-    """Visible text of an HTML page with paragraph breaks, and the offsets of its headings."""
-    parser = _TextExtractor()
-    parser.feed(html)
-    parser.close()
-    raw = "".join(parser.parts)
-    raw = re.sub(r"[ \t]*\n[ \t]*", "\n", raw)
-    raw = re.sub(r"\n{3,}", "\n\n", raw)
-    raw = re.sub(r"\n\n(\x00\n\n)+", "\n\n\x00", raw)
-    raw = raw.strip(" \n")
-    text_parts, boundaries, length = [], [], 0
-    for i, piece in enumerate(raw.split(MARK)):
-        if i:
-            boundaries.append(length)
-        text_parts.append(piece)
-        length += len(piece)
-    text = "".join(text_parts)
-    return text, sorted({b for b in boundaries if b < len(text)})

@@ -90,9 +90,12 @@ def item_models(bounds: Bounds) -> tuple[type[BaseModel], type[BaseModel], type[
     )
     reply = _strict(
         "Extraction",
-        concepts=(Annotated[list[concept], Field(max_length=bounds.max_concepts)], ...),
+        # Classes made at run time (per bounds): fine for pydantic, opaque to mypy.
+        concepts=(Annotated[list[concept], Field(  # type: ignore[valid-type]
+            max_length=bounds.max_concepts)], ...),
         relationships=(
-            Annotated[list[relationship], Field(max_length=bounds.max_relationships)],
+            Annotated[list[relationship],  # type: ignore[valid-type]
+                      Field(max_length=bounds.max_relationships)],
             ...,
         ),
     )

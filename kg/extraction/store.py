@@ -1,22 +1,62 @@
-"""The single writer: chunk outcomes become graph rows, evidence and calls, atomically.
+"""The graph writer: chunk outcomes become concepts, aliases, relationships, evidence and calls.
 
-Everything that has landed when the writer gets to it is committed in one transaction, each
-chunk whole (a chunk's rows and its calls always share the transaction). Resolution is
-planned in memory first (the writer owns the concept and edge indexes), then written with a
-handful of batched statements for the whole group, so the cost per chunk falls as the server
-gets faster. Index changes are applied only after the transaction commits.
+A chunk's rows and its calls always share one transaction; everything that has landed when the
+writer gets to it commits together, each chunk whole, in a handful of batched statements.
+
+Any number of writers (threads, processes, machines) may share one database. Each commit first
+takes the graph lock (PostgreSQL: a transaction-level advisory lock; SQLite: the database write
+lock, taken because the commit's first statement is a write), then brings this writer's
+in-memory index up to date with what others committed since (rows above its id watermarks; a
+full reload when the graph epoch says rows were changed or removed, see `lock_graph`), and only
+then resolves; new rows get their ids there, under the lock, so ids grow in commit order. So
+every commit decides against the graph all earlier commits left, exactly as in a serial run;
+and resolution does not depend on the order of commits (`label_rank` picks labels, descriptions
+and search terms are merged order-free, confidences are maxima), so concurrent runs build the
+graph a serial run builds. (One limit, shared with serial runs: fuzzy likeness is not
+transitive, so three spellings A ~ B ~ C with A and C apart may group by arrival order.)
+
+One lock for the whole graph rather than one per label: a fuzzy merge depends on every spelling
+near the new one, and a group touches hundreds of labels; a commit holds the lock for
+milliseconds while an LLM call takes seconds. Inserts still carry ON CONFLICT clauses: a row
+written by anything that skipped the lock makes the commit start over with a fresh index
+instead of failing, and a commit that keeps failing is split until only the chunk at fault is
+recorded as failed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Connection,
+    Table,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Mapped, mapped_column
 
+from kg import curation
 from kg.db import Database
 from kg.db.models import (
+    Base,
     Call,
     ChunkExtraction,
     Concept,
@@ -27,22 +67,45 @@ from kg.db.models import (
     Run,
     utcnow,
 )
+from kg.errors import DatabaseError
 from kg.extraction.extract import ChunkOutcome
-from kg.extraction.resolve import ConceptIndex, label_rank, normalise_label
+from kg.extraction.resolve import (
+    ConceptIndex,
+    EdgeKey,
+    GroupPlan,
+    merge_details,
+    normalise_label,
+)
 from kg.extraction.validate import Validation
 
-CALLS = Call.__table__
-CONCEPTS = Concept.__table__
-ALIASES = ConceptAlias.__table__
-EDGES = Relationship.__table__
-EVIDENCE = Evidence.__table__
-EXTRACTIONS = ChunkExtraction.__table__
-PROPOSALS = RelationshipTypeProposal.__table__
-RUNS = Run.__table__
-MAX_TERMS = 10
+log = logging.getLogger(__name__)
 
-Ref = int | str  # an existing concept id, or the normalised label of one created in this group
-EdgeKey = tuple[int, int, int]
+
+
+class GraphEpoch(Base):
+    """One row, bumped by every change that rewrites or removes graph rows (`lock_graph`)."""
+
+    __tablename__ = "graph_epoch"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_graph_epoch_one_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+CALLS = cast(Table, Call.__table__)
+CONCEPTS = cast(Table, Concept.__table__)
+ALIASES = cast(Table, ConceptAlias.__table__)
+EDGES = cast(Table, Relationship.__table__)
+EVIDENCE = cast(Table, Evidence.__table__)
+EXTRACTIONS = cast(Table, ChunkExtraction.__table__)
+PROPOSALS = cast(Table, RelationshipTypeProposal.__table__)
+RUNS = cast(Table, Run.__table__)
+EPOCH = cast(Table, GraphEpoch.__table__)
+GRAPH_LOCK = int.from_bytes(b"kg-graph", "big")  # the pg_advisory_xact_lock key
+MAX_ATTEMPTS = 5
+# Worth a second try with fresh state: serialization failure, deadlock, lock not available,
+# a unique or foreign key violation (a row written or removed by a writer outside the lock).
+RETRY_SQLSTATES = frozenset({"40001", "40P01", "55P03", "23505", "23503"})
 
 
 @dataclass(frozen=True)
@@ -59,189 +122,200 @@ class Committed:
     new_relationships: int = 0
 
 
-@dataclass
-class _Plan:
-    """What a group of chunks adds, decided before a single statement runs."""
+class _Stale(Exception):
+    """A row the caches did not know about turned up: start over with a fresh index."""
 
-    new_concepts: dict[str, dict[str, Any]] = field(default_factory=dict)  # norm -> row
-    aliases: list[tuple[str, Ref, str]] = field(default_factory=list)  # (norm, ref, alias)
-    relabels: dict[int, tuple[str, str, str, str]] = field(default_factory=dict)
-    enrich: dict[int, dict[str, Any]] = field(default_factory=dict)
-    new_ids: dict[str, int] = field(default_factory=dict)  # norm -> id once inserted
-    new_edges: dict[EdgeKey, float] = field(default_factory=dict)
-    edge_ids: dict[EdgeKey, tuple[int, float]] = field(default_factory=dict)
-    raises: dict[EdgeKey, float] = field(default_factory=dict)  # known edge -> higher confidence
 
-    def cid(self, ref: Ref) -> int:
-        return ref if isinstance(ref, int) else self.new_ids[ref]
+class _Unstorable(Exception):
+    """Every attempt failed; the message is the last database error."""
+
+    def __init__(self, message: str, row_conflict: bool) -> None:
+        super().__init__(message)
+        self.row_conflict = row_conflict  # a row at fault (not a lock): worth splitting the group
+
+
+def lock_graph(conn: Connection, *, rewrites: bool = False) -> None:
+    """Hold the graph lock until the transaction ends (on SQLite the transaction's first write
+    holds the whole database). Anything besides GraphWriter that writes concepts, aliases or
+    relationships takes it first; with `rewrites` (the transaction changes or removes existing
+    rows: curation's merge, rename, delete, undo) every writer reloads its caches afterwards."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": GRAPH_LOCK})
+    if rewrites:
+        conn.execute(update(EPOCH).values(epoch=EPOCH.c.epoch + 1))
 
 
 class GraphWriter:
-    """Owns the in-memory concept and edge indexes; only ever used from one thread."""
+    """Commits chunk outcomes; its caches are brought up to date inside each commit's lock."""
 
     def __init__(self, db: Database, fuzzy_threshold: float = 92.0) -> None:
         self.db = db
         self.fuzzy_threshold = fuzzy_threshold
         self.index: ConceptIndex | None = None
         self.edges: dict[EdgeKey, tuple[int, float]] = {}
+        self.marks = (0, 0, 0)  # highest concept, alias and relationship id the caches hold
+        self.epoch = -1  # the graph epoch the caches were loaded at
+        self.rules = curation.Rules()  # what curation decided, read with the caches
         self.failed_before: dict[int, set[int]] = {}  # run -> chunks with a failure row
+        self.retries = 0  # commits started over (figures and tests)
+        self._insert: Callable[..., Any] = (
+            pg_insert if db.dialect == "postgresql" else sqlite_insert)
 
-    def _load(self, conn: Connection) -> None:
-        self.index = ConceptIndex.load(conn, self.fuzzy_threshold)
-        self.edges = {
-            (s, t, g): (rid, conf)
-            for rid, s, t, g, conf in conn.execute(select(
-                EDGES.c.id, EDGES.c.source_id, EDGES.c.type_id, EDGES.c.target_id,
-                EDGES.c.confidence))
-        }
-
+    # -- the transaction ---------------------------------------------------------------------
     def commit(self, run_id: int, items: list[tuple[ChunkRef, ChunkOutcome]]) -> list[Committed]:
-        """Write the outcomes in one transaction; redone once if another writer raced us."""
-        for attempt in (1, 2):
+        """Write the outcomes in one transaction, each chunk whole.
+
+        A commit that keeps failing on conflicts is split; a chunk that fails alone is recorded
+        as failed (its calls kept) and the run goes on.
+        """
+        try:
+            return self._commit_retrying(run_id, items)
+        except _Unstorable as exc:
+            if not exc.row_conflict:
+                raise DatabaseError(f"database error at {self.db.display_url}: {exc}") from None
+            if len(items) > 1:
+                return [done for item in items for done in self.commit(run_id, [item])]
+            chunk, outcome = items[0]
+            log.warning("chunk %s: results not stored: %s", chunk.id, exc)
+            failed = replace(outcome, validation=None,
+                             error=f"its results could not be stored: {exc}")
             try:
-                with self.db.transaction() as conn:
-                    if self.index is None:
-                        self._load(conn)
-                    if run_id not in self.failed_before:
-                        self.failed_before[run_id] = set(conn.scalars(
-                            select(EXTRACTIONS.c.chunk_id).where(
-                                EXTRACTIONS.c.run_id == run_id,
-                                EXTRACTIONS.c.status == "failed")))
-                    results, plan = self._write(conn, run_id, items)
-                self._merge(plan)
-                failed = self.failed_before[run_id]
-                for (chunk, _outcome), result in zip(items, results, strict=True):
-                    (failed.add if not result.ok else failed.discard)(chunk.id)
-                return results
-            except IntegrityError:
-                # Another process created the same concept or edge meanwhile: reload, redo.
-                self.index = None
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+                return self._commit_retrying(run_id, [(chunk, failed)])
+            except _Unstorable as again:
+                raise DatabaseError(f"database error at {self.db.display_url}: {again}") from None
 
     def record_calls(self, run_id: int, chunk: ChunkRef, outcome: ChunkOutcome) -> None:
         """Keep the calls of a chunk that a fatal error stopped; the chunk itself stays pending."""
         with self.db.transaction() as conn:
             conn.execute(insert(CALLS), call_rows(run_id, chunk.id, outcome))
 
-    # -- planning (no database) -----------------------------------------------------------
-    def _plan_chunk(self, plan: _Plan, verdict: Validation) -> dict[str, Ref]:
-        """Resolve each concept of one chunk to an existing id or a new concept of the group."""
-        index = self.index
-        assert index is not None
-        refs: dict[str, Ref] = {}
-        for c in verdict.concepts:
-            norm = normalise_label(c.label)
-            label = c.label[:200]
-            if norm in plan.new_concepts:
-                refs[c.label] = norm
-                self._plan_new_spelling(plan, norm, label)
+    def _commit_retrying(self, run_id: int,
+                         items: list[tuple[ChunkRef, ChunkOutcome]]) -> list[Committed]:
+        if run_id not in self.failed_before:
+            with self.db.engine.connect() as conn:
+                self.failed_before[run_id] = set(conn.scalars(
+                    select(EXTRACTIONS.c.chunk_id).where(EXTRACTIONS.c.run_id == run_id,
+                                                         EXTRACTIONS.c.status == "failed")))
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                with self.db.engine.begin() as conn:
+                    results = self._write(conn, run_id, items)
+            except (_Stale, DBAPIError) as exc:
+                self._forget()  # the caches may hold what was rolled back
+                if isinstance(exc, DBAPIError) and not _retryable(exc):
+                    if isinstance(exc, OperationalError):
+                        raise DatabaseError(f"database error at {self.db.display_url}: "
+                                            f"{_first_line(exc)}") from None
+                    raise
+                if attempt == MAX_ATTEMPTS:
+                    conflict = isinstance(exc, _Stale | IntegrityError)
+                    raise _Unstorable(_first_line(exc), conflict) from None
+                self.retries += 1
+                log.info("commit attempt %d: %s; starting over", attempt, _first_line(exc))
+                time.sleep(random.uniform(0, 0.01 * 2 ** attempt))
                 continue
-            hit = index.find(norm)
-            if hit is None:
-                plan.new_concepts[norm] = {
-                    "label": label, "norm_label": norm, "description": c.description,
-                    "search_terms": c.search_terms[:MAX_TERMS], "created_at": utcnow()}
-                refs[c.label] = norm
-                continue
-            cid = hit[0]
-            refs[c.label] = cid
-            self._plan_surface(plan, cid, norm, label)
-            self._plan_enrich(plan, cid, c.description, c.search_terms)
-        return refs
+            except BaseException:
+                self._forget()
+                raise
+            failed = self.failed_before[run_id]
+            for (chunk, _outcome), result in zip(items, results, strict=True):
+                (failed.add if not result.ok else failed.discard)(chunk.id)
+            return results
+        raise AssertionError("unreachable")
 
-    def _plan_new_spelling(self, plan: _Plan, norm: str, label: str) -> None:
-        """A concept created earlier in this group met again under another spelling."""
-        row = plan.new_concepts[norm]
-        if label == row["label"]:
-            return
-        if label_rank(label) > label_rank(row["label"]):
-            label, row["label"] = row["label"], label
-        if all((ref, alias) != (norm, label) for _n, ref, alias in plan.aliases):
-            plan.aliases.append((norm, norm, label))
+    def _forget(self) -> None:
+        self.index = None
+        self.epoch = -1
+        self.edges = {}
+        self.marks = (0, 0, 0)
 
-    def _plan_surface(self, plan: _Plan, cid: int, norm: str, label: str) -> None:
+    def _lock(self, conn: Connection, run_id: int, ok: int,
+              failed: int) -> Sequence[Any]:
+        """Take the graph lock, count the group's chunks into its run, and read the newest
+        concept, alias and relationship ids and the graph epoch (one round trip)."""
+        lock_graph(conn)
+        newest = (select(func.max(CONCEPTS.c.id)).scalar_subquery(),
+                  select(func.max(ALIASES.c.id)).scalar_subquery(),
+                  select(func.max(EDGES.c.id)).scalar_subquery(),
+                  select(EPOCH.c.epoch).scalar_subquery())
+        # On SQLite this write, the transaction's first statement, takes the database write
+        # lock (waiting up to busy_timeout); a read first would make SQLite refuse the upgrade.
+        # On PostgreSQL it starts after the lock is held, so it sees every earlier commit.
+        row = conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(
+            heartbeat_at=utcnow(), chunks_ok=RUNS.c.chunks_ok + ok,
+            chunks_failed=RUNS.c.chunks_failed + failed).returning(*newest)).first()
+        return row if row is not None else conn.execute(select(*newest)).one()
+
+    def _sync(self, conn: Connection, newest: Sequence[Any]) -> tuple[int, int]:
+        """Bring the caches up to date with every commit so far; returns the next free ids."""
+        top = (newest[0] or 0, newest[1] or 0, newest[2] or 0)
+        if self.index is None or newest[3] != self.epoch:
+            # Rows were changed or removed (not only added) since: new rows would not tell.
+            self.epoch = newest[3]
+            self.rules = curation.rules(conn)
+            self.index = ConceptIndex.load(conn, self.fuzzy_threshold)
+            self.edges = {}
+            self.marks = (top[0], top[1], 0)  # edges: all of them, below
         index = self.index
-        assert index is not None
-        current, current_norm = (plan.relabels[cid][:2] if cid in plan.relabels
-                                 else index.canonical[cid])
-        if label == current:
-            return
-        if norm == current_norm and label_rank(label) > label_rank(current):
-            # Same concept, better spelling: it becomes the label, the old one an alias.
-            old = plan.relabels.get(cid, (None, None, current, current_norm))
-            plan.relabels[cid] = (label, norm, current, current_norm)
-            if old[0] is not None:  # an earlier relabel in this group: keep its loser too
-                plan.aliases.append((old[3], cid, old[2]))
-            return
-        if (cid, label) not in index.surface and all(
-            (ref, alias) != (cid, label) for _n, ref, alias in plan.aliases
-        ):
-            plan.aliases.append((norm, cid, label))
+        concepts, aliases, edges = self.marks
+        if top[0] > concepts or top[1] > aliases:
+            # Concepts created since, and those that gained an alias: a relabel always turns
+            # the old label into an alias, so this is also how a changed label is seen.
+            for cid, label, norm in conn.execute(
+                select(CONCEPTS.c.id, CONCEPTS.c.label, CONCEPTS.c.norm_label).where(or_(
+                    CONCEPTS.c.id > concepts,
+                    CONCEPTS.c.id.in_(select(ALIASES.c.concept_id).where(
+                        ALIASES.c.id > aliases)))).order_by(CONCEPTS.c.id)):
+                index.add_label(norm, cid, label)
+            for cid, alias, norm in conn.execute(
+                select(ALIASES.c.concept_id, ALIASES.c.alias, ALIASES.c.norm_alias)
+                .where(ALIASES.c.id > aliases).order_by(ALIASES.c.id)):
+                index.add_alias(norm, cid, alias)
+        if top[2] > edges:
+            for rid, s, t, g, conf in conn.execute(select(
+                    EDGES.c.id, EDGES.c.source_id, EDGES.c.type_id, EDGES.c.target_id,
+                    EDGES.c.confidence).where(EDGES.c.id > edges)):
+                self.edges[(s, t, g)] = (rid, conf)
+        self.marks = top
+        return top[0] + 1, top[2] + 1
 
-    def _plan_enrich(self, plan: _Plan, cid: int, description: str, terms: list[str]) -> None:
-        index = self.index
-        assert index is not None
-        values = plan.enrich.setdefault(cid, {})
-        if description and cid not in index.described and "description" not in values:
-            values["description"] = description
-        known = values.get("search_terms", index.terms.get(cid, []))
-        merged = known + [t for t in terms if t not in known]
-        if merged[:MAX_TERMS] != known[:MAX_TERMS]:
-            values["search_terms"] = merged[:MAX_TERMS]
-        if not values:
-            del plan.enrich[cid]
-
-    def _plan_edges(self, plan: _Plan, verdict: Validation,
-                    refs: dict[str, Ref]) -> list[tuple[EdgeKey, Any]]:
-        """Edge keys of one chunk (after concept ids exist); new edges and confidence raises."""
-        sightings = []
-        for r in verdict.relationships:
-            source, target = plan.cid(refs[r.source]), plan.cid(refs[r.target])
-            if source == target:
-                continue  # two spellings that resolved to one concept
-            if r.type.direction == "symmetric" and source > target:
-                source, target = target, source
-            key = (source, r.type.id, target)
-            sightings.append((key, r))
-            known = self.edges.get(key)
-            if known is None:
-                plan.new_edges[key] = max(plan.new_edges.get(key, 0.0), r.confidence)
-            elif r.confidence > max(known[1], plan.raises.get(key, 0.0)):
-                plan.raises[key] = r.confidence
-        return sightings
-
-    # -- writing ----------------------------------------------------------------------------
+    # -- one commit -------------------------------------------------------------------------
     def _write(self, conn: Connection, run_id: int,
-               items: list[tuple[ChunkRef, ChunkOutcome]]) -> tuple[list[Committed], _Plan]:
-        plan = _Plan()
+               items: list[tuple[ChunkRef, ChunkOutcome]]) -> list[Committed]:
         failed_before = self.failed_before[run_id]
+        retried = [chunk.id for chunk, _o in items if chunk.id in failed_before]
+        ok_count = sum(1 for _c, o in items if o.validation is not None)
+        newest = self._lock(conn, run_id, ok_count, len(items) - ok_count - len(retried))
+        next_concept, next_edge = self._sync(conn, newest)
+        assert self.index is not None
+        plan = GroupPlan(self.index, self.edges, next_concept, next_edge, self.rules.renamed)
+
         calls: list[dict[str, Any]] = []
         extractions: list[dict[str, Any]] = []
+        evidence: list[dict[str, Any]] = []
+        proposals: dict[str, tuple[int, str]] = {}
         results: list[Committed] = []
-        good: list[tuple[ChunkRef, Validation, dict[str, Ref], int]] = []
-        retried = [chunk.id for chunk, _o in items if chunk.id in failed_before]
-        ok_count = failed_count = 0
         for chunk, outcome in items:
             calls += call_rows(run_id, chunk.id, outcome)
             row = {"run_id": run_id, "chunk_id": chunk.id, "attempts": len(outcome.attempts),
                    "profile_revision": outcome.settings.revision, "finished_at": utcnow()}
-            if outcome.validation is None:
+            verdict = outcome.validation
+            if verdict is None:
                 extractions.append({**row, "status": "failed", "concepts": 0,
                                     "relationships": 0, "dropped": {}, "error": outcome.error})
-                failed_count += 1
                 results.append(Committed(ok=False))
                 continue
-            verdict = outcome.validation
-            before = len(plan.new_concepts)
-            refs = self._plan_chunk(plan, verdict)
+            concepts_before, edges_before = len(plan.new_concepts), len(plan.new_edges)
+            dropped = Counter(verdict.dropped)
+            evidence += self._plan_chunk(plan, run_id, chunk, verdict, dropped)
             extractions.append({**row, "status": "ok", "concepts": len(verdict.concepts),
                                 "relationships": len(verdict.relationships),
-                                "dropped": dict(verdict.dropped), "error": None})
-            ok_count += 1
-            results.append(Committed(True, len(plan.new_concepts) - before))
-            good.append((chunk, verdict, refs, len(results) - 1))
+                                "dropped": dict(dropped), "error": None})
+            results.append(Committed(True, len(plan.new_concepts) - concepts_before,
+                                     len(plan.new_edges) - edges_before))
+            for name, example in verdict.proposals:
+                count, first = proposals.get(name[:64], (0, example))
+                proposals[name[:64]] = (count + 1, first)
 
         if calls:
             conn.execute(insert(CALLS), calls)
@@ -250,105 +324,164 @@ class GraphWriter:
             conn.execute(delete(EXTRACTIONS).where(EXTRACTIONS.c.run_id == run_id,
                                                    EXTRACTIONS.c.chunk_id.in_(retried)))
         self._write_concepts(conn, plan)
-        evidence: list[dict[str, Any]] = []
-        sightings_by_chunk = []
-        for chunk, verdict, refs, position in good:
-            new_before = len(plan.new_edges)
-            sightings_by_chunk.append((chunk, self._plan_edges(plan, verdict, refs)))
-            results[position].new_relationships = len(plan.new_edges) - new_before
-            evidence += [
-                {"run_id": run_id, "chunk_id": chunk.id, "concept_id": plan.cid(refs[c.label]),
-                 "relationship_id": None, "quote": c.quote,
-                 "char_start": chunk.char_start + c.start, "char_end": chunk.char_start + c.end}
-                for c in verdict.concepts
-            ]
         self._write_edges(conn, plan)
-        for chunk, sightings in sightings_by_chunk:
-            for key, r in sightings:
-                rid = (plan.edge_ids.get(key) or self.edges[key])[0]
-                evidence.append({
-                    "run_id": run_id, "chunk_id": chunk.id, "concept_id": None,
-                    "relationship_id": rid, "quote": r.quote,
-                    "char_start": chunk.char_start + r.start,
-                    "char_end": chunk.char_start + r.end})
         if evidence:
             conn.execute(insert(EVIDENCE), evidence)
-        for _chunk, verdict, _refs, _p in good:
-            for name, example in verdict.proposals:
-                self._propose(conn, name, example)
+        if proposals:
+            self._write_proposals(conn, proposals)
         conn.execute(insert(EXTRACTIONS), extractions)
-        conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(
-            heartbeat_at=utcnow(), chunks_ok=RUNS.c.chunks_ok + ok_count,
-            chunks_failed=RUNS.c.chunks_failed + failed_count - len(retried)))
-        return results, plan
+        _advance(conn, plan)
+        # What this commit added is in the caches already: the next sync starts above it.
+        self.marks = (plan.next_concept - 1, self.marks[1], plan.next_edge - 1)
+        return results
 
-    def _write_concepts(self, conn: Connection, plan: _Plan) -> None:
-        if plan.new_concepts:
-            rows = list(plan.new_concepts.values())
-            ids = conn.execute(
-                insert(CONCEPTS).returning(CONCEPTS.c.id, sort_by_parameter_order=True),
-                rows).all()
-            for row, values in zip(ids, rows, strict=True):
-                plan.new_ids[values["norm_label"]] = row.id
-        for cid, (label, _norm, old, old_norm) in plan.relabels.items():
-            conn.execute(update(CONCEPTS).where(CONCEPTS.c.id == cid).values(label=label))
-            conn.execute(delete(ALIASES).where(ALIASES.c.concept_id == cid,
-                                               ALIASES.c.alias == label))
-            plan.aliases.append((old_norm, cid, old))
-        if plan.aliases:
-            conn.execute(insert(ALIASES), [
-                {"concept_id": plan.cid(ref), "alias": alias, "norm_alias": norm}
-                for norm, ref, alias in plan.aliases])
-        for cid, values in plan.enrich.items():
-            conn.execute(update(CONCEPTS).where(CONCEPTS.c.id == cid).values(**values))
-
-    def _write_edges(self, conn: Connection, plan: _Plan) -> None:
-        if plan.new_edges:
-            keys = list(plan.new_edges)
-            rows = conn.execute(
-                insert(EDGES).returning(EDGES.c.id, sort_by_parameter_order=True),
-                [{"source_id": k[0], "type_id": k[1], "target_id": k[2],
-                  "confidence": plan.new_edges[k]} for k in keys]).all()
-            for key, row in zip(keys, rows, strict=True):
-                plan.edge_ids[key] = (row.id, plan.new_edges[key])
-        if plan.raises:
-            conn.execute(
-                update(EDGES).where(EDGES.c.id == bindparam("rid")).values(
-                    confidence=bindparam("conf")),
-                [{"rid": self.edges[key][0], "conf": conf} for key, conf in plan.raises.items()])
-
-    def _propose(self, conn: Connection, name: str, example: str) -> None:
-        now = utcnow()
-        updated = conn.execute(update(PROPOSALS).where(PROPOSALS.c.name == name).values(
-            occurrences=PROPOSALS.c.occurrences + 1, last_seen=now))
-        if updated.rowcount == 0:
-            conn.execute(insert(PROPOSALS), {
-                "name": name[:64], "occurrences": 1, "example": example[:300],
-                "first_seen": now, "last_seen": now})
-
-    def _merge(self, plan: _Plan) -> None:
-        """Apply a committed plan to the in-memory indexes."""
+    # -- planning (caches only, no statement) -------------------------------------------------
+    def _plan_chunk(self, plan: GroupPlan, run_id: int, chunk: ChunkRef, verdict: Validation,
+                    dropped: Counter[str]) -> list[dict[str, Any]]:
+        """Resolve one chunk's concepts and edges; returns its evidence rows. What curation
+        deleted is not created again: counted in `dropped` instead."""
         index = self.index
         assert index is not None
-        for norm, values in plan.new_concepts.items():
-            cid = plan.new_ids[norm]
-            index.add_label(norm, cid, values["label"])
-            if values["description"]:
-                index.described.add(cid)
-            index.terms[cid] = list(values["search_terms"])
-        for norm, ref, alias in plan.aliases:
-            index.add_alias(norm, plan.cid(ref), alias)
-        for cid, (label, norm, _old, _old_norm) in plan.relabels.items():
-            index.canonical[cid] = (label, norm)
-            index.surface.add((cid, label))
-        for cid, values in plan.enrich.items():
-            if values.get("description"):
-                index.described.add(cid)
-            if "search_terms" in values:
-                index.terms[cid] = values["search_terms"]
-        self.edges.update(plan.edge_ids)
-        for key, conf in plan.raises.items():
-            self.edges[key] = (self.edges[key][0], conf)
+        ids: dict[str, int] = {}
+        evidence = []
+        for c in verdict.concepts:
+            norm = normalise_label(c.label)
+            if norm in self.rules.suppressed_labels and norm not in index.exact:
+                dropped["suppressed"] += 1
+                continue
+            cid = plan.concept(c.label[:200], norm)
+            ids[c.label] = cid
+            plan.seen.setdefault(cid, []).append((c.description, c.search_terms))
+            evidence.append({"run_id": run_id, "chunk_id": chunk.id, "concept_id": cid,
+                             "relationship_id": None, "quote": c.quote,
+                             "char_start": chunk.char_start + c.start,
+                             "char_end": chunk.char_start + c.end})
+        for r in verdict.relationships:
+            if r.source not in ids or r.target not in ids:
+                dropped["suppressed_end"] += 1
+                continue
+            source, target = ids[r.source], ids[r.target]
+            if source == target:
+                continue  # two spellings that resolved to one concept
+            if r.type.direction == "symmetric" and source > target:
+                source, target = target, source
+            if (source, r.type.id, target) in self.rules.suppressed_edges:
+                dropped["suppressed"] += 1
+                continue
+            evidence.append({"run_id": run_id, "chunk_id": chunk.id, "concept_id": None,
+                             "relationship_id": plan.edge((source, r.type.id, target),
+                                                          r.confidence),
+                             "quote": r.quote, "char_start": chunk.char_start + r.start,
+                             "char_end": chunk.char_start + r.end})
+        return evidence
+
+    # -- writing ----------------------------------------------------------------------------
+    def _write_concepts(self, conn: Connection, plan: GroupPlan) -> None:
+        current: dict[int, tuple[str, list[str]]] = {}
+        known = [cid for cid, seen in plan.seen.items()
+                 if cid not in plan.new_concepts and any(d or t for d, t in seen)]
+        if known:
+            current = {cid: (description, list(terms or [])) for cid, description, terms in
+                       conn.execute(select(CONCEPTS.c.id, CONCEPTS.c.description,
+                                           CONCEPTS.c.search_terms)
+                                    .where(CONCEPTS.c.id.in_(known)))}
+        if plan.new_concepts:
+            rows = []
+            for cid, row in plan.new_concepts.items():
+                description, terms = merge_details("", [], plan.seen.get(cid, []))
+                rows.append({**row, "description": description, "search_terms": terms})
+            stored = conn.execute(
+                self._insert(CONCEPTS).on_conflict_do_nothing(index_elements=["norm_label"])
+                .returning(CONCEPTS.c.id), rows).all()
+            if len(stored) != len(rows):
+                raise _Stale("a concept was created outside the graph lock")
+        for cid, (label, norm, before) in plan.relabels.items():
+            # Only from the label the cache knows: a concept renamed by hand stays renamed.
+            changed = conn.execute(update(CONCEPTS).where(
+                CONCEPTS.c.id == cid, CONCEPTS.c.label == before).values(
+                label=label, norm_label=norm))
+            if changed.rowcount != 1:
+                raise _Stale(f"concept {cid} changed outside the graph lock")
+        alias_mark = self.marks[1]
+        if plan.unalias:
+            gone = conn.execute(delete(ALIASES).where(or_(*(
+                (ALIASES.c.concept_id == cid) & (ALIASES.c.alias == alias)
+                for cid, alias in plan.unalias))).returning(ALIASES.c.id)).scalars().all()
+            if gone:  # SQLite hands a deleted top id out again: look from below it next time
+                alias_mark = min(alias_mark, min(gone) - 1)
+        if plan.aliases:
+            added = conn.execute(
+                self._insert(ALIASES).on_conflict_do_nothing(
+                    index_elements=["concept_id", "alias"]).returning(ALIASES.c.id),
+                [{"concept_id": cid, "alias": alias, "norm_alias": norm}
+                 for (cid, alias), norm in plan.aliases.items()]).scalars().all()
+            if added:  # each above every id that exists: none was missed below them
+                alias_mark = max(added)
+        self.marks = (self.marks[0], alias_mark, self.marks[2])
+        changes = []
+        for cid, (description, terms) in current.items():
+            merged = merge_details(description, terms, plan.seen[cid])
+            if merged != (description, terms):
+                changes.append({"cid": cid, "description": merged[0], "search_terms": merged[1]})
+        if changes:
+            conn.execute(update(CONCEPTS).where(CONCEPTS.c.id == bindparam("cid")).values(
+                description=bindparam("description"), search_terms=bindparam("search_terms")),
+                changes)
+
+    def _write_edges(self, conn: Connection, plan: GroupPlan) -> None:
+        if plan.new_edges:
+            rows = list(plan.new_edges.values())
+            stored = conn.execute(
+                self._insert(EDGES).on_conflict_do_nothing(
+                    index_elements=["source_id", "type_id", "target_id"])
+                .returning(EDGES.c.id), rows).all()
+            if len(stored) != len(rows):
+                raise _Stale("a relationship was created outside the graph lock")
+        if plan.raises:
+            conn.execute(
+                update(EDGES).where(EDGES.c.id == bindparam("rid")).values(confidence=case(
+                    (EDGES.c.confidence < bindparam("conf"), bindparam("conf")),
+                    else_=EDGES.c.confidence)),
+                [{"rid": rid, "conf": conf} for rid, conf in plan.raises.items()])
+
+    def _write_proposals(self, conn: Connection, proposals: dict[str, tuple[int, str]]) -> None:
+        now = utcnow()
+        statement = self._insert(PROPOSALS)
+        conn.execute(statement.on_conflict_do_update(
+            index_elements=["name"],
+            set_={"occurrences": PROPOSALS.c.occurrences + statement.excluded.occurrences,
+                  "last_seen": statement.excluded.last_seen}),
+            [{"name": name, "occurrences": count, "example": example[:300],
+              "first_seen": now, "last_seen": now}
+             for name, (count, example) in sorted(proposals.items())])
+
+
+def _advance(conn: Connection, plan: GroupPlan) -> None:
+    """Ids were given out under the lock (max + 1): move PostgreSQL's sequences past them, for
+    whatever inserts with the default."""
+    if conn.dialect.name != "postgresql" or not (plan.new_concepts or plan.new_edges):
+        return
+    conn.execute(ADVANCE, {"concepts": plan.next_concept - 1, "edges": plan.next_edge - 1})
+
+
+ADVANCE = text(" ".join(["SELECT", ", ".join(
+    f"setval(pg_get_serial_sequence('{table}', 'id'), GREATEST(:{key}, COALESCE("
+    f"pg_sequence_last_value(pg_get_serial_sequence('{table}', 'id')::regclass), 1)))"
+    for table, key in (("concepts", "concepts"), ("relationships", "edges")))]))
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    """A conflict with another writer (worth a fresh attempt), not a broken database."""
+    if getattr(exc.orig, "sqlstate", None) in RETRY_SQLSTATES:
+        return True
+    message = str(exc.orig).lower()
+    return isinstance(exc, IntegrityError) or "database is locked" in message
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
 
 
 def call_rows(run_id: int | None, chunk_id: int | None,

@@ -211,7 +211,7 @@ def validate_reply(
             continue
         span = find_quote(item.quote, chunk)
         from_label = span is None
-        if from_label:
+        if span is None:
             # Grounded fallback: the label itself stands in the text, so its mention is
             # verbatim evidence. Counted apart (once kept) so quote fidelity stays measurable.
             span = find_mention(item.label, chunk)
@@ -267,7 +267,7 @@ def validate_reply(
             continue
         span = find_quote(item.quote, chunk)
         from_sentence = span is None
-        if from_sentence:
+        if span is None:
             span = sentence_with(chunk, by_label[source], by_label[target])
             if span is None:
                 result.dropped["quote_not_found"] += 1

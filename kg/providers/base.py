@@ -2,51 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    # The settings are declared once, in kg.profiles; providers only read them.
+    from kg.profiles import ProviderSettings as ProviderSettings
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 
 # Extra output budget granted when a model thinks, so that the answer still fits after it.
 THINKING_BUDGET = {"off": 0, "low": 1024, "medium": 4096, "high": 8192}
-
-
-@dataclass(frozen=True)
-class ProviderSettings:
-    """Everything a provider needs, copied out of an extraction profile row."""
-
-    profile_name: str
-    revision: int
-    provider: str
-    model: str
-    base_url: str | None
-    api_key_env: str | None
-    temperature: float
-    top_p: float
-    thinking_mode: str
-    gpu_layers: int
-    num_threads: int | None
-    context_window: int
-    max_output_tokens: int
-    max_parallel: int
-    max_retries: int
-    timeout_s: float
-    keep_alive: str | None
-
-    def api_key(self) -> str | None:
-        """The key from the environment variable the profile names (never stored anywhere)."""
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
-
-    @property
-    def output_budget(self) -> int:
-        """max_output_tokens plus room for thinking, never beyond half the context."""
-        extra = THINKING_BUDGET.get(self.thinking_mode, 0)
-        if extra == 0:
-            return self.max_output_tokens
-        return max(self.max_output_tokens, min(self.max_output_tokens + extra,
-                                               self.context_window // 2))
 
 
 @dataclass
@@ -94,13 +63,22 @@ class LoadedModel:
     expires_at: str | None = None
 
 
-@dataclass
+class CheckStatus(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
 class CheckResult:
-    """Outcome of a preflight check: one line per item, ok or not."""
+    """One line of a preflight: what was checked, how it went, and the detail to show."""
 
     name: str
-    ok: bool
+    status: CheckStatus
     detail: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"check": self.name, "status": self.status.value, "detail": self.detail}
 
 
 @runtime_checkable
@@ -110,11 +88,19 @@ class Provider(Protocol):
     settings: ProviderSettings
 
     def complete(self, messages: list[Message], json_schema: dict[str, Any]) -> Completion:
-        """One schema-constrained chat request; raises kg.errors.ProviderError subclasses."""
+        """One schema-constrained chat request; raises kg.errors.ProviderError subclasses.
+
+        A reply the provider cannot read (HTTP 200 with a body that is not the protocol's
+        shape) raises kg.errors.MalformedReply, never a parsing exception.
+        """
         ...
 
     def check(self) -> list[CheckResult]:
         """Reachable, model present, thinking supported: raises the fatal error if not."""
+        ...
+
+    def context_check(self) -> CheckResult:
+        """Whether context_window fits what the model or server allows."""
         ...
 
     def load(self) -> None: ...
@@ -126,6 +112,68 @@ class Provider(Protocol):
     def models(self) -> list[ModelEntry]: ...
 
     def close(self) -> None: ...
+
+
+class ProviderBase:
+    """Defaults for the optional parts of the Provider protocol; backends override what they can."""
+
+    settings: ProviderSettings
+
+    def context_check(self) -> CheckResult:
+        return CheckResult("context", CheckStatus.OK,
+                           f"context_window {self.settings.context_window}")
+
+    def load(self) -> None:
+        """Nothing to preload."""
+
+    def unload(self) -> None:
+        """Nothing to unload."""
+
+    def status(self) -> list[LoadedModel]:
+        return []
+
+    def models(self) -> list[ModelEntry]:
+        return []
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def unreadable_detail(exc: BaseException) -> str:
+    """One short line saying why a reply could not be read (for MalformedReply messages)."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError) and exc.errors():
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the body"
+        return f"{where}: {first['msg']}"[:160]
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
+
+
+def redact_url(url: str | None) -> str | None:
+    """The URL with any user name and password replaced by ***, for messages and listings."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+        if parts.username is None and parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        return urlunsplit(parts._replace(netloc=f"***@{host}"))
+    except ValueError:
+        return "<unparseable URL>"
+
+
+def url_has_credentials(url: str) -> bool:
+    """True when the URL carries a user name or password (user:pass@host)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "@" in url
+    return parts.username is not None or parts.password is not None
 
 
 # Words split into pieces of at most 6 characters, plus each punctuation mark: close to what
@@ -159,3 +207,13 @@ def split_think_tags(content: str) -> tuple[str, str]:
         thinking, _, rest = content.partition("</think>")
         return rest.lstrip(), thinking.strip()
     return content, ""
+
+
+def __getattr__(name: str) -> Any:
+    # Older imports (`from kg.providers.base import ProviderSettings`) keep working; new code
+    # imports it from kg.profiles, where every setting is declared.
+    if name == "ProviderSettings":
+        from kg.profiles import ProviderSettings
+
+        return ProviderSettings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

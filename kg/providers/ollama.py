@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
-
-import httpx
-import ollama
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from kg.errors import (
+    MalformedReply,
     ModelNotFound,
     ProviderError,
     ProviderTimeout,
@@ -20,15 +21,35 @@ from kg.errors import (
 )
 from kg.providers.base import (
     CheckResult,
+    CheckStatus,
     Completion,
     LoadedModel,
     Message,
     ModelEntry,
-    ProviderSettings,
+    ProviderBase,
     estimate_tokens,
+    redact_url,
+    unreadable_detail,
 )
+from kg.providers.registry import ProviderSpec, Reload, Thinking, register
+from kg.settings import load_settings
 
+if TYPE_CHECKING:
+    import ollama
+
+    from kg.profiles import ProviderSettings
+
+# The client libraries (httpx, ollama) are imported where they are used: registering this
+# provider must not cost their import time to every `kg` command that reads the registry.
+
+T = TypeVar("T")
 NS = 1e-9
+DEFAULT_PORT = 11434
+DEFAULT_HOST = f"http://localhost:{DEFAULT_PORT}"
+# Parsing failures of the client on an HTTP 200 (a body that is not JSON, or not the shape the
+# client's pydantic models expect): JSONDecodeError and ValidationError are ValueErrors;
+# `cls(**body)` on a JSON list or string is a TypeError.
+UNREADABLE = (ValueError, TypeError, AttributeError, KeyError)
 
 
 def is_gpt_oss(model: str, family: str | None = None) -> bool:
@@ -54,27 +75,54 @@ def _keep_alive(value: str | None) -> str | float | None:
         return value
 
 
-class OllamaProvider:
+def resolve_host(base_url: str | None) -> str:
+    """The profile's base URL; without one, $OLLAMA_HOST (as the ollama CLI does), then the default.
+
+    OLLAMA_HOST may be `host`, `host:port` or a URL: the scheme defaults to http, the port to 11434.
+    """
+    if base_url:
+        return base_url
+    value = (load_settings().ollama_host or "").strip().rstrip("/")
+    if not value:
+        return DEFAULT_HOST
+    if "://" not in value:
+        value = f"http://{value}"
+    parts = urlsplit(value)
+    if parts.port is None and parts.hostname:
+        value = urlunsplit(parts._replace(netloc=f"{parts.netloc}:{DEFAULT_PORT}"))
+    return value
+
+
+class OllamaProvider(ProviderBase):
     """Talks to one Ollama server; thread-safe (httpx.Client is)."""
 
     def __init__(self, settings: ProviderSettings) -> None:
+        import httpx
+        import ollama
+
         self.settings = settings
-        self.host = settings.base_url or "http://localhost:11434"
+        self.host = resolve_host(settings.base_url)
+        self.shown_host = redact_url(self.host) or self.host
         timeout = httpx.Timeout(settings.timeout_s, connect=min(10.0, settings.timeout_s))
         # Plain http needs no CA bundle; loading one costs ~70 ms per provider (hot reload).
         verify = self.host.startswith("https://")
         self.client = ollama.Client(host=self.host, timeout=timeout, verify=verify)
+        # The client has no call for /api/version (and its httpx client is private).
+        self.http = httpx.Client(base_url=self.host, timeout=timeout, verify=verify)
         self._show: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
     # -- helpers -------------------------------------------------------------------------
     def _translate(self, exc: Exception) -> ProviderError:
-        model = self.settings.model
+        import httpx
+        import ollama
+
+        model, host = self.settings.model, self.shown_host
         if isinstance(exc, ollama.ResponseError):
             text = str(exc.error)
             if exc.status_code == 404:
                 return ModelNotFound(
-                    f"model {model} is not available on {self.host}; run `ollama pull {model}`"
+                    f"model {model} is not available on {host}; run `ollama pull {model}`"
                 )
             if exc.status_code == 400 and "does not support thinking" in text:
                 return ThinkingUnsupported(
@@ -82,28 +130,31 @@ class OllamaProvider:
                     "`kg admin extraction set --thinking-mode off`"
                 )
             if exc.status_code == 503:
-                return ServerBusy(f"Ollama at {self.host} is busy (503): {text}")
+                return ServerBusy(f"Ollama at {host} is busy (503): {text}")
             if exc.status_code >= 500 or exc.status_code == 499:
-                return ServerFailure(f"Ollama at {self.host} failed ({exc.status_code}): {text}")
-            return ProviderError(f"Ollama at {self.host} rejected the request "
+                return ServerFailure(f"Ollama at {host} failed ({exc.status_code}): {text}")
+            return ProviderError(f"Ollama at {host} rejected the request "
                                  f"({exc.status_code}): {text}")
         if isinstance(exc, ConnectionError | httpx.ConnectError):
-            return ProviderUnavailable(
-                f"no Ollama at {self.host}; start it or fix --base-url"
-            )
+            return ProviderUnavailable(f"no Ollama at {host}; start it or fix --base-url")
         if isinstance(exc, httpx.TimeoutException):
             return ProviderTimeout(
-                f"Ollama at {self.host} did not answer within {self.settings.timeout_s:g}s; "
+                f"Ollama at {host} did not answer within {self.settings.timeout_s:g}s; "
                 "raise --timeout or lower --max-parallel"
             )
         if isinstance(exc, httpx.HTTPError):
-            return ProviderUnavailable(f"cannot talk to Ollama at {self.host}: {exc}")
-        return ProviderError(f"unexpected reply from Ollama at {self.host}: {exc}")
+            return ProviderUnavailable(f"cannot talk to Ollama at {host}: {exc}")
+        if isinstance(exc, UNREADABLE):
+            return _malformed(f"Ollama at {host}", exc)
+        return ProviderError(f"unexpected reply from Ollama at {host}: {exc}")
 
-    def _call(self, func, *args, **kwargs):
+    def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        import httpx
+        import ollama
+
         try:
             return func(*args, **kwargs)
-        except (ollama.ResponseError, ConnectionError, httpx.HTTPError) as exc:
+        except (ollama.ResponseError, ConnectionError, httpx.HTTPError, *UNREADABLE) as exc:
             raise self._translate(exc) from None
 
     def show(self) -> dict[str, Any]:
@@ -111,10 +162,17 @@ class OllamaProvider:
         with self._lock:
             if self._show is None:
                 reply = self._call(self.client.show, self.settings.model)
+                info = reply.modelinfo
+                if not isinstance(info, dict):
+                    raise MalformedReply(
+                        f"Ollama at {self.shown_host} answered /api/show for "
+                        f"{self.settings.model} without model_info; upgrade Ollama or check "
+                        "that --base-url points at Ollama"
+                    )
                 self._show = {
                     "capabilities": list(reply.capabilities or []),
                     "family": reply.details.family if reply.details else None,
-                    "model_info": dict(reply.modelinfo or {}),
+                    "model_info": dict(info),
                 }
             return self._show
 
@@ -167,43 +225,71 @@ class OllamaProvider:
             stream=False,
         )
         latency = time.perf_counter() - started
-        thinking = reply.message.thinking or ""
-        eval_count = reply.eval_count or 0
+        try:
+            return self._completion(reply, latency)
+        except UNREADABLE as exc:
+            raise _malformed(f"Ollama at {self.shown_host}", exc) from None
+
+    def _completion(self, reply: ollama.ChatResponse, latency: float) -> Completion:
+        message = reply.message
+        content = message.content or ""
+        thinking = message.thinking or ""
+        if not isinstance(content, str) or not isinstance(thinking, str):
+            raise TypeError("message.content and message.thinking must be strings")
+        eval_count = int(reply.eval_count or 0)
         # Ollama counts thinking inside eval_count; split it with a local estimate.
         thinking_tokens = min(eval_count, estimate_tokens(thinking)) if thinking else 0
         return Completion(
-            content=reply.message.content or "",
+            content=content,
             thinking=thinking,
-            prompt_tokens=reply.prompt_eval_count or 0,
+            prompt_tokens=int(reply.prompt_eval_count or 0),
             completion_tokens=eval_count - thinking_tokens,
             thinking_tokens=thinking_tokens,
             latency_s=latency,
-            load_s=(reply.load_duration or 0) * NS if reply.load_duration is not None else None,
-            prompt_eval_s=(reply.prompt_eval_duration or 0) * NS
-            if reply.prompt_eval_duration is not None
-            else None,
-            eval_s=(reply.eval_duration or 0) * NS if reply.eval_duration is not None else None,
+            load_s=_seconds(reply.load_duration),
+            prompt_eval_s=_seconds(reply.prompt_eval_duration),
+            eval_s=_seconds(reply.eval_duration),
             finish_reason=reply.done_reason,
             model=reply.model or self.settings.model,
         )
 
+    def _version(self) -> str:
+        response = self._call(self.http.get, "/api/version")
+        if response.status_code != 200:
+            raise ServerFailure(f"Ollama at {self.shown_host} answered /api/version with "
+                                f"{response.status_code}; check that --base-url points at Ollama")
+        try:
+            return str(response.json()["version"])
+        except UNREADABLE as exc:
+            raise _malformed(f"the server at {self.shown_host} (/api/version)", exc) from None
+
     def check(self) -> list[CheckResult]:
-        results = []
-        version = self._call(self.client._client.get, "/api/version")  # reachability
-        results.append(CheckResult("server", True, f"Ollama {version.json().get('version', '?')} "
-                                                    f"at {self.host}"))
+        results = [CheckResult("server", CheckStatus.OK,
+                               f"Ollama {self._version()} at {self.shown_host}")]
         info = self.show()
-        results.append(CheckResult("model", True, f"{self.settings.model} is available"))
+        results.append(CheckResult("model", CheckStatus.OK, f"{self.settings.model} is available"))
         think = self._think()
-        results.append(
-            CheckResult(
-                "thinking",
-                True,
-                f"thinking_mode {self.settings.thinking_mode} -> think={think!r} "
-                f"(capabilities: {', '.join(info['capabilities']) or 'none'})",
-            )
-        )
+        results.append(CheckResult(
+            "thinking", CheckStatus.OK,
+            f"thinking_mode {self.settings.thinking_mode} -> think={think!r} "
+            f"(capabilities: {', '.join(info['capabilities']) or 'none'})",
+        ))
         return results
+
+    def context_check(self) -> CheckResult:
+        window = self.settings.context_window
+        trained = self.context_length()
+        if trained is None:
+            return CheckResult("context", CheckStatus.WARN,
+                               "the model does not report its context length")
+        if window > trained:
+            return CheckResult("context", CheckStatus.WARN,
+                               f"context_window {window} exceeds the model's trained context "
+                               f"{trained}; Ollama will use {trained} and truncate longer "
+                               f"prompts: set --context-window {trained}")
+        return CheckResult("context", CheckStatus.OK,
+                           f"num_ctx {window} is sent on every request (model trained on "
+                           f"{trained}; Ollama's own default can be as low as 4096)")
 
     def load(self) -> None:
         self._call(
@@ -217,27 +303,62 @@ class OllamaProvider:
 
     def status(self) -> list[LoadedModel]:
         reply = self._call(self.client.ps)
-        return [
-            LoadedModel(
-                name=m.model or m.name or "?",
-                size_bytes=int(m.size) if m.size is not None else None,
-                vram_bytes=int(m.size_vram) if m.size_vram is not None else None,
-                context_length=m.context_length,
-                expires_at=m.expires_at.isoformat() if m.expires_at else None,
-            )
-            for m in reply.models
-        ]
+        try:
+            return [
+                LoadedModel(
+                    name=m.model or m.name or "?",
+                    size_bytes=int(m.size) if m.size is not None else None,
+                    vram_bytes=int(m.size_vram) if m.size_vram is not None else None,
+                    context_length=m.context_length,
+                    expires_at=m.expires_at.isoformat() if m.expires_at else None,
+                )
+                for m in reply.models
+            ]
+        except UNREADABLE as exc:
+            raise _malformed(f"Ollama at {self.shown_host} (/api/ps)", exc) from None
 
     def models(self) -> list[ModelEntry]:
         reply = self._call(self.client.list)
-        return [
-            ModelEntry(
-                name=m.model or "?",
-                size_bytes=int(m.size) if m.size is not None else None,
-                details=m.details.model_dump(exclude_none=True) if m.details else {},
-            )
-            for m in reply.models
-        ]
+        try:
+            return [
+                ModelEntry(
+                    name=m.model or "?",
+                    size_bytes=int(m.size) if m.size is not None else None,
+                    details=m.details.model_dump(exclude_none=True) if m.details else {},
+                )
+                for m in reply.models
+            ]
+        except UNREADABLE as exc:
+            raise _malformed(f"Ollama at {self.shown_host} (/api/tags)", exc) from None
 
     def close(self) -> None:
-        self.client._client.close()
+        self.http.close()
+        self.client.close()
+
+
+def _seconds(nanoseconds: int | None) -> float | None:
+    return None if nanoseconds is None else nanoseconds * NS
+
+
+def _malformed(source: str, exc: BaseException) -> MalformedReply:
+    return MalformedReply(f"{source} sent a reply kg cannot read ({unreadable_detail(exc)}); "
+                          "check that --base-url points at Ollama and that it is up to date")
+
+
+def _factory(settings: ProviderSettings, _models_dir: Path | None) -> OllamaProvider:
+    return OllamaProvider(settings)
+
+
+SPEC = register(ProviderSpec(
+    name="ollama",
+    factory=_factory,
+    summary="Ollama server (/api/chat through the official client)",
+    defaults={"base_url": None, "context_window": 8192, "max_output_tokens": 2048,
+              "max_parallel": 2, "keep_alive": "10m", "timeout_s": 300.0},
+    needs_base_url=False,
+    base_url_fallback=f"$OLLAMA_HOST, else {DEFAULT_HOST}",
+    structured_output="`format`: JSON Schema",
+    thinking=Thinking.OLLAMA_THINK,
+    reload=Reload.SERVER,
+    reload_note="",
+))

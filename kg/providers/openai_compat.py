@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any
-
-import httpx
-import openai
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kg.errors import (
     AuthenticationFailed,
     ContextOverflow,
+    MalformedReply,
+    MissingApiKey,
     ModelNotFound,
     ProviderError,
     ProviderTimeout,
@@ -20,27 +21,51 @@ from kg.errors import (
 )
 from kg.providers.base import (
     CheckResult,
+    CheckStatus,
     Completion,
     LoadedModel,
     Message,
     ModelEntry,
-    ProviderSettings,
+    ProviderBase,
     estimate_tokens,
+    redact_url,
     split_think_tags,
+    unreadable_detail,
 )
+from kg.providers.registry import ProviderSpec, Reload, Thinking, register
+
+if TYPE_CHECKING:
+    import openai
+
+    from kg.profiles import ProviderSettings
+
+# The client libraries (openai ~0.5 s, httpx) are imported where they are used: registering
+# these providers must not cost that to every `kg` command that reads the registry.
+
+T = TypeVar("T")
+DEFAULT_URL = "http://localhost:8000/v1"
+# How the client fails on an HTTP 200 it cannot parse: a body that is not JSON (ValueError), or
+# an object without the expected fields (the client builds models without validation, so the
+# failure shows up as AttributeError / TypeError / IndexError when the fields are read).
+UNREADABLE = (ValueError, TypeError, AttributeError, KeyError, IndexError)
 
 
-class OpenAICompatProvider:
+class OpenAICompatProvider(ProviderBase):
     """One OpenAI-compatible endpoint; `vllm` adds vLLM's thinking switch and /health."""
 
-    def __init__(self, settings: ProviderSettings) -> None:
+    def __init__(self, settings: ProviderSettings, *, vllm: bool = False) -> None:
+        import openai
+
         self.settings = settings
-        self.base_url = (settings.base_url or "http://localhost:8000/v1").rstrip("/")
-        self.is_vllm = settings.provider == "vllm"
+        self.base_url = (settings.base_url or DEFAULT_URL).rstrip("/")
+        self.shown_url = redact_url(self.base_url) or self.base_url
+        self.is_vllm = vllm
+        key = settings.api_key()
+        self.missing_key = settings.api_key_env if settings.api_key_env and not key else None
         self.client = openai.OpenAI(
             base_url=self.base_url,
             # vLLM needs no key unless started with --api-key; the client insists on some string.
-            api_key=settings.api_key() or "not-needed",
+            api_key=key or "not-needed",
             timeout=settings.timeout_s,
             max_retries=0,  # kg's engine retries, and records every attempt as a call
         )
@@ -49,8 +74,19 @@ class OpenAICompatProvider:
     def server_root(self) -> str:
         return self.base_url.removesuffix("/v1")
 
+    def _require_key(self) -> None:
+        if self.missing_key:
+            raise MissingApiKey(
+                f"the environment variable ${self.missing_key} (named by --api-key-env) is not "
+                f"set; export it, or clear the setting with `kg admin extraction set "
+                f"--api-key-env ''`"
+            )
+
     def _translate(self, exc: Exception) -> ProviderError:
-        model, url = self.settings.model, self.base_url
+        import httpx
+        import openai
+
+        model, url = self.settings.model, self.shown_url
         if isinstance(exc, openai.NotFoundError):
             return ModelNotFound(
                 f"model {model} is not served at {url}; check `kg models list` and fix --model "
@@ -94,12 +130,17 @@ class OpenAICompatProvider:
             return ProviderUnavailable(
                 f"no OpenAI-compatible server at {url}; start it or fix --base-url"
             )
+        if isinstance(exc, (openai.APIResponseValidationError, *UNREADABLE)):
+            return _malformed(url, exc)
         return ProviderError(f"unexpected failure talking to {url}: {exc}")
 
-    def _call(self, func, *args, **kwargs):
+    def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        import httpx
+        import openai
+
         try:
             return func(*args, **kwargs)
-        except (openai.OpenAIError, httpx.HTTPError) as exc:
+        except (openai.OpenAIError, httpx.HTTPError, *UNREADABLE) as exc:
             raise self._translate(exc) from None
 
     def request_body(self, messages: list[Message], json_schema: dict[str, Any]) -> dict[str, Any]:
@@ -126,23 +167,36 @@ class OpenAICompatProvider:
         return body
 
     def complete(self, messages: list[Message], json_schema: dict[str, Any]) -> Completion:
+        self._require_key()
         started = time.perf_counter()
         reply = self._call(
             self.client.chat.completions.create, **self.request_body(messages, json_schema)
         )
         latency = time.perf_counter() - started
+        try:
+            return self._completion(reply, latency)
+        except UNREADABLE as exc:
+            raise _malformed(self.shown_url, exc) from None
+
+    def _completion(self, reply: Any, latency: float) -> Completion:
+        from openai.types.chat import ChatCompletion
+
+        if not isinstance(reply, ChatCompletion):
+            raise TypeError(f"the body is {type(reply).__name__}, not a chat completion")
         if not reply.choices:
-            raise ServerFailure(f"the server at {self.base_url} sent a reply with no choices")
+            raise ValueError("the reply has no choices")
         choice = reply.choices[0]
         message = choice.message
         extra = message.model_extra or {}
         thinking = extra.get("reasoning") or extra.get("reasoning_content") or ""
         content = message.content or ""
+        if not isinstance(content, str) or not isinstance(thinking, str):
+            raise TypeError("message content and reasoning must be strings")
         if not thinking:
             content, thinking = split_think_tags(content)
         usage = reply.usage
-        prompt_tokens = usage.prompt_tokens if usage else 0
-        completion_tokens = usage.completion_tokens if usage else 0
+        prompt_tokens = int(usage.prompt_tokens or 0) if usage else 0
+        completion_tokens = int(usage.completion_tokens or 0) if usage else 0
         thinking_tokens = 0
         details = getattr(usage, "completion_tokens_details", None) if usage else None
         if details is not None and getattr(details, "reasoning_tokens", None):
@@ -152,15 +206,18 @@ class OpenAICompatProvider:
         return Completion(
             content=content,
             thinking=thinking,
-            prompt_tokens=prompt_tokens or 0,
-            completion_tokens=(completion_tokens or 0) - thinking_tokens,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens - thinking_tokens,
             thinking_tokens=thinking_tokens,
             latency_s=latency,
             finish_reason=choice.finish_reason,
-            model=reply.model or self.settings.model,
+            model=reply.model if isinstance(reply.model, str) and reply.model
+            else self.settings.model,
         )
 
     def _health(self) -> None:
+        import httpx
+
         try:
             response = httpx.get(f"{self.server_root}/health",
                                  timeout=min(10.0, self.settings.timeout_s))
@@ -168,36 +225,48 @@ class OpenAICompatProvider:
             raise self._translate(exc) from None
         if response.status_code != 200:
             raise ServerFailure(
-                f"vLLM at {self.server_root} is unhealthy (/health answered "
+                f"vLLM at {redact_url(self.server_root)} is unhealthy (/health answered "
                 f"{response.status_code}); check the server log"
             )
 
     def check(self) -> list[CheckResult]:
+        self._require_key()
         results = []
         if self.is_vllm:
             self._health()
-            results.append(CheckResult("server", True, f"vLLM healthy at {self.server_root}"))
+            results.append(CheckResult("server", CheckStatus.OK,
+                                       f"vLLM healthy at {redact_url(self.server_root)}"))
         served = self.models()
         if not self.is_vllm:
-            results.append(CheckResult("server", True, f"answering at {self.base_url}"))
+            results.append(CheckResult("server", CheckStatus.OK,
+                                       f"answering at {self.shown_url}"))
         names = [m.name for m in served]
         if self.settings.model not in names:
             raise ModelNotFound(
-                f"model {self.settings.model} is not served at {self.base_url} (served: "
+                f"model {self.settings.model} is not served at {self.shown_url} (served: "
                 f"{', '.join(names) or 'none'}); fix --model"
             )
         entry = next(m for m in served if m.name == self.settings.model)
-        results.append(CheckResult("model", True, f"{self.settings.model} is served"
-                                   + (f" (max_model_len {entry.details['max_model_len']})"
-                                      if entry.details.get("max_model_len") else "")))
+        limit = entry.details.get("max_model_len")
+        results.append(CheckResult("model", CheckStatus.OK, f"{self.settings.model} is served"
+                                   + (f" (max_model_len {limit})" if limit else "")))
         return results
+
+    def context_check(self) -> CheckResult:
+        window = self.settings.context_window
+        served = {m.name: m for m in self.models()}
+        entry = served.get(self.settings.model)
+        limit = entry.details.get("max_model_len") if entry else None
+        if limit and window > limit:
+            return CheckResult("context", CheckStatus.WARN,
+                               f"context_window {window} exceeds the server's max_model_len "
+                               f"{limit}; set --context-window {limit}")
+        return CheckResult("context", CheckStatus.OK,
+                           f"server max_model_len {limit or 'unknown'}, context_window {window}")
 
     def load(self) -> None:
         # A vLLM server serves one base model for its life: "loading" means checking it.
         self.check()
-
-    def unload(self) -> None:
-        """Nothing to unload from here: the server owns its model."""
 
     def status(self) -> list[LoadedModel]:
         return [
@@ -207,13 +276,19 @@ class OpenAICompatProvider:
 
     def models(self) -> list[ModelEntry]:
         page = self._call(self.client.models.list)
-        entries = []
-        for m in page.data:
-            extra = m.model_extra or {}
-            details = {k: extra[k] for k in ("max_model_len", "root", "parent") if k in extra}
-            details["owned_by"] = m.owned_by
-            entries.append(ModelEntry(name=m.id, details=details))
-        return entries
+        try:
+            entries = []
+            for m in page.data:
+                extra = m.model_extra or {}
+                details: dict[str, Any] = {k: extra[k] for k in ("max_model_len", "root", "parent")
+                                           if k in extra}
+                details["owned_by"] = m.owned_by
+                if not isinstance(m.id, str):
+                    raise TypeError("a model without an id")
+                entries.append(ModelEntry(name=m.id, details=details))
+            return entries
+        except UNREADABLE as exc:
+            raise _malformed(f"{self.shown_url} (/models)", exc) from None
 
     def close(self) -> None:
         self.client.close()
@@ -228,3 +303,47 @@ def _error_message(exc: openai.APIStatusError) -> str:
         if body.get("message"):
             return str(body["message"])
     return str(exc.message)
+
+
+def _malformed(url: str, exc: BaseException) -> MalformedReply:
+    return MalformedReply(f"the server at {url} sent a reply kg cannot read "
+                          f"({unreadable_detail(exc)}); check that --base-url points at an "
+                          "OpenAI-compatible /v1 endpoint")
+
+
+def _vllm(settings: ProviderSettings, _models_dir: Path | None) -> OpenAICompatProvider:
+    return OpenAICompatProvider(settings, vllm=True)
+
+
+def _openai(settings: ProviderSettings, _models_dir: Path | None) -> OpenAICompatProvider:
+    return OpenAICompatProvider(settings)
+
+
+_SERVER_DEFAULTS = {"base_url": DEFAULT_URL, "context_window": 8192, "max_output_tokens": 2048,
+                    "keep_alive": None, "timeout_s": 300.0}
+_ONE_MODEL = ("a vLLM server serves the model it was started with: kg cannot switch it; "
+              "checked that the endpoint serves the configured model")
+
+VLLM = register(ProviderSpec(
+    name="vllm",
+    factory=_vllm,
+    summary="vLLM's OpenAI-compatible server (official openai client)",
+    defaults={**_SERVER_DEFAULTS, "max_parallel": 8},
+    structured_output="response_format json_schema",
+    thinking=Thinking.TEMPLATE_KWARGS,
+    reload=Reload.SERVES_ONE_MODEL,
+    uses_api_key=True,
+    reload_note=_ONE_MODEL,
+))
+OPENAI = register(ProviderSpec(
+    name="openai",
+    factory=_openai,
+    summary="any OpenAI-compatible /v1 server",
+    defaults={**_SERVER_DEFAULTS, "max_parallel": 4},
+    structured_output="response_format json_schema",
+    thinking=Thinking.REASONING_EFFORT,
+    reload=Reload.SERVES_ONE_MODEL,
+    uses_api_key=True,
+    reload_note="the server serves the model it was started with: kg cannot switch it; "
+                "checked that the endpoint serves the configured model",
+))

@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 
 import click
+from rich.console import RenderableType
 
-from cli import context
-from cli.render import as_json, emit, table
 from kg import evaluation as ev
+from kg.cli import context
+from kg.cli.render import emit, emit_object, emit_rows, json_option, output_option, table
 from kg.errors import UsageError
 
 SHOWN = ("concept_precision", "concept_recall", "concept_f1", "relationship_f1", "untyped_f1",
@@ -21,30 +22,37 @@ class _EvalGroup(click.Group):
     """`kg eval GOLD_DIR` runs an evaluation; `kg eval compare|list|show` are subcommands."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
+        # Options may come first (`kg eval --profile gpu DIR`): anything that is not a
+        # subcommand or the group's own help is the hidden `run` command's.
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = ["run", *args]
         return super().parse_args(ctx, args)
 
 
-def _scope_table(data: dict) -> str:
-    rows = [{"scope": "overall", **{k: data["overall"].get(k) for k in SHOWN}}]
-    rows += [{"scope": c, **{k: m.get(k) for k in SHOWN}} for c, m in data["by_category"].items()]
-    return table(rows)
+def _scope_table(data: dict) -> RenderableType:
+    """One row per metric, one column per scope: narrow enough for any terminal."""
+    scopes = {"overall": data["overall"], **data["by_category"]}
+    rows = [{"metric": k, **{scope: m.get(k) for scope, m in scopes.items()}} for k in SHOWN]
+    return table(rows, ["metric", *scopes])
 
 
 def _run(gold_dir: Path, profile: str | None) -> int:
+    profile = context.profile_choice(profile)
     database = context.database()
     progress = (lambda doc: click.echo(f"scored {doc}", err=True)) if sys.stderr.isatty() \
         else None
-    return ev.evaluate(database, gold_dir, profile=profile,
-                       models_dir=context.settings().models_dir, on_document=progress)
+    try:
+        return ev.evaluate(database, gold_dir, profile=profile,
+                           models_dir=context.settings().models_dir, on_document=progress)
+    finally:
+        database.dispose()
 
 
-def _show(evaluation_id: int, as_json_: bool) -> None:
+def _show(evaluation_id: int, output: str) -> None:
     with context.session() as session:
         data = ev.summary(ev.get_evaluation(session, evaluation_id))
-    if as_json_:
-        emit(as_json(data))
+    if output == "json":
+        emit_object(data, output)
         return
     profile = data["profile"]
     emit(f"evaluation {data['id']}: {data['documents']} documents, profile {profile['name']} "
@@ -59,11 +67,13 @@ def eval_() -> None:
 
 @eval_.command(name="run", hidden=True)
 @click.argument("gold_dir", type=click.Path(path_type=Path))
-@click.option("--profile", help="Profile to evaluate (default: the active one).")
-@click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
-def run(gold_dir: Path, profile: str | None, as_json_: bool) -> None:
+@click.option("--profile",
+              shell_complete=context.complete_profile_names,
+              help="Profile to evaluate (default: $KG_PROFILE, else the active one).")
+@json_option
+def run(gold_dir: Path, profile: str | None, output: str) -> None:
     """Extract and score every annotated document under GOLD_DIR."""
-    _show(_run(gold_dir, profile), as_json_)
+    _show(_run(gold_dir, profile), output)
 
 
 @eval_.command()
@@ -71,8 +81,8 @@ def run(gold_dir: Path, profile: str | None, as_json_: bool) -> None:
 @click.argument("b")
 @click.option("--gold", "gold_dir", type=click.Path(path_type=Path),
               help="With two profile names: the gold folder to evaluate both on.")
-@click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
-def compare(a: str, b: str, gold_dir: Path | None, as_json_: bool) -> None:
+@output_option
+def compare(a: str, b: str, gold_dir: Path | None, output: str) -> None:
     """Two stored evaluations (ids) or two profiles (names, with --gold) side by side."""
     if a.isdigit() and b.isdigit():
         ids = int(a), int(b)
@@ -85,25 +95,26 @@ def compare(a: str, b: str, gold_dir: Path | None, as_json_: bool) -> None:
     with context.session() as session:
         first, second = (ev.get_evaluation(session, i) for i in ids)
         rows = ev.compare(first, second)
-    if as_json_:
-        emit(as_json({"a": ids[0], "b": ids[1], "rows": rows}))
+    if output == "json":
+        emit_object({"a": ids[0], "b": ids[1], "rows": rows}, output)
         return
-    emit(f"A = evaluation {ids[0]}, B = evaluation {ids[1]}; delta = B - A")
-    emit(table(rows))
+    if output == "table":
+        emit(f"A = evaluation {ids[0]}, B = evaluation {ids[1]}; delta = B - A")
+    emit_rows(rows, output)
 
 
 @eval_.command(name="list")
-@click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
-def list_(as_json_: bool) -> None:
+@output_option
+def list_(output: str) -> None:
     """Stored evaluations, newest first."""
     with context.session() as session:
         rows = ev.list_evaluations(session)
-    emit(as_json(rows) if as_json_ else table(rows))
+    emit_rows(rows, output)
 
 
 @eval_.command()
 @click.argument("evaluation_id", type=int)
-@click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
-def show(evaluation_id: int, as_json_: bool) -> None:
+@json_option
+def show(evaluation_id: int, output: str) -> None:
     """One stored evaluation, per category and overall."""
-    _show(evaluation_id, as_json_)
+    _show(evaluation_id, output)

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
-from cli import context
-from cli.render import as_json, emit, key_values, table
-from kg import config
+from kg import profiles
+from kg.cli import context
+from kg.cli.render import as_json, emit, emit_object, emit_rows, key_values, output_option
+from kg.providers import registry
+from kg.providers.base import redact_url
+
+F = TypeVar("F", bound=Callable[..., Any])
+PROFILE_COLUMNS = ["active", "name", "provider", "model", "base_url", "thinking_mode",
+                   "max_parallel", "revision", "updated_at"]
+# The analytics table keeps what fits 100 columns; --json / --csv keep every figure.
+ANALYTICS_TABLE = {"chunks": "chunks", "calls": "calls", "success_rate": "ok",
+                   "valid_first_try_rate": "1st try", "failures": "failures",
+                   "tokens_per_s": "tok/s", "latency_p50_ms": "p50 ms",
+                   "latency_p95_ms": "p95 ms", "cost": "cost", "savings": "savings"}
 
 
 @click.group()
@@ -21,9 +33,47 @@ def extraction() -> None:
     """Extraction profiles: which LLM kg uses and how (changes apply to running ingestions)."""
 
 
-def _display(field: str, value: Any) -> Any:
+class _Clearable(click.ParamType):
+    """A number, or '' to clear a setting that may be empty."""
+
+    def __init__(self, inner: click.ParamType) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "":
+            return ""
+        return self.inner.convert(value, param, ctx)
+
+
+def _click_type(setting: profiles.Setting) -> click.ParamType:
+    if setting.kind is str:
+        return click.STRING
+    number = click.INT if setting.kind is int else click.FLOAT
+    return _Clearable(number) if setting.nullable else number
+
+
+def setting_options(func: F) -> F:
+    """One flag per profile setting, generated from kg.profiles.ProfileSettings."""
+    for setting in reversed(profiles.SETTINGS.values()):
+        func = click.option(setting.flag, setting.name, type=_click_type(setting),
+                            help=setting.help())(func)
+    return func
+
+
+def _actor(by: str | None) -> str:
+    """--by as given (checked, so --by '' is refused rather than ignored), else $USER."""
+    return context.actor(profiles.check_actor(by) if by is not None else None)
+
+
+def _display(field: str, value: Any, provider: str | None = None) -> Any:
     if value is None:
-        return "auto" if field == "num_threads" else "-"
+        if field == "num_threads":
+            return "auto"
+        if field == "base_url" and provider and registry.is_registered(provider):
+            fallback = registry.spec(provider).base_url_fallback
+            return f"- ({fallback})" if fallback else "-"
+        return "-"
     if field == "gpu_layers" and value == -1:
         return "auto (-1)"
     if field == "gpu_layers" and value == 0:
@@ -32,66 +82,53 @@ def _display(field: str, value: Any) -> Any:
 
 
 @extraction.command()
-@click.option("--profile", "name", help="Profile to show (default: the active one).")
-@click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
-def show(name: str | None, as_json_: bool) -> None:
+@click.option("--profile", "name",
+              shell_complete=context.complete_profile_names,
+              help="Profile to show (default: the active one).")
+@output_option
+def show(name: str | None, output: str) -> None:
     """Show every setting of the active (or named) profile."""
     with context.session() as session:
-        profile = config.view(config.get_profile(session, name))
-    data = profile.as_dict()
-    if as_json_:
-        emit(as_json(data))
-    else:
-        emit(key_values((k, _display(k, v)) for k, v in data.items()))
+        data = profiles.view(profiles.get_profile(session, name)).as_dict()
+    if output != "table":
+        emit_object(data, output)
+        return
+    emit(key_values((k, _display(k, v, data["provider"])) for k, v in data.items()))
 
 
 @extraction.command(name="list")
-@click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
-def list_(as_json_: bool) -> None:
+@output_option
+def list_(output: str) -> None:
     """List profiles; the active one is marked."""
     with context.session() as session:
-        rows = [config.view(p).as_dict() for p in config.list_profiles(session)]
-    if as_json_:
-        emit(as_json(rows))
-        return
-    emit(table(
-        [{**r, "active": "*" if r["active"] else ""} for r in rows],
-        ["active", "name", "provider", "model", "base_url", "thinking_mode", "max_parallel",
-         "revision", "updated_at"],
-    ))
+        rows = [profiles.view(p).as_dict() for p in profiles.list_profiles(session)]
+    if output == "table":
+        rows = [{**r, "active": "*" if r["active"] else ""} for r in rows]
+    emit_rows(rows, output, PROFILE_COLUMNS if output == "table" else None)
 
 
 @extraction.command(name="set")
-@click.option("--profile", "name", help="Profile to change or create (default: the active one).")
-@click.option("--provider", type=str, help="ollama | vllm | openai | llamacpp")
-@click.option("--model", help="Model name on the server, or a GGUF path / 'smollm2' for llamacpp.")
-@click.option("--base-url", help="Server URL, e.g. http://localhost:11434 (Ollama).")
-@click.option("--api-key-env", help="NAME of the environment variable holding the API key.")
-@click.option("--temperature", type=float, help="0 to 2.")
-@click.option("--top-p", type=float, help="Above 0, at most 1.")
-@click.option("--thinking-mode", help="off | low | medium | high")
-@click.option("--gpu-layers", type=int, help="-1 auto, 0 CPU only, N layers on the GPU.")
-@click.option("--num-threads", type=int, help="CPU threads (omit for auto).")
-@click.option("--context-window", type=int, help="Context length in tokens (num_ctx).")
-@click.option("--max-output-tokens", type=int, help="Output budget per call.")
-@click.option("--max-parallel", type=int, help="Requests in flight at once, 1 to 64.")
-@click.option("--max-retries", type=int, help="Repair attempts per chunk, 0 to 10.")
-@click.option("--timeout", "timeout_s", type=float, help="Seconds per request.")
-@click.option("--keep-alive", help="Ollama keep_alive: 10m, 1h, -1 (forever), 0.")
+@click.option("--profile", "name",
+              shell_complete=context.complete_profile_names,
+              help="Profile to change or create (default: the active one).")
+@setting_options
 @click.option("--activate", is_flag=True, help="Also make this the active profile.")
 @click.option("--by", help="Who makes the change (default: $USER).")
 @click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
 def set_(name: str | None, activate: bool, by: str | None, as_json_: bool, **updates: Any) -> None:
     """Change settings (flags not given keep their value); a new --profile name creates it."""
     with context.session() as session:
-        result = config.set_profile(
-            session, updates, name=name, activate=activate, by=context.actor(by)
+        result = profiles.set_profile(
+            session, updates, name=name, activate=activate, by=_actor(by)
         )
+    for warning in result.warnings:
+        emit(f"warning: {warning}", err=True)
     if as_json_:
         emit(as_json({
             "name": result.name, "created": result.created, "activated": result.activated,
             "revision": result.revision,
-            "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in result.changes],
+            "changes": [{"field": c.field, "old": _shown(c.field, c.old),
+                         "new": _shown(c.field, c.new)} for c in result.changes],
         }))
         return
     if not result.changes:
@@ -100,19 +137,24 @@ def set_(name: str | None, activate: bool, by: str | None, as_json_: bool, **upd
     verb = "created" if result.created else "changed"
     emit(f"profile {result.name} {verb}, revision {result.revision}:")
     for change in result.changes:
-        old = "" if result.created else f"{_display(change.field, change.old)} -> "
-        emit(f"  {change.field}: {old}{_display(change.field, change.new)}")
+        new = _display(change.field, _shown(change.field, change.new))
+        old = _display(change.field, _shown(change.field, change.old))
+        emit(f"  {change.field}: {new}" if result.created else f"  {change.field}: {old} -> {new}")
     if result.activated:
         emit(f"profile {result.name} is now active")
 
 
+def _shown(field: str, value: Any) -> Any:
+    return redact_url(value) if field == "base_url" else value
+
+
 @extraction.command()
-@click.argument("name")
+@click.argument("name", shell_complete=context.complete_profile_names)
 @click.option("--by", help="Who makes the change (default: $USER).")
 def use(name: str, by: str | None) -> None:
     """Make NAME the active profile (running ingestions switch on their next chunk)."""
     with context.session() as session:
-        previous, changed = config.use_profile(session, name, by=context.actor(by))
+        previous, changed = profiles.use_profile(session, name, by=_actor(by))
     if changed:
         emit(f"active profile: {previous or '(none)'} -> {name}")
     else:
@@ -121,29 +163,36 @@ def use(name: str, by: str | None) -> None:
 
 @extraction.command()
 @click.option("--limit", default=20, show_default=True, type=int)
-@click.option("--profile", "name", help="Only this profile's changes.")
-@click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
-def history(limit: int, name: str | None, as_json_: bool) -> None:
+@click.option("--profile", "name",
+              shell_complete=context.complete_profile_names,
+              help="Only this profile's changes.")
+@output_option
+def history(limit: int, name: str | None, output: str) -> None:
     """Who changed which setting when, newest first."""
     with context.session() as session:
-        rows = [
-            {
-                "changed_at": c.changed_at, "profile": c.profile_name, "revision": c.revision,
-                "field": c.field, "old": c.old_value, "new": c.new_value, "by": c.changed_by,
-            }
-            for c in config.history(session, limit=limit, name=name)
-        ]
-    emit(as_json(rows) if as_json_ else table(rows))
+        rows = profiles.history(session, limit=limit, name=name)
+    emit_rows(rows, output)
 
 
 @extraction.command()
-@click.argument("name")
+@click.argument("name", shell_complete=context.complete_profile_names)
 @click.option("--by", help="Who makes the change (default: $USER).")
 def delete(name: str, by: str | None) -> None:
     """Delete a profile (not the active one)."""
     with context.session() as session:
-        config.delete_profile(session, name, by=context.actor(by))
+        profiles.delete_profile(session, name, by=_actor(by))
     emit(f"profile {name} deleted")
+
+
+@extraction.command()
+@output_option
+def providers(output: str) -> None:
+    """Registered providers: what each needs, how it takes structured output, thinks, reloads."""
+    rows = [s.as_dict() for s in registry.specs()]
+    if output == "table":
+        rows = [{**r, "defaults": None} for r in rows]
+    emit_rows(rows, output, ["name", "needs_base_url", "structured_output", "thinking", "reload",
+                             "summary"] if output == "table" else None)
 
 
 @extraction.command()
@@ -162,19 +211,21 @@ def reload() -> None:
 
 
 @extraction.command(name="test")
-@click.option("--profile", "name", help="Profile to check (default: the active one).")
-@click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
-def test_(name: str | None, as_json_: bool) -> None:
+@click.option("--profile", "name",
+              shell_complete=context.complete_profile_names,
+              help="Profile to check (default: the active one).")
+@output_option
+def test_(name: str | None, output: str) -> None:
     """Preflight a profile before a long run: one line per check, exit 1 if any fails."""
     from kg.operations import preflight
 
     with context.session() as session:
         checks = preflight(session, name, context.settings().models_dir)
-    if as_json_:
-        emit(as_json([c.as_dict() for c in checks]))
-    else:
+    if output == "table":
         for c in checks:
-            emit(f"{c.status.upper():4}  {c.name:8}  {c.detail}")
+            emit(f"{c.status.value.upper():4}  {c.name:8}  {c.detail}")
+    else:
+        emit_rows([c.as_dict() for c in checks], output)
     if any(c.status == "fail" for c in checks):
         raise SystemExit(1)
 
@@ -186,30 +237,37 @@ def test_(name: str | None, as_json_: bool) -> None:
               default="model", show_default=True)
 @click.option("--compare-to", help="A priced model: savings = its cost for the same tokens "
                                    "minus ours.")
-@click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
-@click.option("--csv", "as_csv_", is_flag=True, help="CSV output.")
+@output_option
 def analytics(last_30_days: bool, since: str | None, by: str, compare_to: str | None,
-              as_json_: bool, as_csv_: bool) -> None:
+              output: str) -> None:
     """Chunks, calls, success, first-try JSON validity, tokens, speed, latency, cost, savings."""
-    from cli.render import as_csv
     from kg.analytics import analytics as compute
     from kg.analytics import parse_since
 
-    if as_json_ and as_csv_:
-        raise click.UsageError("give --json or --csv, not both")
     start = parse_since(since, last_30_days)
     with context.session() as session:
         rows = compute(session, since=start, by=by, compare_to=compare_to)
-    if as_json_:
-        emit(as_json(rows))
-    elif as_csv_:
-        flat = [{**r, "failures": ";".join(f"{k}={v}" for k, v in r["failures"].items())}
-                for r in rows]
-        click.echo(as_csv(flat), nl=False)
+    if output == "json" or output == "jsonl":
+        emit_rows(rows, output)
+    elif output == "csv":
+        emit_rows([{**r, "failures": ";".join(f"{k}={v}" for k, v in r["failures"].items())}
+                   for r in rows], output)
     else:
-        shown = [{**r, "failures": ", ".join(f"{k} {v}" for k, v in r["failures"].items())}
-                 for r in rows]
-        emit(table(shown))
+        emit_rows([_analytics_cells(r, by) for r in rows], output)
+
+
+def _analytics_cells(row: dict[str, Any], by: str) -> dict[str, Any]:
+    cells: dict[str, Any] = {by: row[by]}
+    for key, label in ANALYTICS_TABLE.items():
+        if key not in row:
+            continue
+        value = row[key]
+        if key.endswith("_rate") and value is not None:
+            value = f"{value * 100:.1f}%"
+        elif key == "failures":
+            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+        cells[label] = value
+    return cells
 
 
 @extraction.command()
@@ -226,7 +284,7 @@ def recommend(model: str, params: str | None, vram: str | None, context_window: 
 
     if context_window is None:
         with context.session() as session:
-            context_window = config.get_active(session).context_window
+            context_window = profiles.get_active(session).context_window
     data = advise(model, params=params, vram=vram, context_window=context_window)
     if as_json_:
         emit(as_json(data))
@@ -235,7 +293,7 @@ def recommend(model: str, params: str | None, vram: str | None, context_window: 
          f", {data['layers_assumed']} layers assumed; VRAM "
          f"{format(data['vram_gb'], '.0f') + ' GB' if data['vram_gb'] else 'unknown'} "
          f"({data['vram_source']})")
-    emit(table(data["options"]))
+    emit_rows(data["options"], "table")
     emit(f"recommended: {data['verdict']}")
     if data["ollama_pull"]:
         emit(f"ollama pull {data['ollama_pull']}")
@@ -248,8 +306,9 @@ def prices() -> None:
 
 @prices.command(name="set")
 @click.argument("name")
-@click.option("--prompt", type=float, required=True, help="Price per 1M prompt tokens.")
-@click.option("--completion", type=float, required=True, help="Price per 1M output tokens.")
+@click.option("--prompt", type=float, required=True, help="Price per 1M prompt tokens, 0 or more.")
+@click.option("--completion", type=float, required=True,
+              help="Price per 1M output tokens, 0 or more.")
 @click.option("--note", default="", help="Where the price comes from.")
 def prices_set(name: str, prompt: float, completion: float, note: str) -> None:
     """Set the price of a model (as named in calls) or of a cloud reference."""
@@ -261,14 +320,14 @@ def prices_set(name: str, prompt: float, completion: float, note: str) -> None:
 
 
 @prices.command(name="list")
-@click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
-def prices_list(as_json_: bool) -> None:
+@output_option
+def prices_list(output: str) -> None:
     """Known prices."""
     from kg.analytics import list_prices
 
     with context.session() as session:
         rows = list_prices(session)
-    emit(as_json(rows) if as_json_ else table(rows))
+    emit_rows(rows, output)
 
 
 @prices.command(name="delete")
@@ -280,3 +339,5 @@ def prices_delete(name: str) -> None:
     with context.session() as session:
         delete_price(session, name)
     emit(f"price of {name} deleted")
+
+

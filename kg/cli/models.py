@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from cli import context
-from cli.render import as_json, emit, table
+from kg.cli import context
+from kg.cli.render import emit, emit_rows, output_option
 
 
 @click.group()
@@ -14,27 +14,25 @@ def models() -> None:
 
 
 @models.command(name="list")
-@click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
-def list_(as_json_: bool) -> None:
+@output_option
+def list_(output: str) -> None:
     """Available models (Ollama /api/tags, vLLM /v1/models, embedded: bundled + KG_HOME/models)."""
     from kg.operations import models_list
 
     with context.session() as session:
         rows = models_list(session, context.settings().models_dir)
-    emit(as_json(rows) if as_json_ else table(rows))
+    emit_rows(rows, output)
 
 
 @models.command()
-@click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
-def status(as_json_: bool) -> None:
+@output_option
+def status(output: str) -> None:
     """Loaded models (Ollama /api/ps; vLLM: its one model; embedded: loaded per kg process)."""
     from kg.operations import models_status
 
     with context.session() as session:
         rows = models_status(session, context.settings().models_dir)
-    if as_json_:
-        emit(as_json(rows))
-    elif not rows:
+    if output == "table" and not rows:
         emit("no model loaded (the embedded model loads inside each kg process that needs it)")
     else:
-        emit(table(rows))
+        emit_rows(rows, output)

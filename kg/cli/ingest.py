@@ -1,0 +1,189 @@
+"""`kg ingest`: documents in, knowledge graph out, with progress on a terminal."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+import click
+from pydantic import ValidationError
+from rich.progress import BarColumn, TaskID, TextColumn
+from rich.progress import Progress as Bars
+
+from kg.cli import context
+from kg.cli.render import console, emit, emit_object, json_option, key_values
+from kg.errors import UsageError
+from kg.extraction.chunking import ChunkingOptions
+from kg.extraction.ingest import (
+    IngestRequest,
+    IngestSummary,
+    Interrupted,
+    Planning,
+    Progress,
+    Terminated,
+)
+from kg.extraction.ingest import ingest as run_ingest
+from kg.extraction.runs import RunStatus
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class ProgressDisplay:
+    """Bars on a terminal (stderr); without one, one plain line per finished document."""
+
+    def __init__(self) -> None:
+        self.console = console(stderr=True)
+        self.terminal = self.console.is_terminal
+        self.bars: Bars | None = None
+        self.planning_task: TaskID | None = None
+        self.chunk_task: TaskID | None = None
+
+    def _ensure(self) -> Bars:
+        if self.bars is None:
+            self.bars = Bars(TextColumn("{task.description}"), BarColumn(),
+                             TextColumn("{task.fields[detail]}"), console=self.console,
+                             transient=False)
+            self.bars.start()
+        return self.bars
+
+    def planning(self, p: Planning) -> None:
+        if not self.terminal:
+            return
+        bars = self._ensure()
+        name = Path(p.path).name
+        if self.planning_task is None:
+            self.planning_task = bars.add_task("planning", total=p.total, detail="")
+        bars.update(self.planning_task, completed=p.done, detail=f"{p.done}/{p.total} {name}")
+
+    def progress(self, p: Progress) -> None:
+        if not self.terminal:
+            if p.finished_document:
+                click.echo(f"{p.document}: {p.document_chunks} chunks, {p.document_failed} "
+                           f"failed [{p.documents_done}/{p.documents_total} files]", err=True)
+            return
+        bars = self._ensure()
+        if self.chunk_task is None:
+            self.chunk_task = bars.add_task("extracting", total=p.total, detail="")
+        detail = (f"{Path(p.document).name} chunk {p.document_done}/{p.document_chunks} | "
+                  f"{p.concepts} concepts, {p.relationships} relationships | "
+                  f"{p.tokens_per_s:.0f} tok/s | failed {p.failed} | ETA {_duration(p.eta_s)}")
+        bars.update(self.chunk_task, completed=p.done, detail=detail)
+
+    def close(self) -> None:
+        if self.bars is not None:
+            self.bars.stop()
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM stops a run like Ctrl-C does (committed work kept, how to resume printed)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _report(summary: IngestSummary) -> None:
+    emit(key_values([
+        ("run", summary.run_id), ("status", summary.status),
+        ("documents", summary.documents),
+        ("unchanged (skipped)", len(summary.unchanged)),
+        ("chunks", f"{summary.chunks_ok} ok, {summary.chunks_failed} failed of "
+                   f"{summary.chunks_total}"),
+        ("new concepts", summary.concepts_new),
+        ("new relationships", summary.relationships_new),
+        ("LLM calls", summary.calls),
+        ("tokens", f"{summary.prompt_tokens} prompt, {summary.completion_tokens} completion,"
+                   f" {summary.thinking_tokens} thinking"),
+        ("time", f"{summary.seconds:.1f}s"),
+    ]))
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--recursive", "-r", is_flag=True, help="Descend into folders.")
+@click.option("--profile",
+              shell_complete=context.complete_profile_names,
+              help="Use this profile for this run (and follow its changes) "
+                   "without activating it; default $KG_PROFILE, else the active one.")
+@click.option("--force", is_flag=True, help="Re-extract files even if unchanged.")
+@click.option("--resume", type=int, metavar="RUN_ID", help="Redo what a run did not commit.")
+@click.option("--chunk-tokens", type=int, default=700, show_default=True,
+              help="Target chunk size (estimated tokens).")
+@click.option("--chunk-min", type=int, default=150, show_default=True)
+@click.option("--chunk-max", type=int, default=1000, show_default=True)
+@click.option("--chunk-overlap", type=int, default=60, show_default=True)
+@click.option("--fuzzy-threshold", type=click.FloatRange(50, 101), default=92.0,
+              show_default=True, help="Concept merge threshold (101 disables fuzzy merging).")
+@click.option("--retry-backoff", type=click.FloatRange(0, 60), default=1.0, show_default=True,
+              help="First wait in seconds before retrying a busy or timed-out server (doubles).")
+@json_option
+def ingest(paths: tuple[Path, ...], recursive: bool, profile: str | None, force: bool,
+           resume: int | None, chunk_tokens: int, chunk_min: int, chunk_max: int,
+           chunk_overlap: int, fuzzy_threshold: float, retry_backoff: float,
+           output: str) -> None:
+    """Extract concepts and relationships from PATHS (.txt .md .pdf .html) into the graph."""
+    if not paths and resume is None:
+        raise UsageError("give files or folders to ingest, or --resume RUN_ID")
+    if paths and resume is not None:
+        raise UsageError("--resume takes no paths: a run resumes its own documents")
+    try:
+        chunking = ChunkingOptions(target_tokens=chunk_tokens, min_tokens=chunk_min,
+                                   max_tokens=chunk_max, overlap_tokens=chunk_overlap)
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise UsageError(f"invalid chunk sizes: {message}") from None
+    request = IngestRequest(paths=list(paths), recursive=recursive,
+                            profile=context.profile_choice(profile), force=force, resume=resume,
+                            chunking=chunking, fuzzy_threshold=fuzzy_threshold,
+                            backoff_s=retry_backoff)
+    database = context.database()
+    display = ProgressDisplay()
+    try:
+        with stop_on_sigterm():
+            summary = run_ingest(database, request, models_dir=context.settings().models_dir,
+                                 on_progress=display.progress, on_planning=display.planning)
+    except Terminated as exc:  # before a run existed: nothing was written
+        raise Interrupted("interrupted before anything was written", 128 + exc.signum) from None
+    finally:
+        display.close()
+        database.dispose()
+    for path, reason in summary.skipped:
+        click.echo(f"skipped {path}: {reason}", err=True)
+    for path, owner in summary.busy:
+        click.echo(f"skipped {path}: being ingested by run {owner}", err=True)
+    if output == "json":
+        emit_object(dataclasses.asdict(summary), output)
+    elif summary.run_id is None:
+        emit(f"nothing to do: {len(summary.unchanged)} unchanged file(s) "
+             f"(use --force to re-extract), {len(summary.skipped) + len(summary.busy)} skipped")
+    else:
+        _report(summary)
+    if summary.error:
+        click.echo(f"error: {summary.error}; fix it, then `kg ingest --resume "
+                   f"{summary.run_id}`", err=True)
+        sys.exit(4)
+    if summary.status in (RunStatus.PARTIAL, RunStatus.FAILED):
+        click.echo(f"note: {summary.chunks_failed} chunk(s) failed; see `kg runs show "
+                   f"{summary.run_id}`, then `kg ingest --resume {summary.run_id}`", err=True)
+        sys.exit(1)

@@ -1,0 +1,62 @@
+"""CSV in the header format of Neo4j's bulk importer (`neo4j-admin database import full`):
+concepts.csv (`:ID(Concept)`, properties, `:LABEL`) and relationships.csv (`:START_ID`,
+`:END_ID`, `:TYPE`, properties).
+
+Import with:
+    neo4j-admin database import full --nodes=Concept=concepts.csv \\
+        --relationships=relationships.csv --multiline-fields=true neo4j
+Arrays use the importer's default delimiter `;`; a `;` inside an alias becomes `,` (the
+importer has no escape for its array delimiter).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import TextIO
+
+from kg.export.source import TYPE_COLUMN, GraphSource
+
+NODES_FILE = "concepts.csv"
+EDGES_FILE = "relationships.csv"
+NODE_HEADER = ["conceptId:ID(Concept)", "label", "description", "aliases:string[]",
+               "searchTerms:string[]", "evidence:int", "documents:int", ":LABEL"]
+EDGE_HEADER = [":START_ID(Concept)", ":END_ID(Concept)", ":TYPE", "kgId:long",
+               "confidence:double", "evidence:int", "category", "direction"]
+ARRAY_DELIMITER = ";"
+
+
+def _array(values: list[str]) -> str:
+    return ARRAY_DELIMITER.join(v.replace(ARRAY_DELIMITER, ",") for v in values)
+
+
+def _labels(kind: str | None) -> str:
+    # Extra labels are identifiers in Cypher; the importer takes them as they are.
+    return "Concept" if not kind else f"Concept;{kind.replace(';', ',')}"
+
+
+def write_nodes(source: GraphSource, out: TextIO) -> int:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(NODE_HEADER)
+    count = 0
+    for n in source.nodes():
+        writer.writerow([n.id, n.label, n.description, _array(n.aliases),
+                         _array(n.search_terms), n.evidence, n.documents,
+                         _labels(n.type if TYPE_COLUMN is not None else None)])
+        count += 1
+    return count
+
+
+def write_edges(source: GraphSource, out: TextIO) -> int:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EDGE_HEADER)
+    count = 0
+    for e in source.edges():
+        writer.writerow([e.source_id, e.target_id, e.type, e.id, repr(e.confidence),
+                         e.evidence, e.category, e.direction])
+        count += 1
+    return count
+
+
+def files(directory: Path) -> tuple[Path, Path]:
+    return directory / NODES_FILE, directory / EDGES_FILE

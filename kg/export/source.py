@@ -1,0 +1,241 @@
+"""The rows every export format writes: concepts and relationships, streamed in id order.
+
+Keyset pagination (`WHERE id > last ORDER BY id LIMIT n`) reads a batch at a time, with the
+batch's aliases and evidence counts fetched by `IN` queries, so memory follows the batch size
+whatever the size of the graph, and the same code runs on SQLite and PostgreSQL. The reads
+share one snapshot (one transaction), so an ingest that commits meanwhile cannot produce an
+edge whose concept was not exported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Integer, and_, any_, exists, func, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.sql.elements import ColumnElement
+
+from kg.db.models import (
+    Chunk,
+    Concept,
+    ConceptAlias,
+    Document,
+    Evidence,
+    Relationship,
+    RelationshipType,
+    Run,
+)
+from kg.errors import NotFoundError, UsageError
+
+BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which part of the graph to export; empty means all of it."""
+
+    run: int | None = None
+    document: str | None = None
+    min_confidence: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.min_confidence is not None and not 0 <= self.min_confidence <= 1:
+            raise UsageError(f"--min-confidence must be between 0 and 1 "
+                             f"(got {self.min_confidence})")
+
+
+@dataclass(slots=True)
+class Quote:
+    quote: str
+    document: str
+    char_start: int
+    char_end: int
+    run_id: int
+
+
+@dataclass(slots=True)
+class Node:
+    id: int
+    label: str
+    description: str
+    search_terms: list[str]
+    aliases: list[str] = field(default_factory=list)
+    evidence: int = 0
+    documents: int = 0
+    type: str | None = None
+    quotes: list[Quote] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Edge:
+    id: int
+    source_id: int
+    source: str
+    target_id: int
+    target: str
+    type: str
+    category: str
+    direction: str
+    confidence: float
+    evidence: int = 0
+    quotes: list[Quote] = field(default_factory=list)
+
+
+# A concept type column arrives with ontologies; the exports carry it when it exists.
+TYPE_COLUMN: Any = Concept.__table__.c.get("type")
+
+
+def snapshot(conn: Connection) -> None:
+    """Make the connection's reads one consistent snapshot (call before the first read)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        return
+    raw = conn.connection.dbapi_connection
+    # pysqlite starts no transaction for a SELECT: each statement would see its own state.
+    if raw is not None and not getattr(raw, "in_transaction", True):
+        conn.exec_driver_sql("BEGIN")
+
+
+class GraphSource:
+    """Streams nodes and edges of one scope over one connection."""
+
+    def __init__(self, conn: Connection, scope: Scope | None = None, *,
+                 quotes: bool = False, batch: int = BATCH) -> None:
+        self.conn = conn
+        self.scope = scope or Scope()
+        self.quotes = quotes
+        self.batch = batch
+        self.document_ids = self._documents()
+        if self.scope.run is not None and conn.scalar(
+                select(Run.id).where(Run.id == self.scope.run)) is None:
+            raise NotFoundError(f"no run {self.scope.run}; see `kg runs list`")
+
+    def _documents(self) -> list[int] | None:
+        path = self.scope.document
+        if path is None:
+            return None
+        candidates = [path, str(Path(path).expanduser().resolve(strict=False))]
+        ids = list(self.conn.scalars(select(Document.id).where(Document.path.in_(candidates))))
+        if not ids:
+            raise NotFoundError(f"no document {path!r} in the graph; see `kg documents list`")
+        return ids
+
+    # -- the scope as SQL --------------------------------------------------------------
+    def _evidence_scope(self) -> list[ColumnElement[bool]]:
+        conditions: list[ColumnElement[bool]] = []
+        if self.scope.run is not None:
+            conditions.append(Evidence.run_id == self.scope.run)
+        if self.document_ids is not None:
+            chunks = select(Chunk.id).where(Chunk.document_id.in_(self.document_ids))
+            conditions.append(Evidence.chunk_id.in_(chunks))
+        return conditions
+
+    def _member(self, column: Any, ids: list[int]) -> ColumnElement[bool]:
+        """`column IN ids`; on PostgreSQL as `= ANY(array)`, one parameter instead of a
+        thousand (rendering and splitting those cost more than the query)."""
+        if self.conn.dialect.name == "postgresql":
+            return column == any_(literal(ids, ARRAY(Integer)))
+        return column.in_(ids)
+
+    @property
+    def scoped(self) -> bool:
+        return bool(self._evidence_scope())
+
+    def _concept_in_scope(self, column: Any) -> ColumnElement[bool]:
+        return exists().where(Evidence.concept_id == column, *self._evidence_scope())
+
+    # -- nodes -------------------------------------------------------------------------
+    def nodes(self) -> Iterator[Node]:
+        """Concepts in the scope, by id, with aliases and evidence counts (and quotes)."""
+        columns = [Concept.id, Concept.label, Concept.description, Concept.search_terms]
+        if TYPE_COLUMN is not None:
+            columns.append(TYPE_COLUMN)
+        last = 0
+        while True:
+            query = select(*columns).where(Concept.id > last)
+            if self.scoped:
+                query = query.where(self._concept_in_scope(Concept.id))
+            rows: list[Any] = list(self.conn.execute(
+                query.order_by(Concept.id).limit(self.batch)).all())
+            if not rows:
+                return
+            nodes = {r[0]: Node(r[0], r[1], r[2] or "", list(r[3] or []),
+                                type=r[4] if len(r) > 4 else None) for r in rows}
+            ids = list(nodes)
+            for cid, alias in self.conn.execute(
+                    select(ConceptAlias.concept_id, ConceptAlias.alias)
+                    .where(self._member(ConceptAlias.concept_id, ids))
+                    .order_by(ConceptAlias.concept_id, ConceptAlias.alias)):
+                nodes[cid].aliases.append(alias)
+            for owner, count, documents in self.conn.execute(
+                    select(Evidence.concept_id, func.count(Evidence.id),
+                           func.count(func.distinct(Chunk.document_id)))
+                    .join(Chunk, Chunk.id == Evidence.chunk_id)
+                    .where(self._member(Evidence.concept_id, ids), *self._evidence_scope())
+                    .group_by(Evidence.concept_id)):
+                if owner is not None:
+                    nodes[owner].evidence, nodes[owner].documents = count, documents
+            if self.quotes:
+                for cid, quote in self._quotes(Evidence.concept_id, ids):
+                    nodes[cid].quotes.append(quote)
+            yield from nodes.values()
+            last = rows[-1][0]
+
+    # -- edges -------------------------------------------------------------------------
+    def _edge_filter(self) -> list[ColumnElement[bool]]:
+        conditions: list[ColumnElement[bool]] = []
+        if self.scope.min_confidence is not None:
+            conditions.append(Relationship.confidence >= self.scope.min_confidence)
+        if self.scoped:
+            conditions.append(exists().where(Evidence.relationship_id == Relationship.id,
+                                             *self._evidence_scope()))
+            # Both ends must be exported nodes, or the edge would point nowhere.
+            conditions.append(and_(self._concept_in_scope(Relationship.source_id),
+                                   self._concept_in_scope(Relationship.target_id)))
+        return conditions
+
+    def edges(self) -> Iterator[Edge]:
+        """Relationships in the scope, by id, with both ends, type and evidence counts."""
+        source, target = Concept.__table__.alias("s"), Concept.__table__.alias("t")
+        last = 0
+        while True:
+            query = (
+                select(Relationship.id, Relationship.source_id, source.c.label.label("source"),
+                       Relationship.target_id, target.c.label.label("target"),
+                       RelationshipType.name, RelationshipType.category,
+                       RelationshipType.direction, Relationship.confidence)
+                .join(RelationshipType, RelationshipType.id == Relationship.type_id)
+                .join(source, source.c.id == Relationship.source_id)
+                .join(target, target.c.id == Relationship.target_id)
+                .where(Relationship.id > last, *self._edge_filter())
+                .order_by(Relationship.id).limit(self.batch))
+            rows = self.conn.execute(query).all()
+            if not rows:
+                return
+            edges = {r[0]: Edge(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], float(r[8]))
+                     for r in rows}
+            ids = list(edges)
+            for owner, count in self.conn.execute(
+                    select(Evidence.relationship_id, func.count(Evidence.id))
+                    .where(self._member(Evidence.relationship_id, ids), *self._evidence_scope())
+                    .group_by(Evidence.relationship_id)):
+                if owner is not None:
+                    edges[owner].evidence = count
+            if self.quotes:
+                for rid, quote in self._quotes(Evidence.relationship_id, ids):
+                    edges[rid].quotes.append(quote)
+            yield from edges.values()
+            last = rows[-1][0]
+
+    def _quotes(self, key: Any, ids: list[int]) -> Iterator[tuple[int, Quote]]:
+        for owner, quote, path, start, end, run_id in self.conn.execute(
+                select(key, Evidence.quote, Document.path, Evidence.char_start,
+                       Evidence.char_end, Evidence.run_id)
+                .join(Chunk, Chunk.id == Evidence.chunk_id)
+                .join(Document, Document.id == Chunk.document_id)
+                .where(self._member(key, ids), *self._evidence_scope())
+                .order_by(key, Evidence.id)):
+            yield owner, Quote(quote, path, start, end, run_id)

@@ -1,0 +1,227 @@
+"""Run bookkeeping: statuses, heartbeat, call totals, resume and finish, from committed rows.
+
+The read side (`kg.queries`, `kg runs ...`) uses this module; it never imports the scheduler.
+A run's verdict comes from its own chunks: a `--force` run whose chunks all fail is failed,
+whatever earlier runs committed for the same document.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, NamedTuple, Protocol
+
+from sqlalchemy import ColumnElement, and_, exists, func, select, update
+from sqlalchemy.orm import Session, aliased
+
+from kg.db import Database
+from kg.db.models import Call, Chunk, ChunkExtraction, Document, Run, RunDocument, utcnow
+from kg.errors import NotFoundError, UsageError
+
+# A run that has not written a heartbeat for this long has lost its process.
+STALE_AFTER = timedelta(seconds=60)
+HOST = socket.gethostname()
+
+
+class RunStatus(StrEnum):
+    """`runs.status` (the strings are the database's, see ck_run_status)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class DocumentStatus(StrEnum):
+    """`documents.status`: whether every chunk of the document is in the graph (any run)."""
+
+    PENDING = "pending"
+    INGESTED = "ingested"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+
+class ChunkStatus(StrEnum):
+    """`chunk_extractions.status`: the chunk committed whole, or was recorded as failed."""
+
+    OK = "ok"
+    FAILED = "failed"
+
+
+class CallTotals(NamedTuple):
+    """What a run's `calls` rows add up to."""
+
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    thinking_tokens: int
+    latency_ms: float
+
+
+class RunLike(Protocol):
+    """The columns liveness is judged from (an ORM Run or a Core row)."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def heartbeat_at(self) -> datetime: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def host(self) -> str: ...
+
+
+def call_totals(session: Session, run_id: int) -> CallTotals:
+    """Calls, tokens and LLM latency of a run, summed from its calls rows."""
+    row = session.execute(select(
+        func.count(Call.id), func.coalesce(func.sum(Call.prompt_tokens), 0),
+        func.coalesce(func.sum(Call.completion_tokens), 0),
+        func.coalesce(func.sum(Call.thinking_tokens), 0),
+        func.coalesce(func.sum(Call.latency_ms), 0)).where(Call.run_id == run_id)).one()
+    return CallTotals(int(row[0]), int(row[1]), int(row[2]), int(row[3]), float(row[4]))
+
+
+def effective_status(run: RunLike, now: datetime | None = None) -> RunStatus:
+    """A 'running' run whose process is gone (or silent) is reported as interrupted."""
+    if run.status != RunStatus.RUNNING:
+        return RunStatus(run.status)
+    now = now or utcnow()
+    beat = run.heartbeat_at if run.heartbeat_at.tzinfo else run.heartbeat_at.replace(tzinfo=UTC)
+    if now - beat > STALE_AFTER:
+        return RunStatus.INTERRUPTED
+    if run.host == HOST and run.pid != os.getpid() and not _alive(run.pid):
+        return RunStatus.INTERRUPTED
+    return RunStatus.RUNNING
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def start(session: Session, *, profile_name: str, snapshot: dict[str, Any],
+          options: dict[str, Any]) -> int:
+    """A new run row owned by this process (documents are added to it by planning)."""
+    now = utcnow()
+    run = Run(status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, pid=os.getpid(),
+              host=HOST, profile_name=profile_name, profiles_used=[snapshot], options=options,
+              documents=0, chunks_total=0, chunks_ok=0, chunks_failed=0)
+    session.add(run)
+    session.flush()
+    return run.id
+
+
+def discard(db: Database, run_id: int) -> None:
+    """Remove a run that planning left without documents (nothing else refers to it yet)."""
+    with db.session() as session:
+        run = session.get(Run, run_id)
+        if run is not None:
+            session.delete(run)
+
+
+def stopped(session: Session, run_id: int) -> Run:
+    """The run, if it exists and no live process owns it (else a one-line error)."""
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFoundError(f"no run {run_id}; see `kg runs list`")
+    if effective_status(run) == RunStatus.RUNNING:
+        raise UsageError(
+            f"run {run_id} is still running (pid {run.pid} on {run.host}); wait for it "
+            "or stop it first")
+    return run
+
+
+def reopen(session: Session, seen: Run) -> None:
+    """Claim a stopped run for this process, unless another process claimed it since `seen`
+    was read (two `--resume N` at once: one wins, the other is told the run is running)."""
+    claimed = session.execute(
+        update(Run).where(Run.id == seen.id, Run.status == seen.status, Run.pid == seen.pid,
+                          Run.host == seen.host)
+        .values(status=RunStatus.RUNNING, pid=os.getpid(), host=HOST, heartbeat_at=utcnow(),
+                finished_at=None, error=None)
+        .execution_options(synchronize_session=False))
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        raise UsageError(f"run {seen.id} was just resumed by another process; wait for it")
+
+
+def record_profile(session: Session, run_id: int, snapshot: dict[str, Any]) -> None:
+    """Append the settings of a profile revision the run switched to (hot reload)."""
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFoundError(f"no run {run_id}; see `kg runs list`")
+    run.profiles_used = [*run.profiles_used, snapshot]
+
+
+def heartbeat(db: Database, run_id: int) -> None:
+    """Tell other processes this run is alive (they judge it by this timestamp)."""
+    with db.transaction() as conn:
+        conn.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow()))
+
+
+def committed(run_id: int, force: bool) -> ColumnElement[bool]:
+    """SQL: the correlated chunk is done for this run: committed by any run, or by this run
+    itself for a --force run (which redoes what earlier runs did)."""
+    done = aliased(ChunkExtraction)
+    clause = exists().where(done.chunk_id == Chunk.id, done.status == ChunkStatus.OK)
+    if force:
+        clause = clause.where(done.run_id == run_id)
+    return clause
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A run's final figures, all read back from committed rows."""
+
+    status: RunStatus
+    documents: int
+    chunks_total: int
+    chunks_ok: int
+    chunks_failed: int
+    totals: CallTotals
+
+
+def finish(db: Database, run_id: int, status: RunStatus | None = None,
+           error: str | None = None) -> Finished:
+    """Set the final status (derived from this run's chunks unless given) and document states."""
+    any_ok = (select(func.count()).select_from(ChunkExtraction)
+              .where(ChunkExtraction.chunk_id == Chunk.id,
+                     ChunkExtraction.status == ChunkStatus.OK)
+              .correlate(Chunk).scalar_subquery())
+    with db.session() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise NotFoundError(f"no run {run_id}; see `kg runs list`")
+        force = bool(run.options.get("force"))
+        docs = session.scalars(select(Document).join(
+            RunDocument, RunDocument.document_id == Document.id).where(
+            RunDocument.run_id == run_id)).all()
+        for doc in docs:
+            # A document's state is about the graph: are all its chunks in it (any run)?
+            missing = session.scalar(select(func.count()).select_from(Chunk).where(
+                Chunk.document_id == doc.id, any_ok == 0)) or 0
+            doc.status = DocumentStatus.INGESTED if missing == 0 else DocumentStatus.PARTIAL
+        mine = and_(RunDocument.document_id == Chunk.document_id, RunDocument.run_id == run_id)
+        remaining = session.scalar(select(func.count()).select_from(Chunk).join(
+            RunDocument, mine).where(~committed(run_id, force))) or 0
+        ok_here = session.scalar(select(func.count()).select_from(ChunkExtraction).where(
+            ChunkExtraction.run_id == run_id, ChunkExtraction.status == ChunkStatus.OK)) or 0
+        if status is None:
+            if remaining == 0:
+                status = RunStatus.COMPLETED
+            else:
+                status = RunStatus.PARTIAL if ok_here else RunStatus.FAILED
+        run.status = status
+        run.error = error
+        run.finished_at = utcnow()
+        run.heartbeat_at = utcnow()
+        return Finished(status, run.documents, run.chunks_total, run.chunks_ok,
+                        run.chunks_failed, call_totals(session, run_id))

@@ -1,0 +1,342 @@
+"""Request scheduling for one run: keep up to max_parallel chunks in flight, follow the profile
+(hot reload), stop on a circuit breaker, and hand what lands to the commit thread.
+
+Before each round of submissions the followed profile's (id, revision) is read: when an operator
+changed or switched it, the next chunks go out with an extractor built from the new row, and the
+replaced one is closed once its last request is back. One thread commits (`CommitThread`, the
+only user of the run's `GraphWriter`) while requests keep flowing.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from sqlalchemy import Connection, Table, select
+
+from kg import profiles
+from kg.db import Database
+from kg.db.models import Chunk
+from kg.errors import ProviderError
+from kg.extraction import runs
+from kg.extraction.breaker import FAILURES, WINDOW_S, CircuitBreaker
+from kg.extraction.extract import ChunkOutcome
+from kg.extraction.extractor import Extractor, for_settings
+from kg.extraction.plan import Pending
+from kg.extraction.store import ChunkRef, Committed, GraphWriter
+
+log = logging.getLogger(__name__)
+CHUNKS = cast(Table, Chunk.__table__)
+MAX_WORKERS = 64  # the ceiling of max_parallel
+COMMIT_QUEUE = 256  # outcomes waiting for the database; beyond it, requests wait (flat memory)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stands after a chunk landed (committed or recorded as failed)."""
+
+    document: str  # the file of the chunk that just landed
+    document_done: int  # chunks of that file done (earlier runs' included)
+    document_chunks: int
+    document_failed: int  # chunks of that file that failed in this session
+    documents_done: int  # files of this run with nothing left to do
+    documents_total: int
+    done: int  # chunks landed in this session
+    total: int  # chunks this session set out to do
+    failed: int
+    concepts: int  # new concepts so far
+    relationships: int  # new relationships so far
+    tokens: int  # tokens generated (completion and thinking), for tokens/s
+    elapsed_s: float
+    finished_document: bool  # this chunk was the last one its file was waiting for
+
+    @property
+    def rate(self) -> float:
+        """Chunks per second."""
+        return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        return (self.total - self.done) / self.rate if self.rate > 0 else None
+
+
+class ProgressTracker:
+    """Turns landed chunks into Progress; used only from the commit thread."""
+
+    def __init__(self, work: Pending, started: float,
+                 on_progress: Callable[[Progress], None] | None) -> None:
+        self.documents = work.documents
+        self.left = {doc_id: d.pending for doc_id, d in work.documents.items()}
+        self.failed_in: dict[int, int] = {}
+        self.total = len(work.chunks)
+        self.documents_total = sum(1 for d in work.documents.values() if d.pending)
+        self.documents_done = 0
+        self.started = started
+        self.on_progress = on_progress
+        self.done = self.failed = self.concepts = self.relationships = self.tokens = 0
+
+    def landed(self, ref: ChunkRef, outcome: ChunkOutcome, committed: Committed) -> None:
+        self.done += 1
+        if not committed.ok:
+            self.failed += 1
+            self.failed_in[ref.document_id] = self.failed_in.get(ref.document_id, 0) + 1
+        self.concepts += committed.new_concepts
+        self.relationships += committed.new_relationships
+        self.tokens += sum(a.completion_tokens + a.thinking_tokens for a in outcome.attempts)
+        self.left[ref.document_id] = self.left.get(ref.document_id, 1) - 1
+        finished = self.left[ref.document_id] == 0
+        self.documents_done += finished
+        if self.on_progress is None:
+            return
+        doc = self.documents.get(ref.document_id)
+        chunks = doc.chunks if doc else 0
+        self.on_progress(Progress(
+            document=doc.path if doc else "", document_done=chunks - self.left[ref.document_id],
+            document_chunks=chunks, document_failed=self.failed_in.get(ref.document_id, 0),
+            documents_done=self.documents_done,
+            documents_total=self.documents_total, done=self.done, total=self.total,
+            failed=self.failed, concepts=self.concepts, relationships=self.relationships,
+            tokens=self.tokens, elapsed_s=time.perf_counter() - self.started,
+            finished_document=finished))
+
+
+class LiveExtractor:
+    """The extractor serving the next chunk, rebuilt when the followed profile changes.
+
+    `follow` None follows whichever profile is active. A replaced extractor is closed once
+    the last request sent through it is back (`release`).
+    """
+
+    def __init__(self, db: Database, run_id: int, follow: str | None, models_dir: Path | None,
+                 current: Extractor, key: tuple[int, int]) -> None:
+        self.db = db
+        self.run_id = run_id
+        self.follow = follow
+        self.models_dir = models_dir
+        self.current = current
+        self.key = key
+        self._in_flight: dict[int, int] = {}
+        self._retired: dict[int, Extractor] = {}
+
+    def refresh(self, conn: Connection) -> Extractor:
+        """The extractor for the profile as it is now (one indexed query when unchanged)."""
+        if profiles.revision_key(conn, self.follow) == self.key:
+            return self.current
+        with self.db.session() as session:
+            row = profiles.get_profile(session, self.follow)
+            fresh = for_settings(profiles.provider_settings(row), self.current.vocabulary,
+                                 self.models_dir)
+            runs.record_profile(session, self.run_id, profiles.snapshot(fresh.settings))
+        log.info("run %d: profile %s revision %d now serves the next chunks (%s %s)",
+                 self.run_id, row.name, row.revision, fresh.settings.provider,
+                 fresh.settings.model)
+        self._retire(self.current)
+        self.current, self.key = fresh, (row.id, row.revision)
+        return fresh
+
+    def acquire(self, extractor: Extractor) -> None:
+        self._in_flight[id(extractor)] = self._in_flight.get(id(extractor), 0) + 1
+
+    def release(self, extractor: Extractor) -> None:
+        left = self._in_flight[id(extractor)] - 1
+        self._in_flight[id(extractor)] = left
+        if left == 0 and id(extractor) in self._retired:
+            self._close(self._retired.pop(id(extractor)))
+
+    def _retire(self, extractor: Extractor) -> None:
+        if self._in_flight.get(id(extractor), 0) == 0:
+            self._close(extractor)
+        else:
+            self._retired[id(extractor)] = extractor
+
+    def _close(self, extractor: Extractor) -> None:
+        self._in_flight.pop(id(extractor), None)
+        log.debug("closing the provider of revision %d", extractor.settings.revision)
+        extractor.close()
+
+    def close(self) -> None:
+        """Close every extractor no request is using (at the end, that is all of them);
+        calling it again does nothing."""
+        for extractor in [self.current, *self._retired.values()]:
+            if self._in_flight.get(id(extractor), 0) == 0:
+                extractor.close()
+        self._retired.clear()
+
+
+class CommitThread(threading.Thread):
+    """Commits what has landed, in groups, while requests keep flowing."""
+
+    def __init__(self, writer: GraphWriter, run_id: int, tracker: ProgressTracker) -> None:
+        super().__init__(name="kg-commit", daemon=True)
+        self.writer = writer
+        self.run_id = run_id
+        self.tracker = tracker
+        self.error: BaseException | None = None
+        # Bounded: if the database falls behind, the request loop waits (memory stays flat).
+        self.queue: queue.Queue[tuple[ChunkRef, ChunkOutcome] | None] = queue.Queue(
+            maxsize=COMMIT_QUEUE)
+
+    def put(self, ref: ChunkRef, outcome: ChunkOutcome) -> None:
+        while self.error is None:
+            try:
+                self.queue.put((ref, outcome), timeout=0.5)
+                return
+            except queue.Full:
+                continue
+        self.raise_if_failed()
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        """Commit everything queued, stop, and re-raise the thread's failure if any."""
+        if self.is_alive():
+            self.queue.put(None)
+            self.join()
+        self.raise_if_failed()
+
+    def run(self) -> None:
+        stop = False
+        try:
+            while not stop:
+                items = [self.queue.get()]
+                while True:
+                    try:
+                        items.append(self.queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = None in items
+                group = []
+                for item in items:
+                    if item is None:
+                        continue
+                    ref, outcome = item
+                    if outcome.fatal is None:
+                        group.append((ref, outcome))
+                    elif outcome.attempts:  # the chunk stays pending; its requests still count
+                        self.writer.record_calls(self.run_id, ref, outcome)
+                if group:
+                    # Everything that landed meanwhile commits together, each chunk whole.
+                    results = self.writer.commit(self.run_id, group)
+                    for (ref, outcome), committed in zip(group, results, strict=True):
+                        self.tracker.landed(ref, outcome, committed)
+        except BaseException as exc:  # handed to the request loop, which re-raises it
+            self.error = exc
+
+
+@dataclass
+class Job:
+    ref: ChunkRef
+    extractor: Extractor
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How the scheduler paces itself (from the ingest request)."""
+
+    backoff_s: float = 1.0
+    heartbeat_s: float = 5.0
+    breaker_failures: int = FAILURES
+    breaker_window_s: float = WINDOW_S
+
+
+class Scheduler:
+    """Runs the pending chunks of one run; returns the error that stopped it, if any."""
+
+    def __init__(self, db: Database, run_id: int, live: LiveExtractor, writer: GraphWriter,
+                 limits: Limits, *, half_open: bool = False) -> None:
+        self.db = db
+        self.run_id = run_id
+        self.live = live
+        self.writer = writer
+        self.limits = limits
+        self.half_open = half_open
+        self.breakers: dict[str, CircuitBreaker] = {}
+
+    def breaker(self, extractor: Extractor) -> CircuitBreaker:
+        """One breaker per endpoint; a resumed run starts each one half-open (a probe)."""
+        endpoint = extractor.endpoint
+        if endpoint not in self.breakers:
+            threshold = max(self.limits.breaker_failures, extractor.settings.max_parallel + 1)
+            self.breakers[endpoint] = CircuitBreaker(
+                endpoint, threshold=threshold, window_s=self.limits.breaker_window_s,
+                half_open=self.half_open)
+        return self.breakers[endpoint]
+
+    def run(self, work: Pending, tracker: ProgressTracker) -> ProviderError | None:
+        pending = work.chunks
+        in_flight: dict[Future[ChunkOutcome], Job] = {}
+        fatal: ProviderError | None = None
+        last_beat = time.monotonic()
+        commit = CommitThread(self.writer, self.run_id, tracker)
+        pool = ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="kg-chunk")
+
+        def room(extractor: Extractor) -> int:
+            limit = extractor.settings.max_parallel
+            return self.breaker(extractor).capacity(limit) - len(in_flight)
+
+        def refill() -> None:
+            nonlocal fatal
+            if not pending or fatal is not None or room(self.live.current) <= 0:
+                return
+            with self.db.engine.connect() as conn:
+                # Hot reload: the revision is read right before this round is sent, so every
+                # chunk goes out with the settings current at that time.
+                try:
+                    extractor = self.live.refresh(conn)
+                except ProviderError as exc:
+                    fatal = exc
+                    return
+                free = room(extractor)
+                batch = [pending.popleft() for _ in range(min(max(free, 0), len(pending)))]
+                texts = dict(conn.execute(select(CHUNKS.c.id, CHUNKS.c.text).where(
+                    CHUNKS.c.id.in_([ref.id for ref in batch]))).all()) if batch else {}
+                conn.rollback()  # end the read transaction: SQLite must not pin old snapshots
+            breaker = self.breaker(extractor)
+            for ref in batch:
+                future = pool.submit(extractor.extract, ref.id, texts.get(ref.id, ""),
+                                     backoff_s=self.limits.backoff_s, breaker=breaker)
+                in_flight[future] = Job(ref, extractor)
+                self.live.acquire(extractor)
+
+        commit.start()
+        try:
+            while in_flight or (pending and fatal is None):
+                refill()
+                if not in_flight:
+                    break
+                finished, _ = wait(list(in_flight), timeout=self.limits.heartbeat_s,
+                                   return_when=FIRST_COMPLETED)
+                for future in finished:
+                    job = in_flight.pop(future)
+                    self.live.release(job.extractor)
+                    outcome = future.result()
+                    if outcome.fatal is not None and fatal is None:
+                        log.info("run %d stops: %s", self.run_id, outcome.fatal.message)
+                    fatal = fatal or outcome.fatal
+                    commit.put(job.ref, outcome)  # blocks when the database lags
+                commit.raise_if_failed()
+                if time.monotonic() - last_beat >= self.limits.heartbeat_s:
+                    runs.heartbeat(self.db, self.run_id)
+                    last_beat = time.monotonic()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            commit.close()  # what already landed is complete: it still commits
+            self.live.close()
+            raise
+        pool.shutdown(wait=True)
+        commit.close()
+        self.live.close()
+        return fatal
