@@ -1,6 +1,8 @@
 """`python -m benchmarks` (or `make bench`): every performance figure, printed as one table.
 
 Figures only: nothing here passes or fails on a number. Takes a few minutes on 2 cores.
+Longer ones run on their own: `python -m benchmarks.export` (100k-concept export),
+`python -m benchmarks.server` (`kg serve` under load).
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmarks import concurrency, embedded, engine, memory, prompt
+from benchmarks import backends, concurrency, embedded, engine, memory, prompt, workers
 
 
 def main() -> None:
@@ -28,6 +30,8 @@ def main() -> None:
                      f"{o['reingest_calls']} LLM calls, {o['reingest_s']}s",
                      f"status {o['reingest_status']} (target 0 calls)"))
     rows += concurrency.rows()
+    rows += backends.rows()
+    rows += workers.rows()
     for s in engine.scaling():
         rows.append((f"scaling max_parallel {s['max_parallel']}",
                      f"{s['wall_s']}s vs ideal {s['ideal_s']}s",

@@ -30,11 +30,13 @@ ROLES = ["Agent", "Director", "Professor", "Captain", "Doctor", "Senator", "Judg
 
 
 @contextmanager
-def fake_server(kind: str = "ollama", delay: float = 0.0, slots: int = 64) -> Iterator[str]:
+def fake_server(kind: str = "ollama", delay: float = 0.0, slots: int = 64,
+                capacity: int | None = None) -> Iterator[str]:
     """A protocol-exact test server in its own process (so it does not share our GIL)."""
+    extra = ["--capacity", str(capacity)] if capacity is not None else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes", kind, "--delay", str(delay), "--slots", str(slots)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "tests.fakes", kind, "--delay", str(delay), "--slots", str(slots),
+         *extra], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         yield proc.stdout.readline().strip()

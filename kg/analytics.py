@@ -23,7 +23,7 @@ from kg.errors import NotFoundError, UsageError
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("provider", "model", "profile", "day")
+GROUPS = ("provider", "model", "profile", "day", "endpoint")
 MILLION = Decimal(1_000_000)
 CENT = Decimal("0.01")
 # The price columns are NUMERIC(14, 6): anything at or above 10^8 does not fit.
@@ -98,7 +98,7 @@ def _usable(value: Decimal | None) -> bool:
     return value is not None and value.is_finite() and value >= 0
 
 
-def _prices(session: Session) -> dict[str, Price]:
+def prices_by_name(session: Session) -> dict[str, Price]:
     """Prices by name; a row no valid price could be (written by hand: NaN, Infinity) is ignored."""
     prices = {}
     for p in session.scalars(select(ModelPrice)):
@@ -127,7 +127,7 @@ def cost(prompt_tokens: int, output_tokens: int, price: Price | None) -> Decimal
             + Decimal(output_tokens) * price.completion) / MILLION
 
 
-def _money(value: Decimal) -> float:
+def money(value: Decimal) -> float:
     return float(value.quantize(CENT, rounding=ROUND_HALF_UP))
 
 
@@ -149,7 +149,7 @@ def analytics(
     """One row per group with volumes, quality, speed, latency, cost and savings."""
     if by not in GROUPS:
         raise UsageError(f"--by must be one of {', '.join(GROUPS)} (got {by!r})")
-    prices = _prices(session)
+    prices = prices_by_name(session)
     reference = None
     if compare_to is not None:
         reference = prices.get(compare_to)
@@ -161,24 +161,26 @@ def analytics(
     query = select(Call.run_id, Call.chunk_id, Call.attempt, Call.provider, Call.model,
                    Call.profile_name, Call.status, Call.error_kind, Call.prompt_tokens,
                    Call.completion_tokens, Call.thinking_tokens, Call.latency_ms, Call.eval_ms,
-                   Call.started_at)
+                   Call.started_at, Call.endpoint, Call.fallback, Call.cached)
     if since is not None:
         query = query.where(Call.started_at >= since)
     groups: dict[str, dict[str, Any]] = defaultdict(lambda: {
         "chunks": set(), "ok_chunks": set(), "calls": 0, "first": 0, "first_ok": 0,
         "retries": 0, "failures": Counter(), "prompt": 0, "completion": 0, "thinking": 0,
         "latencies": [], "decode_tokens": 0, "decode_ms": 0.0, "cost": Decimal(0),
-        "reference": Decimal(0),
+        "reference": Decimal(0), "fallback_chunks": set(), "fallback_calls": 0,
+        "fallback_cost": Decimal(0), "cached": 0,
     })
     for call in session.execute(query):
         key = {"provider": call.provider, "model": call.model, "profile": call.profile_name,
-               "day": _day(call.started_at)}[by]
+               "day": _day(call.started_at), "endpoint": call.endpoint or "(unrecorded)"}[by]
         g = groups[key]
         # Calls made by `kg eval` belong to no run's chunk: they count as calls, not chunks.
         chunk = (call.run_id, call.chunk_id) if call.chunk_id is not None else None
         if chunk is not None:
             g["chunks"].add(chunk)
         g["calls"] += 1
+        g["cached"] += bool(call.cached)
         if call.status == "ok":
             if chunk is not None:
                 g["ok_chunks"].add(chunk)
@@ -197,7 +199,13 @@ def analytics(
             g["latencies"].append(call.latency_ms)
             g["decode_tokens"] += output
             g["decode_ms"] += call.eval_ms if call.eval_ms else call.latency_ms
-        g["cost"] += cost(call.prompt_tokens, output, prices.get(call.model))
+        call_cost = cost(call.prompt_tokens, output, prices.get(call.model))
+        g["cost"] += call_cost
+        if call.fallback:  # served by a profile's fallback: how often, and what it cost
+            g["fallback_calls"] += 1
+            g["fallback_cost"] += call_cost
+            if chunk is not None:
+                g["fallback_chunks"].add(chunk)
         if reference is not None:
             g["reference"] += cost(call.prompt_tokens, output, reference)
     rows = []
@@ -216,11 +224,16 @@ def analytics(
             if g["decode_ms"] else None,
             "latency_p50_ms": _percentile(g["latencies"], 50),
             "latency_p95_ms": _percentile(g["latencies"], 95),
-            "cost": _money(g["cost"]),
+            "cost": money(g["cost"]),
+            "fallback_rate": round(len(g["fallback_chunks"]) / len(g["chunks"]), 4)
+            if g["chunks"] else None,
+            "fallback_calls": g["fallback_calls"],
+            "fallback_cost": money(g["fallback_cost"]),
+            "cache_hit_rate": round(g["cached"] / g["calls"], 4) if g["calls"] else None,
         }
         if reference is not None:
-            row["cost_at_" + _slug(compare_to or "")] = _money(g["reference"])
-            row["savings"] = _money(g["reference"] - g["cost"])
+            row["cost_at_" + _slug(compare_to or "")] = money(g["reference"])
+            row["savings"] = money(g["reference"] - g["cost"])
         rows.append(row)
     return rows
 

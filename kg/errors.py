@@ -85,6 +85,11 @@ class ContextOverflow(ProviderError):
     """The prompt does not fit the model's context: the chunk fails, the run goes on."""
 
 
+class SchemaRejected(ProviderError):
+    """The backend cannot use this request's schema (e.g. no grammar can be built from it):
+    neither fatal nor worth the same retry; extraction falls back to free text."""
+
+
 class MalformedReply(ProviderError):
     """An HTTP 200 whose body is not the protocol's shape (not JSON, fields missing).
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,7 @@ from kg.extraction.extract import MALFORMED, CallStatus, ChunkOutcome
 from kg.extraction.extractor import build as build_extractor
 from kg.extraction.resolve import normalise_label
 from kg.extraction.store import call_rows
+from kg.extraction.vocabulary import TypeInfo, Vocabulary, snake
 
 JSON_KINDS = {"not_json", "truncated", "thinking_only", "schema", MALFORMED}
 
@@ -302,3 +304,191 @@ def compare(a: Evaluation, b: Evaluation) -> list[dict[str, Any]]:
                 vb, int | float) else None
             rows.append({"scope": scope, "metric": metric, "a": va, "b": vb, "delta": delta})
     return rows
+
+
+# -- ontology benchmarks: one JSONL record per text, each with its own ontology ------------------
+
+QUOTE_CHARS = re.compile(r"[\"'“”‘’«»`]")
+
+
+class _Relation(BaseModel):
+    label: str = Field(min_length=1, max_length=64)
+    domain: str | None = None
+    range: str | None = None
+
+
+class _RecordOntology(BaseModel):
+    concepts: list[str] = Field(default_factory=list)
+    relations: list[_Relation] = Field(min_length=1)
+
+
+class Record(BaseModel):
+    """One line of an ontology benchmark file."""
+
+    id: str | int
+    text: str = Field(min_length=1)
+    ontology: _RecordOntology
+    gold_triples: list[tuple[str, str, str]]
+
+
+def load_records(path: Path) -> list[Record]:
+    """Every record of a JSONL file, or UsageError naming the line and the problem."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(Record.model_validate_json(line))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise UsageError(f"{path}:{number}: {where + ': ' if where else ''}{err['msg']}; "
+                             'each line needs {"id", "text", "ontology": {"concepts", '
+                             '"relations"}, "gold_triples"}') from None
+    if not records:
+        raise UsageError(f"{path} holds no records")
+    return records
+
+
+def record_vocabulary(record: Record) -> Vocabulary:
+    """The record's ontology as a strict in-memory vocabulary (nothing is stored)."""
+    types = [TypeInfo(0, snake(r.label), "general", "directed",
+                      snake(r.domain) if r.domain else None,
+                      snake(r.range) if r.range else None) for r in record.ontology.relations]
+    concepts = [snake(c) for c in record.ontology.concepts]
+    known = set(concepts)
+    # A domain/range outside the record's concept list cannot be checked: leave it open.
+    types = [TypeInfo(t.id, t.name, t.category, t.direction,
+                      t.domain if t.domain in known else None,
+                      t.range if t.range in known else None) for t in types]
+    return Vocabulary(types, concept_types=concepts, ontology=f"record:{record.id}"[:64],
+                      mode="strict")
+
+
+def norm_triple_part(value: str, relaxed: bool = False) -> str:
+    """Lower-cased, spaces and underscores collapsed; relaxed also drops quote marks."""
+    if relaxed:
+        value = QUOTE_CHARS.sub("", value)
+    return re.sub(r"[\s_]+", " ", value.casefold()).strip()
+
+
+def _in_text(label: str, text: str) -> bool:
+    return norm_triple_part(label, True) in norm_triple_part(text, True)
+
+
+def score_record(record: Record, outcomes: list[ChunkOutcome]) -> dict[str, Any]:
+    """Triple P/R/F1 (strict and relaxed), ontology conformance, end hallucination, chunks."""
+    predicted: list[tuple[str, str, str]] = []
+    proposed = 0
+    for outcome in outcomes:
+        verdict = outcome.validation
+        if verdict is None:
+            continue
+        predicted += [(r.source, r.type.name, r.target) for r in verdict.relationships]
+        proposed += len(verdict.relationships) + verdict.dropped["unknown_type"]
+    allowed = {snake(r.label) for r in record.ontology.relations}
+    scores: dict[str, Any] = {"id": record.id, "predicted": len(predicted),
+                              "gold": len(record.gold_triples)}
+    for name, relaxed in (("strict", False), ("relaxed", True)):
+        def key(t: tuple[str, str, str], relaxed: bool = relaxed) -> tuple[str, ...]:
+            return tuple(norm_triple_part(x, relaxed) for x in t)
+
+        pred = {key(t) for t in predicted}
+        gold = {key(t) for t in record.gold_triples}
+        p, r, f = _prf(len(pred & gold), len(pred), len(gold))
+        scores |= {f"{name}_precision": p, f"{name}_recall": r, f"{name}_f1": f}
+    in_ontology = sum(snake(t[1]) in allowed for t in predicted)
+    scores["ontology_conformance"] = round(in_ontology / proposed, 4) if proposed else None
+    scores["subject_hallucination"] = (round(sum(not _in_text(t[0], record.text)
+                                                 for t in predicted) / len(predicted), 4)
+                                       if predicted else None)
+    scores["object_hallucination"] = (round(sum(not _in_text(t[2], record.text)
+                                                for t in predicted) / len(predicted), 4)
+                                      if predicted else None)
+    merged = prediction_from(outcomes)
+    scores |= {"chunks": merged.chunks, "chunks_failed": merged.chunks_failed,
+               "first_try_usable": merged.first_try_usable,
+               "quotes_verbatim": merged.quotes_verbatim, "quotes_total": merged.quotes_total}
+    scores["triples"] = [list(t) for t in predicted]
+    return scores
+
+
+RECORD_METRICS = ("strict_precision", "strict_recall", "strict_f1", "relaxed_precision",
+                  "relaxed_recall", "relaxed_f1", "ontology_conformance",
+                  "subject_hallucination", "object_hallucination")
+
+
+def average(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-record scores averaged (records without a value for a metric are left out)."""
+    out: dict[str, Any] = {}
+    for metric in RECORD_METRICS:
+        values = [r[metric] for r in records if r.get(metric) is not None]
+        out[metric] = round(sum(values) / len(values), 4) if values else None
+    chunks = sum(r["chunks"] for r in records) or 1
+    quotes = sum(r["quotes_total"] for r in records)
+    out["usable_first_try"] = round(sum(r["first_try_usable"] for r in records) / chunks, 4)
+    out["chunks_failed"] = sum(r["chunks_failed"] for r in records)
+    out["quotes_verbatim_rate"] = (round(sum(r["quotes_verbatim"] for r in records) / quotes, 4)
+                                   if quotes else None)
+    out["records"] = len(records)
+    return out
+
+
+def evaluate_jsonl(
+    db: Database,
+    path: Path,
+    *,
+    profile: str | None = None,
+    models_dir: Path | None = None,
+    chunking: ChunkingOptions | None = None,
+    on_document: Callable[[str], None] | None = None,
+) -> int:
+    """Extract every record with its own ontology, score, store; returns the evaluation id."""
+    records = load_records(path)
+    started = utcnow()
+    with db.session() as session:
+        base = build_extractor(session, profile, models_dir)
+    settings = base.settings
+    opts = chunking or ChunkingOptions()
+    scored: list[dict[str, Any]] = []
+    try:
+        with ThreadPoolExecutor(max_workers=settings.max_parallel) as pool:
+            for record in records:
+                extractor = base.with_vocabulary(record_vocabulary(record))
+                texts = [c.text for c in chunk_text(record.text, opts)]
+                outcomes = list(pool.map(lambda t, x=extractor: x.extract(0, t), texts))
+                fatal = next((o.fatal for o in outcomes if o.fatal is not None), None)
+                if fatal is not None:
+                    raise fatal
+                with db.transaction() as conn:
+                    calls = [r for o in outcomes for r in call_rows(None, None, o)]
+                    if calls:
+                        conn.execute(insert(Call), calls)
+                scored.append(score_record(record, outcomes))
+                if on_document:
+                    on_document(str(record.id))
+    finally:
+        base.close()
+    with db.session() as session:
+        evaluation = Evaluation(
+            gold_dir=str(path.resolve()),
+            profile={"name": settings.profile_name, "revision": settings.revision,
+                     "provider": settings.provider, "model": settings.model,
+                     "temperature": settings.temperature,
+                     "thinking_mode": settings.thinking_mode, "grounding": settings.grounding,
+                     "descriptions": settings.descriptions},
+            started_at=started, finished_at=utcnow(), documents=len(scored),
+            overall=average(scored), by_category={},
+        )
+        session.add(evaluation)
+        session.flush()
+        for result in scored:
+            session.add(EvaluationDocument(
+                evaluation_id=evaluation.id, document=str(result["id"]), category="record",
+                counts={k: v for k, v in result.items() if k != "triples"},
+                predicted={"triples": result["triples"]}))
+        return evaluation.id

@@ -30,7 +30,7 @@ from pydantic.fields import FieldInfo
 from sqlalchemy import Connection, false, select, text, update
 from sqlalchemy.orm import Session
 
-from kg.db.models import ExtractionProfile, ProfileChange, utcnow
+from kg.db.models import FALLBACK_KINDS, ExtractionProfile, Ontology, ProfileChange, utcnow
 from kg.errors import NotFoundError, UsageError
 from kg.providers import registry
 from kg.providers.base import THINKING_BUDGET, redact_url, url_has_credentials
@@ -52,6 +52,17 @@ class ThinkingMode(StrEnum):
     HIGH = "high"
 
 
+class DescriptionMode(StrEnum):
+    GENERATE = "generate"
+    EVIDENCE = "evidence"
+    OFF = "off"
+
+
+class GroundingMode(StrEnum):
+    ON = "on"
+    OFF = "off"
+
+
 class ProfileSettings(BaseModel):
     """Every editable setting of an extraction profile: the one place each is declared."""
 
@@ -66,7 +77,8 @@ class ProfileSettings(BaseModel):
         description="Model name on the server, or a GGUF path / 'smollm2' for llamacpp.")
     base_url: str | None = Field(
         default=None, max_length=512,
-        description="Server URL, e.g. http://gpu:8000/v1 (Ollama without one: $OLLAMA_HOST).")
+        description="Server URL, e.g. http://gpu:8000/v1 (Ollama without one: $OLLAMA_HOST); "
+                    "repeat the flag for several endpoints of the same model.")
     api_key_env: str | None = Field(
         default=None, max_length=128,
         description="NAME of the environment variable holding the API key, never the key.")
@@ -92,6 +104,22 @@ class ProfileSettings(BaseModel):
     keep_alive: str | None = Field(
         default=None, max_length=32,
         description="Ollama keep_alive: 10m, 1h, -1 (forever), 0 (unload at once).")
+    ontology: str = Field(
+        default="default", min_length=1, max_length=64,
+        description="Ontology whose types extraction uses (see `kg ontology list`).")
+    descriptions: DescriptionMode = Field(
+        default=DescriptionMode.GENERATE,
+        description="Concept descriptions: generate, evidence (the quoted sentence) or off.")
+    grounding: GroundingMode = Field(
+        default=GroundingMode.ON,
+        description="Grounded decoding: labels, ends and quotes can only be text of the chunk.")
+    fallback_profile: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="Profile that serves the chunks this one cannot (see --fallback-on).")
+    fallback_on: str = Field(
+        default="unreachable,timeout,error", max_length=64,
+        description="When a chunk goes to the fallback profile: any of unreachable, timeout, "
+                    "invalid, error, joined by commas.")
 
     @field_validator("provider")
     @classmethod
@@ -101,6 +129,16 @@ class ProfileSettings(BaseModel):
         return value
 
     @field_validator("base_url")
+    @classmethod
+    def _urls(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Several endpoints (--base-url given more than once) are stored comma-separated.
+        if value is None or "," not in value:
+            return cls._url(value, info)
+        urls = [cls._url(u.strip(), info) for u in value.split(",") if u.strip()]
+        if len(set(urls)) != len(urls):
+            raise ValueError("lists the same URL twice; give each endpoint once")
+        return ",".join(u for u in urls if u)
+
     @classmethod
     def _url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
@@ -130,6 +168,16 @@ class ProfileSettings(BaseModel):
                 "the value was not stored"
             )
         return value
+
+    @field_validator("fallback_on")
+    @classmethod
+    def _fallback_on(cls, value: str) -> str:
+        kinds = {k.strip() for k in value.split(",") if k.strip()}
+        unknown = kinds - set(FALLBACK_KINDS)
+        if unknown or not kinds:
+            raise ValueError(f"must be one or more of {', '.join(FALLBACK_KINDS)}, joined by "
+                             f"commas (got {value!r})")
+        return ",".join(k for k in FALLBACK_KINDS if k in kinds)  # the stored, CHECKed order
 
     @field_validator("keep_alive")
     @classmethod
@@ -324,6 +372,16 @@ def _message(err: Any) -> str:
     if "input" in err and name not in _NEVER_ECHO:
         msg += f" (got {err['input']!r})"
     return f"{name} {msg}" if name else msg
+
+
+def _check_ontology(session: Session, fields: ProfileSettings, given: dict[str, Any]) -> None:
+    """A profile may only name an ontology that exists (else ingest would fail much later)."""
+    if "ontology" not in given:
+        return
+    known = session.scalar(select(Ontology.id).where(Ontology.name == fields.ontology))
+    if known is None:
+        raise UsageError(f"no ontology named {fields.ontology!r}; see `kg ontology list` or "
+                         "import one with `kg ontology import FILE`")
 
 
 def validate_fields(values: dict[str, Any]) -> ProfileSettings:
@@ -602,6 +660,7 @@ def set_profile(
     current = _row_fields(existing)
     merged = {**current, **_follow_provider(current, given), **given}
     fields = validate_fields(merged)
+    _check_ontology(session, fields, given)
     _check_for_provider(fields)
     changes = [Change(f, current[f], getattr(fields, f)) for f in FIELDS
                if getattr(fields, f) != current[f]]
@@ -661,6 +720,7 @@ def _create(
             f"provider {provider} needs --model (the model name the server knows, e.g. qwen3:8b)"
         )
     fields = validate_fields({**defaults_for(provider), **given})
+    _check_ontology(session, fields, given)
     _check_for_provider(fields)
     if activate:
         _deactivate_all(session)

@@ -135,13 +135,22 @@ def run_detail(session: Session, run_id: int) -> dict[str, Any]:
             .where(ChunkExtraction.run_id == run_id, ChunkExtraction.status == ChunkStatus.FAILED)
             .order_by(Chunk.id).limit(50))
     ]
+    by_worker = [
+        {"worker": w, "chunks_ok": ok, "chunks_failed": n - ok}
+        for w, n, ok in session.execute(
+            select(ChunkExtraction.worker, func.count(ChunkExtraction.id),
+                   func.count(ChunkExtraction.id).filter(
+                       ChunkExtraction.status == ChunkStatus.OK))
+            .where(ChunkExtraction.run_id == run_id, ChunkExtraction.worker.is_not(None))
+            .group_by(ChunkExtraction.worker).order_by(ChunkExtraction.worker))
+    ]
     return {**_run_row(run), "heartbeat_at": run.heartbeat_at, "pid": run.pid,
             "host": run.host, "error": run.error, "calls": totals.calls,
             "prompt_tokens": totals.prompt_tokens, "completion_tokens": totals.completion_tokens,
             "thinking_tokens": totals.thinking_tokens,
             "llm_seconds": round(totals.latency_ms / 1000, 3),
             "profiles_used": [_masked(p) for p in run.profiles_used],
-            "calls_by_revision": by_revision, "failed_chunks": failures}
+            "calls_by_revision": by_revision, "workers": by_worker, "failed_chunks": failures}
 
 
 def vocabulary(session: Session) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -55,6 +56,15 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-request (kg closing a provider, a killed process) is
+        normal here; the default handler would print a traceback into the stderr of the
+        command under test, which the tests read."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError | OSError):
+            return
+        super().handle_error(request, client_address)
+
 
 class FakeServer:
     """Base: thread, request log, concurrency accounting, scripted replies."""
@@ -69,6 +79,11 @@ class FakeServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.chat_count = 0
+        # Capacity mode: above this many requests in service, chat answers 503 at once
+        # (Ollama with OLLAMA_MAX_QUEUE full, a proxy in front of a saturated server).
+        self.capacity: int | None = None
+        self.busy_answers = 0
+        self.killed = False  # see kill()
         handler = self._handler_class()
         self.httpd = _Server(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -86,6 +101,13 @@ class FakeServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
+    def kill(self) -> None:
+        """Die like a killed process: no new connection, and requests being served get their
+        connection closed without an answer."""
+        self.killed = True
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
     def chat_bodies(self) -> list[dict[str, Any]]:
         return [b for (_m, p, b) in self.requests if p in self.chat_paths and b is not None]
 
@@ -100,6 +122,10 @@ class FakeServer:
         reply = self.next_reply(body)
         with self._slots:
             with self._lock:
+                if self.capacity is not None and self.in_flight >= self.capacity:
+                    self.busy_answers += 1
+                    return Reply(status=503, error="server busy, please try again.  maximum "
+                                                   "pending requests exceeded")
                 self.in_flight += 1
                 self.chat_count += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -147,6 +173,9 @@ class FakeServer:
                     status, ctype, payload = server.bad_json()
                 else:
                     status, ctype, payload = server.route(method, path, body, headers)
+                if server.killed:  # died while serving: the client sees the connection drop
+                    self.close_connection = True
+                    return
                 if isinstance(payload, list):  # streamed lines
                     self.send_response(status)
                     self.send_header("Content-Type", ctype)
@@ -315,6 +344,16 @@ class FakeOllama(FakeServer):
         }
 
 
+def _enum_values(node: Any) -> int:
+    """How many enum values a JSON Schema lists, all enums together."""
+    if isinstance(node, dict):
+        own = len(node["enum"]) if isinstance(node.get("enum"), list) else 0
+        return own + sum(_enum_values(v) for v in node.values())
+    if isinstance(node, list):
+        return sum(_enum_values(v) for v in node)
+    return 0
+
+
 class FakeVLLM(FakeServer):
     """vLLM's OpenAI-compatible server: /v1/chat/completions, /v1/models, /health, /metrics."""
 
@@ -331,6 +370,8 @@ class FakeVLLM(FakeServer):
         self.healthy = True
         # Broken-server mode: /v1/models answers 200 with this body (a dict is sent as JSON).
         self.models_body: dict[str, Any] | str | None = None
+        # Limited-grammar mode: a schema with more enum values in all is refused with a 400.
+        self.max_enum_values: int | None = None
 
     @property
     def base_url(self) -> str:
@@ -376,6 +417,11 @@ class FakeVLLM(FakeServer):
             "json_schema"
         ):
             return self._err(400, "json_schema must be provided", "BadRequestError")
+        values = _enum_values(fmt.get("json_schema", {}).get("schema")) if isinstance(
+            fmt, dict) else 0
+        if self.max_enum_values is not None and values > self.max_enum_values:
+            return self._err(400, f"too many enum values ({values} > "
+                             f"{self.max_enum_values})", "BadRequestError")
         prompt = "".join(m.get("content") or "" for m in body.get("messages") or [])
         prompt_tokens = _tokens(prompt)
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 0
@@ -412,6 +458,106 @@ class FakeVLLM(FakeServer):
                       "completion_tokens": completion,
                       "total_tokens": (reply.prompt_tokens or prompt_tokens) + completion},
         })
+
+
+class FakeCompat(FakeVLLM):
+    """Other OpenAI-compatible servers, each with its own structured-output validation and
+    error bodies (as their sources and bug reports show them):
+
+    - `sglang`: response_format text / json_object / json_schema / structural_tag; errors are
+      flat `{"object": "error", "message", "type", "param", "code"}`.
+    - `llama-server` (llama.cpp): json_schema, json_object (+ `schema`), top-level
+      `json_schema` / `grammar`; `legacy=True` is a build before json_schema support that answers
+      it with 500 `response_format type must be one of "text" or "json_object", but got: ...`.
+      Serves its one model under any name.
+    - `llama-cpp-python` (`python -m llama_cpp.server`): text / json_object (+ `schema`);
+      json_schema fails with HTTP 500 (internal_server_error); any model name; no /health.
+    - `lmstudio`: json_schema or text; else 400 `{"error": "'response_format.type' must be
+      'json_schema' or 'text'"}` (a string, not an object).
+    - `openai-plain`: a strict server without structured output: only text; else 400
+      invalid_request_error naming `response_format.type`.
+    """
+
+    FLAVOURS = ("sglang", "llama-server", "llama-cpp-python", "lmstudio", "openai-plain")
+
+    def __init__(self, flavour: str, legacy: bool = False, **kwargs: Any) -> None:
+        if flavour not in self.FLAVOURS:
+            raise ValueError(f"unknown flavour {flavour!r}")
+        super().__init__(**kwargs)
+        self.flavour = flavour
+        self.legacy = legacy
+        self.rejected = 0  # requests refused for their response_format
+        # A server that takes no style at all (a proxy in front that insists on something
+        # kg does not send): every chat request is refused naming response_format.
+        self.refuse_all = False
+
+    def _err(self, status: int, message: str, kind: str, param: str | None = None):
+        if self.flavour == "sglang":
+            return status, "application/json", json.dumps(
+                {"object": "error", "message": message, "type": kind, "param": param,
+                 "code": status})
+        if self.flavour == "llama-server":
+            return status, "application/json", json.dumps(
+                {"error": {"code": status, "message": message,
+                           "type": "server_error" if status >= 500 else "invalid_request_error"}})
+        if self.flavour == "lmstudio":
+            return status, "application/json", json.dumps({"error": message})
+        return super()._err(status, message, kind, param)
+
+    def route(self, method: str, path: str, body: Any, headers: dict[str, str]):
+        if path == "/health" and self.flavour in ("llama-cpp-python", "lmstudio",
+                                                  "openai-plain"):
+            return 404, "application/json", json.dumps({"detail": "Not Found"})
+        return super().route(method, path, body, headers)
+
+    def _format_error(self, body: dict[str, Any]):
+        fmt = body.get("response_format")
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        if self.refuse_all:
+            return self._err(400, f"response_format {kind or 'missing'} is not accepted here",
+                             "BadRequestError", "response_format")
+        if self.flavour == "sglang":
+            if kind not in (None, "text", "json_object", "json_schema", "structural_tag"):
+                return self._err(400, "1 validation error for ChatCompletionRequest\n"
+                                 "response_format.type\n  Input should be 'text', 'json_object',"
+                                 " 'json_schema' or 'structural_tag'", "BadRequestError")
+            if kind == "json_schema" and not (fmt.get("json_schema") or {}).get("schema"):
+                return self._err(400, "json_schema.schema is required for response_format "
+                                 "json_schema", "BadRequestError")
+        elif self.flavour == "llama-server":
+            if "json_schema" in body and "grammar" in body:
+                return self._err(400, 'Either "json_schema" or "grammar" can be specified, but '
+                                 "not both", "")
+            allowed = ("text", "json_object") if self.legacy else ("text", "json_object",
+                                                                   "json_schema")
+            if kind is not None and kind not in allowed:
+                return self._err(500, 'response_format type must be one of "text" or '
+                                 f'"json_object", but got: {kind}', "")
+        elif self.flavour == "llama-cpp-python":
+            if kind not in (None, "text", "json_object"):
+                return 500, "application/json", json.dumps({"error": {
+                    "message": "1 validation error for CreateChatCompletionRequest\n"
+                               "response_format.type\n  Input should be 'text' or "
+                               f"'json_object' [type=literal_error, input_value='{kind}']",
+                    "type": "internal_server_error", "param": None, "code": None}})
+        elif self.flavour == "lmstudio":
+            if kind not in (None, "text", "json_schema"):
+                return self._err(400, "'response_format.type' must be 'json_schema' or 'text'",
+                                 "")
+        elif kind not in (None, "text"):
+            return super()._err(400, f"Invalid value: '{kind}'. Supported values are: 'text'.",
+                                "invalid_request_error", "response_format.type")
+        return None
+
+    def _chat(self, body: dict[str, Any]):
+        error = self._format_error(body)
+        if error is not None:
+            with self._lock:
+                self.rejected += 1
+            return error
+        if self.flavour in ("llama-server", "llama-cpp-python"):
+            body = {**body, "model": self.served_model}  # one model, any name
+        return super()._chat(body)
 
 
 NAME = re.compile(r"\b[A-Z][a-z]+(?: [A-Z][a-z]+)*\b")
@@ -461,11 +607,14 @@ def serve(argv: list[str] | None = None) -> None:
     parser.add_argument("kind", choices=["ollama", "vllm"])
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--slots", type=int, default=64)
+    parser.add_argument("--capacity", type=int, default=None,
+                        help="answer 503 above this many requests in service")
     args = parser.parse_args(argv)
     responder = graph_responder(args.delay)
     server: FakeServer = (FakeOllama(responder=responder, slots=args.slots)
                           if args.kind == "ollama"
                           else FakeVLLM(responder=responder, slots=args.slots))
+    server.capacity = args.capacity
     with server:
         print(server.url if args.kind == "ollama" else f"{server.url}/v1", flush=True)
         signal.sigwait({signal.SIGTERM, signal.SIGINT})

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
 from kg.errors import ServerFailure
 from kg.extraction.breaker import CircuitBreaker, State
 from tests.fakes import FakeOllama, FakeVLLM, Reply, chunk_of, graph_reply
-from tests.test_engine import paragraphs, rows, small_chunks, use_server, write
+from tests.test_ingest import paragraphs, rows, small_chunks, use_server, write
 
 BOOM = ServerFailure("Ollama at http://x failed (500): boom")
 
@@ -139,3 +140,59 @@ def test_malformed_200_replies_are_retried_recorded_and_never_leave_a_run_runnin
         summary = json.loads(result.stdout)
     assert summary["status"] == "failed" and summary["chunks_failed"] == 1
     assert rows(db, "SELECT status FROM runs ORDER BY id") == [("completed",), ("failed",)]
+
+
+# -- adaptive concurrency (the window inside each breaker) ---------------------------------
+
+def start(pace, n: int) -> None:
+    """n requests put in service, each by its own thread (as the engine's workers do)."""
+    threads = [threading.Thread(target=pace.started) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_adaptive_window_falls_to_what_the_server_serves_and_climbs_back() -> None:
+    from kg.extraction.concurrency import AdaptiveLimit
+
+    pace = AdaptiveLimit()
+    assert pace.limit(8) == 8  # no overload seen: max_parallel
+    start(pace, 8)
+    for _ in range(5):  # five turned away while three are being served
+        assert pace.overloaded() is True
+    assert pace.in_service == 3 and pace.limit(8) == 3
+    for _ in range(3):
+        pace.answered()
+    climbed = pace.limit(8)
+    assert climbed == 3  # +1/window per answer: one more request per window of answers
+    for _ in range(40):
+        start(pace, 1)
+        pace.answered()
+    assert pace.limit(8) == 8  # the server kept up: back to the ceiling
+
+
+def test_adaptive_window_halves_on_timeouts_and_foreign_overload() -> None:
+    from kg.extraction.concurrency import AdaptiveLimit
+
+    pace = AdaptiveLimit()
+    pace.limit(8)
+    start(pace, 1)
+    pace.timed_out()
+    assert pace.limit(8) == 4
+    start(pace, 1)
+    # Busy with nothing of ours in service: not our overload (counts as a failure).
+    assert pace.overloaded() is False
+    assert pace.limit(8) == 2
+
+
+def test_busy_answers_while_others_are_served_do_not_count_as_failures() -> None:
+    from kg.errors import ServerBusy
+
+    breaker = CircuitBreaker("http://x", threshold=2)
+    assert breaker.allows()
+    start(breaker.pace, 1)  # two requests in service
+    threading.Timer(0.2, breaker.pace.answered).start()  # the other one ends a bit later
+    # One turned away while the other is served: it waits for that one, then may go again.
+    assert breaker.overload(ServerBusy("busy")) is True
+    assert breaker.state == State.CLOSED and breaker.pace.in_service == 0

@@ -145,6 +145,34 @@ def test_kg_service_talks_to_the_stack_inside_the_network(name: str, tmp_path: P
 
 
 @pytest.mark.parametrize("name", FILES)
+def test_kg_service_can_queue_instead_of_extracting(name: str, tmp_path: Path) -> None:
+    spec = services(name)["kg"]
+    env = fake(tmp_path, "kg", 'echo "kg $*" >> "$LOG"\n')
+    log = tmp_path / "calls.log"
+    result = run_command(spec, {**env, "LOG": str(log)}, {"KG_INGEST_OPTIONS": "--queue"})
+    assert result.returncode == 0, result.stderr
+    assert log.read_text().splitlines()[-1] == "kg ingest /data --recursive --queue"
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_worker_service_scales_and_stops_gracefully(name: str) -> None:
+    spec = services(name)["worker"]
+    assert spec["profiles"] == ["workers"] and "worker" not in started_by_up(name)
+    assert interpolate(str(spec["deploy"]["replicas"])) == "2"
+    assert interpolate(str(spec["deploy"]["replicas"]), {"KG_WORKERS": "6"}) == "6"
+    assert [interpolate(c, {"KG_WORKER_CONCURRENCY": "4"}) for c in spec["command"]] == \
+        ["worker", "--concurrency", "4"]
+    assert interpolate(spec["environment"]["KG_DATABASE_URL"]) == \
+        "postgresql+psycopg://kg:kg@postgres:5432/kg"
+    assert spec["depends_on"]["postgres"]["condition"] == "service_healthy"
+    server = "ollama-pull" if "ollama" in name else "vllm"
+    assert server in spec["depends_on"]
+    # SIGTERM, then time for the chunks in hand before compose kills it.
+    assert spec["stop_grace_period"] == "5m" and spec["restart"] == "unless-stopped"
+    assert "ports" not in spec
+
+
+@pytest.mark.parametrize("name", FILES)
 def test_postgres_is_healthchecked_and_keeps_its_data(name: str) -> None:
     postgres = services(name)["postgres"]
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])

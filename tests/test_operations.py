@@ -14,7 +14,7 @@ from sqlalchemy import text
 from kg.db import Database
 from kg.recommend import recommend
 from tests.fakes import FakeModel, FakeOllama, FakeVLLM, Reply
-from tests.test_engine import use_server
+from tests.test_ingest import use_server
 from tests.test_providers import free_port
 
 PROBE_REPLY = json.dumps({
@@ -205,6 +205,7 @@ def test_analytics_agree_with_a_hand_computation(kg, db) -> None:
         "tokens_per_s": 520.0,  # 1300 output tokens over 2.5 s of eval time
         "latency_p50_ms": 2000.0, "latency_p95_ms": 2900.0,
         "cost": 0.0, "cost_at_cloud_ref": 0.02, "savings": 0.02,
+        "fallback_rate": 0.0, "fallback_calls": 0, "fallback_cost": 0.0, "cache_hit_rate": 0.0,
     }
     everything = json.loads(kg("admin", "extraction", "analytics", "--by", "model",
                                "--json").stdout)

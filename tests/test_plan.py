@@ -15,7 +15,7 @@ from kg.extraction import loaders, plan, runs
 from kg.extraction.chunking import ChunkingOptions
 from kg.extraction.ingest import IngestRequest, Planning, Progress, ingest
 from tests.fakes import FakeOllama, Reply, chunk_of, graph_reply
-from tests.test_engine import STORY, paragraphs, rows, small_chunks, use_server, write
+from tests.test_ingest import STORY, paragraphs, rows, small_chunks, use_server, write
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ChunkingOptions(target_tokens=60, min_tokens=20, max_tokens=120, overlap_tokens=0)

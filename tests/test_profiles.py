@@ -16,7 +16,7 @@ from sqlalchemy import text
 from kg import profiles
 from kg.db import Database
 from kg.profiles import SETTINGS, ProfileSettings, ProviderSettings, ThinkingMode
-from tests.test_foundation import snapshot
+from tests.test_admin import snapshot
 from tests.test_providers import free_port
 
 # -- the model's bounds are the database's CHECKs -------------------------------------------------

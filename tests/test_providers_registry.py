@@ -14,7 +14,7 @@ from kg.profiles import ProviderSettings
 from kg.providers import ProviderSpec, Reload, Thinking, register, registry
 from kg.providers.base import CheckResult, CheckStatus, Completion, Message, ProviderBase
 from tests.fakes import chunk_of, graph_reply
-from tests.test_engine import rows
+from tests.test_ingest import rows
 
 
 class CannedProvider(ProviderBase):

@@ -17,7 +17,7 @@ from kg.cli.main import cli
 from kg.db import Database
 from kg.db import migrate as kg_migrate
 from tests.fakes import FakeOllama, Reply, chunk_of, graph_reply
-from tests.test_engine import paragraphs, small_chunks
+from tests.test_ingest import paragraphs, small_chunks
 
 ROOT = Path(__file__).resolve().parent.parent
 

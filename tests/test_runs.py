@@ -15,7 +15,7 @@ from kg.errors import UsageError
 from kg.extraction import runs
 from kg.extraction.runs import ChunkStatus, DocumentStatus, RunStatus
 from tests.fakes import FakeOllama, Reply, chunk_of, graph_reply
-from tests.test_engine import paragraphs, rows, small_chunks, use_server, write
+from tests.test_ingest import paragraphs, rows, small_chunks, use_server, write
 
 
 def _check_values(model: type, name: str) -> set[str]:

@@ -23,7 +23,7 @@ from kg.extraction.store import MAX_ATTEMPTS, ChunkRef, GraphWriter, lock_graph
 from kg.extraction.validate import validate_reply
 from kg.extraction.vocabulary import Vocabulary
 from kg.profiles import get_active, provider_settings
-from tests.test_engine import rows
+from tests.test_ingest import rows
 
 BOUNDS = bounds_for_budget(2048)
 FILLER = " and the story went on for a while in the old house by the river"

@@ -10,6 +10,8 @@ import click
 from kg import profiles
 from kg.cli import context
 from kg.cli.render import as_json, emit, emit_object, emit_rows, key_values, output_option
+from kg.cli.routing import routing
+from kg.cli.tokens import tokens
 from kg.providers import registry
 from kg.providers.base import redact_url
 
@@ -20,7 +22,8 @@ PROFILE_COLUMNS = ["active", "name", "provider", "model", "base_url", "thinking_
 ANALYTICS_TABLE = {"chunks": "chunks", "calls": "calls", "success_rate": "ok",
                    "valid_first_try_rate": "1st try", "failures": "failures",
                    "tokens_per_s": "tok/s", "latency_p50_ms": "p50 ms",
-                   "latency_p95_ms": "p95 ms", "cost": "cost", "savings": "savings"}
+                   "latency_p95_ms": "p95 ms", "cost": "cost", "savings": "savings",
+                   "fallback_rate": "fallback", "cache_hit_rate": "cached"}
 
 
 @click.group()
@@ -56,8 +59,9 @@ def _click_type(setting: profiles.Setting) -> click.ParamType:
 def setting_options(func: F) -> F:
     """One flag per profile setting, generated from kg.profiles.ProfileSettings."""
     for setting in reversed(profiles.SETTINGS.values()):
+        # base_url: repeated for several endpoints (joined with commas by `set`).
         func = click.option(setting.flag, setting.name, type=_click_type(setting),
-                            help=setting.help())(func)
+                            multiple=setting.name == "base_url", help=setting.help())(func)
     return func
 
 
@@ -117,6 +121,9 @@ def list_(output: str) -> None:
 @click.option("--json", "as_json_", is_flag=True, help="Machine-readable output.")
 def set_(name: str | None, activate: bool, by: str | None, as_json_: bool, **updates: Any) -> None:
     """Change settings (flags not given keep their value); a new --profile name creates it."""
+    urls = updates.get("base_url")
+    if isinstance(urls, tuple):  # --base-url repeated: several endpoints of one model
+        updates["base_url"] = None if not urls else ",".join(urls) if all(urls) else ""
     with context.session() as session:
         result = profiles.set_profile(
             session, updates, name=name, activate=activate, by=_actor(by)
@@ -233,7 +240,8 @@ def test_(name: str | None, output: str) -> None:
 @extraction.command()
 @click.option("--last-30-days", is_flag=True, help="Only the last 30 days.")
 @click.option("--since", help="Only calls since this date (YYYY-MM-DD, UTC).")
-@click.option("--by", "by", type=click.Choice(["provider", "model", "profile", "day"]),
+@click.option("--by", "by", type=click.Choice(["provider", "model", "profile", "day",
+                                               "endpoint"]),
               default="model", show_default=True)
 @click.option("--compare-to", help="A priced model: savings = its cost for the same tokens "
                                    "minus ours.")
@@ -341,3 +349,5 @@ def prices_delete(name: str) -> None:
     emit(f"price of {name} deleted")
 
 
+admin.add_command(tokens)  # `kg admin tokens ...` (API tokens for `kg serve`)
+admin.add_command(routing)  # `kg admin routing ...` (which profile serves which chunks)

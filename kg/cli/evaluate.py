@@ -32,7 +32,9 @@ class _EvalGroup(click.Group):
 def _scope_table(data: dict) -> RenderableType:
     """One row per metric, one column per scope: narrow enough for any terminal."""
     scopes = {"overall": data["overall"], **data["by_category"]}
-    rows = [{"metric": k, **{scope: m.get(k) for scope, m in scopes.items()}} for k in SHOWN]
+    # An ontology benchmark (JSONL) has its own metrics and no categories.
+    shown = SHOWN if "concept_f1" in data["overall"] else tuple(data["overall"])
+    rows = [{"metric": k, **{scope: m.get(k) for scope, m in scopes.items()}} for k in shown]
     return table(rows, ["metric", *scopes])
 
 
@@ -41,9 +43,11 @@ def _run(gold_dir: Path, profile: str | None) -> int:
     database = context.database()
     progress = (lambda doc: click.echo(f"scored {doc}", err=True)) if sys.stderr.isatty() \
         else None
+    # A .jsonl file is an ontology benchmark: one record per line, each with its ontology.
+    run = ev.evaluate_jsonl if gold_dir.suffix.lower() == ".jsonl" else ev.evaluate
     try:
-        return ev.evaluate(database, gold_dir, profile=profile,
-                           models_dir=context.settings().models_dir, on_document=progress)
+        return run(database, gold_dir, profile=profile,
+                   models_dir=context.settings().models_dir, on_document=progress)
     finally:
         database.dispose()
 
@@ -62,17 +66,19 @@ def _show(evaluation_id: int, output: str) -> None:
 
 @click.group(cls=_EvalGroup, name="eval")
 def eval_() -> None:
-    """Score extraction against gold annotations (NAME.gold.json beside each document)."""
+    """Score extraction against gold annotations (NAME.gold.json beside each document, or a
+    JSONL file of records with their own ontology)."""
 
 
 @eval_.command(name="run", hidden=True)
-@click.argument("gold_dir", type=click.Path(path_type=Path))
+@click.argument("gold_dir", metavar="GOLD_DIR|FILE.jsonl", type=click.Path(path_type=Path))
 @click.option("--profile",
               shell_complete=context.complete_profile_names,
               help="Profile to evaluate (default: $KG_PROFILE, else the active one).")
 @json_option
 def run(gold_dir: Path, profile: str | None, output: str) -> None:
-    """Extract and score every annotated document under GOLD_DIR."""
+    """Extract and score every annotated document under GOLD_DIR (or every record of a
+    .jsonl file)."""
     _show(_run(gold_dir, profile), output)
 
 

@@ -90,10 +90,13 @@ def runs_show(run_id: int, output: str) -> None:
         emit_object(data, output)
         return
     scalars = [(k, v) for k, v in data.items()
-               if k not in ("profiles_used", "calls_by_revision", "failed_chunks")]
+               if k not in ("profiles_used", "calls_by_revision", "workers", "failed_chunks")]
     emit(key_values(scalars))
     emit("\ncalls by profile revision:")
     emit(table(data["calls_by_revision"]))
+    if data["workers"]:
+        emit("\nchunks by worker:")
+        emit(table(data["workers"]))
     if data["failed_chunks"]:
         emit("\nfailed chunks:")
         emit(table(data["failed_chunks"]))
@@ -149,3 +152,20 @@ def vocab_list(output: str) -> None:
 def vocab_proposals(limit: int, output: str) -> None:
     """Types models used that are not in the vocabulary (kept for review, not added)."""
     emit_rows(_read(queries.proposals, limit), output)
+
+
+@vocab.command(name="accept")
+@click.argument("name")
+@click.option("--into", "into", default="default", show_default=True, metavar="ONTOLOGY",
+              help="Ontology to add the type to.")
+@json_option
+def vocab_accept(name: str, into: str, output: str) -> None:
+    """Promote a proposed type into an ontology (its revision grows)."""
+    from kg import ontology
+
+    result = _read(ontology.accept_proposal, name, into)
+    if output == "json":
+        emit_object(result, output)
+        return
+    emit(f"accepted {result['name']} into ontology {result['ontology']} "
+         f"(revision {result['revision']})")

@@ -119,6 +119,39 @@ def _report(summary: IngestSummary) -> None:
     ]))
 
 
+def _dry_run(request: IngestRequest, compare_to: str | None, output: str) -> None:
+    from kg.extraction.estimate import estimate
+
+    database = context.database()
+    try:
+        found = estimate(database, request.paths, recursive=request.recursive,
+                         profile=request.profile, chunking=request.chunking,
+                         force=request.force, models_dir=context.settings().models_dir,
+                         compare_to=compare_to, use_cache=request.cache)
+    finally:
+        database.dispose()
+    if output == "json":
+        emit_object(found.as_dict(), output)
+        return
+    for path, reason in found.skipped:
+        click.echo(f"skipped {path}: {reason}", err=True)
+    pairs: list[tuple[str, object]] = [
+        ("profile", f"{found.profile} ({found.model})"),
+        ("documents", f"{found.documents} ({len(found.unchanged)} unchanged, "
+                      f"{len(found.skipped)} skipped)"),
+        ("chunks", f"{found.chunks} ({found.cache_hits} answered by the call cache)"),
+        ("LLM calls", f"{found.calls} (one valid reply per chunk; retries come on top)"),
+        ("prompt tokens", f"{found.prompt_tokens} ({found.prompt_source})"),
+        ("completion tokens", f"{found.completion_tokens} ({found.completion_source})"),
+        ("time", f"{found.seconds:.0f}s ({found.speed_source})" if found.seconds is not None
+         else found.speed_source),
+        ("cost", found.cost),
+    ]
+    if found.compare_to is not None:
+        pairs.append((f"cost at {found.compare_to}", found.reference_cost))
+    emit(key_values(pairs))
+
+
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--recursive", "-r", is_flag=True, help="Descend into folders.")
@@ -137,16 +170,32 @@ def _report(summary: IngestSummary) -> None:
               show_default=True, help="Concept merge threshold (101 disables fuzzy merging).")
 @click.option("--retry-backoff", type=click.FloatRange(0, 60), default=1.0, show_default=True,
               help="First wait in seconds before retrying a busy or timed-out server (doubles).")
+@click.option("--queue", "queued", is_flag=True,
+              help="Plan the run and queue its chunks for `kg worker` processes "
+                   "(PostgreSQL); prints the run id and returns.")
+@click.option("--follow", is_flag=True, help="With --queue: show progress until the run ends.")
+@click.option("--no-cache", is_flag=True,
+              help="Ask the model even for requests answered before (and store nothing).")
+@click.option("--dry-run", is_flag=True,
+              help="Send nothing, write nothing: documents, chunks, calls, estimated tokens, "
+                   "time and cost.")
+@click.option("--compare-to", metavar="MODEL",
+              help="With --dry-run: also the cost at this priced model (`kg admin prices`).")
+@click.option("--ontology", metavar="NAME",
+              help="Extract with this ontology for this run (default: the profile's).")
 @json_option
 def ingest(paths: tuple[Path, ...], recursive: bool, profile: str | None, force: bool,
            resume: int | None, chunk_tokens: int, chunk_min: int, chunk_max: int,
            chunk_overlap: int, fuzzy_threshold: float, retry_backoff: float,
-           output: str) -> None:
+           queued: bool, follow: bool, no_cache: bool, dry_run: bool, compare_to: str | None,
+           ontology: str | None, output: str) -> None:
     """Extract concepts and relationships from PATHS (.txt .md .pdf .html) into the graph."""
     if not paths and resume is None:
         raise UsageError("give files or folders to ingest, or --resume RUN_ID")
     if paths and resume is not None:
         raise UsageError("--resume takes no paths: a run resumes its own documents")
+    if ontology is not None and not ontology.strip():
+        raise UsageError("--ontology needs an ontology name; see `kg ontology list`")
     try:
         chunking = ChunkingOptions(target_tokens=chunk_tokens, min_tokens=chunk_min,
                                    max_tokens=chunk_max, overlap_tokens=chunk_overlap)
@@ -156,7 +205,20 @@ def ingest(paths: tuple[Path, ...], recursive: bool, profile: str | None, force:
     request = IngestRequest(paths=list(paths), recursive=recursive,
                             profile=context.profile_choice(profile), force=force, resume=resume,
                             chunking=chunking, fuzzy_threshold=fuzzy_threshold,
-                            backoff_s=retry_backoff)
+                            backoff_s=retry_backoff, cache=not no_cache, ontology=ontology)
+    if compare_to is not None and not dry_run:
+        raise UsageError("--compare-to goes with --dry-run (for past runs: `kg admin "
+                         "extraction analytics --compare-to`)")
+    if dry_run:
+        if resume is not None or queued:
+            raise UsageError("--dry-run plans new paths; it takes neither --resume nor --queue")
+        _dry_run(request, compare_to, output)
+        return
+    if queued or follow:
+        from kg.cli.worker import ingest_queued  # the queue's part of `kg ingest`
+
+        ingest_queued(request, follow, output)
+        return
     database = context.database()
     display = ProgressDisplay()
     try:

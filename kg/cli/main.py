@@ -64,9 +64,12 @@ COMMANDS = {
     "ingest": "kg.cli.ingest:ingest",
     "logs": "kg.cli.logs:logs",
     "models": "kg.cli.models:models",
+    "ontology": "kg.cli.ontology:ontology_group",
     "relationships": "kg.cli.curation:relationships",  # + delete
     "runs": "kg.cli.graph:runs",
+    "serve": "kg.cli.serve:serve",
     "vocab": "kg.cli.graph:vocab",
+    "worker": "kg.cli.worker:worker",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -19,12 +20,20 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Provider names are checked by kg.providers.registry (plug-ins may add some), not by a CHECK.
 THINKING_MODES = ("off", "low", "medium", "high")
+# What sends a chunk to the fallback profile; stored as a comma-separated subset in this order.
+FALLBACK_KINDS = ("unreachable", "timeout", "invalid", "error")
+FALLBACK_ON = tuple(",".join(c) for n in range(1, len(FALLBACK_KINDS) + 1)
+                    for c in itertools.combinations(FALLBACK_KINDS, n))
+DESCRIPTIONS = ("generate", "evidence", "off")
+GROUNDING = ("on", "off")
+ONTOLOGY_MODES = ("strict", "open")
 
 
 def utcnow() -> datetime:
@@ -65,6 +74,13 @@ class ExtractionProfile(Base):
         CheckConstraint("length(name) >= 1 AND length(name) <= 64", name="ck_profile_name"),
         CheckConstraint("length(model) >= 1", name="ck_profile_model"),
         CheckConstraint("revision >= 1", name="ck_profile_revision"),
+        CheckConstraint("length(ontology) >= 1 AND length(ontology) <= 64",
+                        name="ck_profile_ontology"),
+        CheckConstraint(_in("descriptions", DESCRIPTIONS), name="ck_profile_descriptions"),
+        CheckConstraint(_in("grounding", GROUNDING), name="ck_profile_grounding"),
+        CheckConstraint("fallback_profile IS NULL OR (length(fallback_profile) >= 1 "
+                        "AND length(fallback_profile) <= 64)", name="ck_profile_fallback_profile"),
+        CheckConstraint(_in("fallback_on", FALLBACK_ON), name="ck_profile_fallback_on"),
         Index(
             "uq_extraction_profiles_one_active",
             "active",
@@ -91,6 +107,12 @@ class ExtractionProfile(Base):
     max_retries: Mapped[int] = mapped_column(Integer)
     timeout_s: Mapped[float] = mapped_column(Float)
     keep_alive: Mapped[str | None] = mapped_column(String(32))
+    fallback_profile: Mapped[str | None] = mapped_column(String(64))
+    fallback_on: Mapped[str] = mapped_column(String(64), default="unreachable,timeout,error",
+                                             server_default="unreachable,timeout,error")
+    ontology: Mapped[str] = mapped_column(String(64), default="default")
+    descriptions: Mapped[str] = mapped_column(String(8), default="generate")
+    grounding: Mapped[str] = mapped_column(String(8), default="on")
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     revision: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -141,6 +163,59 @@ class RelationshipTypeProposal(Base):
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Ontology(Base):
+    """A named set of concept and relation types; `revision` grows with every change."""
+
+    __tablename__ = "ontologies"
+    __table_args__ = (
+        CheckConstraint(_in("mode", ONTOLOGY_MODES), name="ck_ontology_mode"),
+        CheckConstraint("revision >= 1", name="ck_ontology_revision"),
+        CheckConstraint("length(name) >= 1", name="ck_ontology_name"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    mode: Mapped[str] = mapped_column(String(8), default="strict")
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OntologyConceptType(Base):
+    __tablename__ = "ontology_concept_types"
+    __table_args__ = (UniqueConstraint("ontology_id", "name", name="uq_ontology_concept_type"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ontology_id: Mapped[int] = mapped_column(
+        ForeignKey("ontologies.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(300), default="")
+
+
+class OntologyRelationType(Base):
+    """A relation type of one ontology; `type_id` is its name in the graph's type registry."""
+
+    __tablename__ = "ontology_relation_types"
+    __table_args__ = (
+        UniqueConstraint("ontology_id", "name", name="uq_ontology_relation_type"),
+        CheckConstraint("direction IN ('directed', 'symmetric')",
+                        name="ck_ontology_relation_direction"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ontology_id: Mapped[int] = mapped_column(
+        ForeignKey("ontologies.id", ondelete="CASCADE"), index=True)
+    type_id: Mapped[int] = mapped_column(ForeignKey("relationship_types.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(32), default="general")
+    description: Mapped[str] = mapped_column(String(300), default="")
+    direction: Mapped[str] = mapped_column(String(16), default="directed")
+    domain: Mapped[str | None] = mapped_column(String(64))
+    range: Mapped[str | None] = mapped_column(String(64))
+    example: Mapped[str | None] = mapped_column(String(300))
+
+
 class Document(Base):
     __tablename__ = "documents"
     __table_args__ = (
@@ -185,6 +260,7 @@ class Concept(Base):
     norm_label: Mapped[str] = mapped_column(String(200), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     search_terms: Mapped[list[str]] = mapped_column(JSON, default=list)
+    type: Mapped[str | None] = mapped_column(String(64))  # None: made before ontologies
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     aliases: Mapped[list[ConceptAlias]] = relationship(back_populates="concept")
@@ -276,6 +352,8 @@ class Run(Base):
     chunks_ok: Mapped[int] = mapped_column(Integer, default=0)
     chunks_failed: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    ontology: Mapped[str | None] = mapped_column(String(64))
+    ontology_revision: Mapped[int | None] = mapped_column(Integer)
 
 
 class RunDocument(Base):
@@ -308,7 +386,11 @@ class ChunkExtraction(Base):
     relationships: Mapped[int] = mapped_column(Integer, default=0)
     dropped: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
+    ontology: Mapped[str | None] = mapped_column(String(64))
+    ontology_revision: Mapped[int | None] = mapped_column(Integer)
     finished_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The `kg worker` that stored it (host:pid); NULL for a single-process `kg ingest`.
+    worker: Mapped[str | None] = mapped_column(String(255))
 
 
 class Call(Base):
@@ -339,6 +421,13 @@ class Call(Base):
     error: Mapped[str | None] = mapped_column(Text)
     response: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    ontology: Mapped[str | None] = mapped_column(String(64))
+    ontology_revision: Mapped[int | None] = mapped_column(Integer)
+    grounding: Mapped[str | None] = mapped_column(String(8))  # on | fallback | off
+    endpoint: Mapped[str | None] = mapped_column(String(512))  # where it went (no credentials)
+    fallback: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    rule_id: Mapped[int | None] = mapped_column(Integer)  # the routing rule that chose it
+    cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ModelPrice(Base):
@@ -386,3 +475,49 @@ class EvaluationDocument(Base):
     category: Mapped[str] = mapped_column(String(64))
     counts: Mapped[dict[str, Any]] = mapped_column(JSON)
     predicted: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class EndpointStyle(Base):
+    """How an OpenAI-compatible endpoint takes structured output, learnt by a first request."""
+
+    __tablename__ = "endpoint_styles"
+    __table_args__ = (
+        CheckConstraint("style IN ('json_schema', 'json_object+schema', 'plain')",
+                        name="ck_endpoint_style"),
+    )
+
+    base_url: Mapped[str] = mapped_column(String(512), primary_key=True)
+    model: Mapped[str] = mapped_column(String(512), primary_key=True)
+    style: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")  # what the server said to the others
+    probed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RoutingRule(Base):
+    """`kg admin routing add`: chunks matching `expr` go to `profile` (lowest priority first)."""
+
+    __tablename__ = "routing_rules"
+    __table_args__ = (
+        CheckConstraint("priority >= 0 AND priority <= 1000000", name="ck_routing_priority"),
+        CheckConstraint("length(expr) >= 1", name="ck_routing_expr"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    expr: Mapped[str] = mapped_column(Text)
+    profile: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[int] = mapped_column(Integer, default=100)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+
+
+class CachedReply(Base):
+    """A valid reply by the content address of its request (kg.extraction.cache)."""
+
+    __tablename__ = "call_cache"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 hex
+    model: Mapped[str] = mapped_column(String(512))
+    content: Mapped[str] = mapped_column(Text)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

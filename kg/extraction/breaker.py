@@ -22,7 +22,8 @@ from collections import deque
 from collections.abc import Callable
 from enum import StrEnum
 
-from kg.errors import ProviderError
+from kg.errors import ProviderError, ProviderTimeout, ServerBusy
+from kg.extraction.concurrency import AdaptiveLimit
 
 FAILURES = 5
 WINDOW_S = 60.0
@@ -55,17 +56,34 @@ class CircuitBreaker:
         self._failures: deque[float] = deque()
         self._clock = clock
         self._lock = threading.Lock()
+        self.pace = AdaptiveLimit()
 
     def allows(self) -> bool:
-        """May a request (a first attempt or a retry) be sent now?"""
-        return self.state != State.OPEN
+        """May a request (a first attempt or a retry) be sent now? A yes counts it as sent
+        (the adaptive window counts requests in service)."""
+        if self.state == State.OPEN:
+            return False
+        self.pace.started()
+        return True
 
     def capacity(self, limit: int) -> int:
-        """How many requests may be in flight: all when closed, one probe when half-open."""
-        return {State.CLOSED: limit, State.HALF_OPEN: 1, State.OPEN: 0}[self.state]
+        """How many requests may be in flight: the adaptive window (max_parallel at most)
+        when closed, one probe when half-open."""
+        if self.state == State.CLOSED:
+            return self.pace.limit(limit)
+        return 1 if self.state == State.HALF_OPEN else 0
+
+    def overload(self, error: ProviderError) -> bool:
+        """A busy answer. True when it is our own overload: the request waits for a turn and
+        goes again, costing the chunk nothing. False: count it as a failure."""
+        if not isinstance(error, ServerBusy) or not self.pace.overloaded():
+            return False
+        self.pace.wait_turn()
+        return True
 
     def success(self) -> None:
         """The endpoint answered (whatever the model said): the failure streak ends."""
+        self.pace.answered()
         with self._lock:
             self._failures.clear()
             if self.state == State.HALF_OPEN:
@@ -73,6 +91,10 @@ class CircuitBreaker:
 
     def failure(self, error: ProviderError) -> bool:
         """Count one server failure; True if this one opened the circuit."""
+        if isinstance(error, ProviderTimeout):
+            self.pace.timed_out()
+        elif not isinstance(error, ServerBusy):  # a busy answer was counted by overload()
+            self.pace.failed()
         with self._lock:
             if self.state == State.OPEN:
                 return False
@@ -85,6 +107,16 @@ class CircuitBreaker:
                 self.state = State.OPEN
                 return True
             return False
+
+    def trip(self, error: ProviderError) -> None:
+        """Open at once (the endpoint is unreachable: its chunks go to a fallback)."""
+        with self._lock:
+            self.last_error = error.message
+            self.state = State.OPEN
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == State.OPEN
 
     def error(self) -> CircuitOpen:
         """The one-line reason the run stopped."""

@@ -173,3 +173,8 @@ def chunk_text(
         total += span.tokens
     if current:
         yield emit(current)
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every sentence of text, trimmed (the splitter chunking uses)."""
+    return list(_sentences(text, 0, len(text)))

@@ -16,6 +16,7 @@ from typing import Any
 from kg.db.models import utcnow
 from kg.errors import MalformedReply, ProviderError
 from kg.extraction.breaker import CircuitBreaker
+from kg.extraction.grounding import grounded_schema
 from kg.extraction.prompt import messages_for, repair_messages
 from kg.extraction.schema import Bounds, output_schema
 from kg.extraction.validate import Validation, validate_reply
@@ -55,6 +56,8 @@ class Attempt:
     prompt_eval_ms: float | None = None
     eval_ms: float | None = None
     response: str | None = None
+    grounding: str | None = None  # on | fallback (free text for this chunk) | off
+    endpoint: str | None = None  # the server that answered, when the profile has several
 
 
 @dataclass
@@ -65,6 +68,11 @@ class ChunkOutcome:
     validation: Validation | None = None  # set when the chunk succeeded
     error: str | None = None  # set when it failed
     fatal: ProviderError | None = None  # set when the run must stop (chunk stays pending)
+    ontology: str | None = None
+    ontology_revision: int | None = None
+    endpoint: str | None = None  # set by the scheduler: where the requests went
+    fallback: bool = False  # set by the scheduler: served by the primary's fallback profile
+    rule_id: int | None = None  # set by the scheduler: the routing rule that chose the profile
 
     @property
     def ok(self) -> bool:
@@ -90,19 +98,32 @@ def extract_chunk(
     backoff_s: float = 1.0,
     breaker: CircuitBreaker | None = None,
     schema: dict[str, Any] | None = None,
+    grounding: bool = False,
+    descriptions: str = "generate",
 ) -> ChunkOutcome:
     """Try up to 1 + max_retries requests; repair invalid replies, back off on busy servers.
 
     With a breaker, server failures are reported to it, and no request is sent once it is
-    open: the outcome is then `fatal` (the chunk stays pending for a resume).
+    open: the outcome is then `fatal` (the chunk stays pending for a resume). With grounding,
+    the schema is restricted to the chunk's text; if the server refuses that schema, the chunk
+    falls back to free text (validated as before) and the calls say so.
     """
     settings = provider.settings
-    outcome = ChunkOutcome(chunk_id, settings)
-    schema = schema if schema is not None else output_schema(bounds)
+    outcome = ChunkOutcome(chunk_id, settings, ontology=vocabulary.ontology,
+                           ontology_revision=vocabulary.revision)
+    free = schema if schema is not None else output_schema(bounds)
+    mode = "off"
+    schema = free
+    if grounding:
+        grounded = grounded_schema(free, chunk, max_label=bounds.label_len,
+                                   max_quote=bounds.quote_len)
+        schema, mode = grounded.schema, "on" if grounded.grounded else "fallback"
     base_messages = messages_for(system, chunk)
     messages = base_messages
     last_errors: list[str] = []
-    for number in range(1, settings.max_retries + 2):
+    number, last = 0, settings.max_retries + 1
+    while number < last:
+        number += 1
         if breaker is not None and not breaker.allows():
             outcome.fatal = breaker.error()
             return outcome
@@ -117,26 +138,35 @@ def extract_chunk(
                 breaker.success()
             outcome.attempts.append(Attempt(
                 number, CallStatus.INVALID, started, settings.model, error_kind=MALFORMED,
-                error=exc.message, latency_ms=_elapsed_ms(clock)))
+                error=exc.message, latency_ms=_elapsed_ms(clock), grounding=mode))
             last_errors = [exc.message]
             continue
         except ProviderError as exc:
             outcome.attempts.append(Attempt(
                 number, CallStatus.ERROR, started, settings.model,
                 error_kind=type(exc).__name__, error=exc.message,
-                latency_ms=_elapsed_ms(clock)))
+                latency_ms=_elapsed_ms(clock), grounding=mode))
             if exc.fatal:
                 outcome.fatal = exc
                 return outcome
             last_errors = [exc.message]
+            if not exc.transient and mode == "on":
+                # The server refused the grounded schema (enum size or count): free text.
+                if breaker is not None:
+                    breaker.success()
+                schema, mode = free, "fallback"
+                continue
             if not exc.transient:
                 if breaker is not None:
                     breaker.success()  # the server answered; the request was the problem
                 break
+            if breaker is not None and breaker.overload(exc):
+                last += 1  # our own overload (503 while others are served): no repair used up
+                continue
             if breaker is not None and breaker.failure(exc):
                 outcome.fatal = breaker.error()
                 return outcome
-            if number <= settings.max_retries:
+            if number < last:
                 time.sleep(min(MAX_BACKOFF_S, backoff_s * 2 ** (number - 1)))
             continue
         if breaker is not None:
@@ -144,6 +174,7 @@ def extract_chunk(
         verdict = validate_reply(
             completion.content, chunk, vocabulary, bounds, finish_reason=completion.finish_reason,
             thinking=completion.thinking, budget=settings.output_budget,
+            descriptions=descriptions, resolve_ends=grounding,
         )
         outcome.attempts.append(Attempt(
             number, CallStatus.OK if verdict.usable else CallStatus.INVALID, started,
@@ -154,7 +185,8 @@ def extract_chunk(
             thinking_tokens=completion.thinking_tokens,
             latency_ms=round(completion.latency_s * 1000, 3), load_ms=_ms(completion.load_s),
             prompt_eval_ms=_ms(completion.prompt_eval_s), eval_ms=_ms(completion.eval_s),
-            response=completion.content[:RESPONSE_KEEP_CHARS],
+            response=completion.content[:RESPONSE_KEEP_CHARS], grounding=mode,
+            endpoint=completion.endpoint,
         ))
         if verdict.usable:
             outcome.validation = verdict

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from kg import profiles
 from kg.extraction.breaker import CircuitBreaker
 from kg.extraction.extract import ChunkOutcome, extract_chunk
+from kg.extraction.grounding import grounded_schema
 from kg.extraction.prompt import messages_for, system_prompt
 from kg.extraction.schema import Bounds, bounds_for_budget, output_schema
 from kg.extraction.vocabulary import Vocabulary
@@ -44,10 +45,21 @@ class Extractor:
         s = self.settings
         return redact_url(s.base_url) or f"{s.provider} {s.model}"
 
+    @property
+    def grounding(self) -> bool:
+        return self.settings.grounding == "on"
+
+    def schema_for(self, text: str) -> dict[str, Any]:
+        """The schema the first request for this chunk carries (grounded when enabled)."""
+        if not self.grounding:
+            return self.schema
+        return grounded_schema(self.schema, text, max_label=self.bounds.label_len,
+                               max_quote=self.bounds.quote_len).schema
+
     def request(self, text: str) -> Completion:
         """One raw request exactly as extraction sends it (no validation, no retry): what a
         preflight should probe."""
-        return self.provider.complete(self.messages(text), self.schema)
+        return self.provider.complete(self.messages(text), self.schema_for(text))
 
     def messages(self, text: str) -> list[Message]:
         """The exact first request for a chunk of text."""
@@ -58,7 +70,17 @@ class Extractor:
         """Call, validate, repair and retry one chunk (no database)."""
         return extract_chunk(self.provider, chunk_id, text, self.system, self.vocabulary,
                              self.bounds, backoff_s=backoff_s, breaker=breaker,
-                             schema=self.schema)
+                             schema=self.schema, grounding=self.grounding,
+                             descriptions=self.settings.descriptions)
+
+    def with_vocabulary(self, vocabulary: Vocabulary) -> Extractor:
+        """The same provider with another ontology (an evaluation record brings its own)."""
+        strict_types = tuple(vocabulary.types) if vocabulary.strict else ()
+        descriptions = self.settings.descriptions
+        return Extractor(self.provider, vocabulary, self.bounds,
+                         system_prompt(vocabulary, self.bounds, descriptions),
+                         output_schema(self.bounds, descriptions,
+                                       tuple(vocabulary.concept_types), strict_types))
 
     def close(self) -> None:
         """Release the provider (connections, an in-process model); only the first call acts."""
@@ -79,13 +101,16 @@ def for_settings(settings: ProviderSettings, vocabulary: Vocabulary,
             provider.close()
             raise
     bounds = bounds_for_budget(settings.max_output_tokens)
-    return Extractor(provider, vocabulary, bounds, system_prompt(vocabulary, bounds),
-                     output_schema(bounds))
+    strict_types = tuple(vocabulary.types) if vocabulary.strict else ()
+    schema = output_schema(bounds, settings.descriptions, tuple(vocabulary.concept_types),
+                           strict_types)
+    return Extractor(provider, vocabulary, bounds,
+                     system_prompt(vocabulary, bounds, settings.descriptions), schema)
 
 
 def build(session: Session, profile: str | None = None, models_dir: Path | None = None, *,
           vocabulary: Vocabulary | None = None, check: bool = True) -> Extractor:
-    """The extractor of a named profile (or the active one), with the stored vocabulary."""
+    """The extractor of a named profile (or the active one), with its ontology."""
     settings = profiles.provider_settings(profiles.get_profile(session, profile))
-    return for_settings(settings, vocabulary or Vocabulary.load(session), models_dir,
-                        check=check)
+    return for_settings(settings, vocabulary or Vocabulary.load(session, settings.ontology),
+                        models_dir, check=check)

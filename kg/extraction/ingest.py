@@ -15,11 +15,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from kg import profiles
+from kg import fallback, profiles
 from kg.db import Database
-from kg.errors import KgError, UsageError
-from kg.extraction import loaders, plan, runs
+from kg.errors import KgError, ProviderUnavailable, UsageError
+from kg.extraction import loaders, plan, probes, runs
 from kg.extraction.breaker import FAILURES, WINDOW_S
+from kg.extraction.cache import CallCache
 from kg.extraction.chunking import ChunkingOptions
 from kg.extraction.extractor import Extractor, for_settings
 from kg.extraction.runs import RunStatus
@@ -32,6 +33,8 @@ from kg.extraction.scheduler import (
 )
 from kg.extraction.store import GraphWriter
 from kg.extraction.vocabulary import Vocabulary
+from kg.fallback import Fallbacks
+from kg.routing import Router
 
 __all__ = ["BusyFile", "IngestRequest", "IngestSummary", "Interrupted", "NoRun", "Planning",
            "Progress", "SkippedFile", "Terminated", "ingest"]
@@ -77,6 +80,8 @@ class IngestRequest:
     heartbeat_s: float = 5.0
     breaker_failures: int = FAILURES
     breaker_window_s: float = WINDOW_S
+    cache: bool = True  # reuse valid replies to identical requests (--no-cache: off)
+    ontology: str | None = None  # None: the profile's ontology
 
 
 class SkippedFile(NamedTuple):
@@ -137,8 +142,10 @@ class Opened:
 class _Ingestion:
     def __init__(self, db: Database, request: IngestRequest, models_dir: Path | None,
                  on_progress: Callable[[Progress], None] | None,
-                 on_planning: Callable[[Planning], None] | None) -> None:
+                 on_planning: Callable[[Planning], None] | None,
+                 on_run: Callable[[int], None] | None = None) -> None:
         self.db = db
+        self.on_run = on_run
         self.request = request
         self.models_dir = models_dir
         self.on_progress = on_progress
@@ -151,9 +158,21 @@ class _Ingestion:
         before anything is written)."""
         with self.db.session() as session:
             row = profiles.get_profile(session, follow)
-            extractor = for_settings(profiles.provider_settings(row), Vocabulary.load(session),
-                                     self.models_dir)
-            return Opened(extractor, (row.id, row.revision), profiles.snapshot(extractor.settings))
+            settings = profiles.provider_settings(row)
+            vocabulary = Vocabulary.load(session, self.request.ontology or row.ontology)
+            key = (row.id, row.revision)
+        try:
+            extractor = for_settings(settings, vocabulary, self.models_dir)
+        except ProviderUnavailable:
+            if not fallback.wanted(settings, "unreachable"):
+                raise
+            # The primary is down but has a fallback: the run starts, and its first chunk
+            # finds out (fast: connection refused) and sends the rest to the fallback.
+            extractor = for_settings(settings, vocabulary, self.models_dir, check=False)
+        snapshot = profiles.snapshot(extractor.settings)
+        # The ontology actually used (a --ontology for this run wins over the profile's).
+        snapshot.update(ontology=vocabulary.ontology, ontology_revision=vocabulary.revision)
+        return Opened(extractor, key, snapshot)
 
     def _live(self, run_id: int, follow: str | None, opened: Opened) -> LiveExtractor:
         return LiveExtractor(self.db, run_id, follow, self.models_dir, opened.extractor,
@@ -218,7 +237,10 @@ class _Ingestion:
             if opened is not None:
                 opened.extractor.close()
             return None
-        return run_id, self._live(run_id, request.profile, opened)
+        live = self._live(run_id, request.profile, opened)
+        if self.on_run:
+            self.on_run(run_id)
+        return run_id, live
 
     def _options(self) -> dict[str, Any]:
         r = self.request
@@ -250,10 +272,21 @@ class _Ingestion:
         except BaseException:
             opened.extractor.close()
             raise
-        return self._live(run_id, follow, opened)
+        live = self._live(run_id, follow, opened)
+        if self.on_run:
+            self.on_run(run_id)
+        return live
 
     # -- the whole thing --------------------------------------------------------------------
     def run(self) -> IngestSummary:
+        probes.load(self.db)  # servers probed by earlier runs get their style at once
+        try:
+            return self._run()
+        finally:
+            with contextlib.suppress(KgError):
+                probes.save(self.db)
+
+    def _run(self) -> IngestSummary:
         request = self.request
         if request.resume is not None:
             run_id = request.resume
@@ -270,7 +303,11 @@ class _Ingestion:
         limits = Limits(request.backoff_s, request.heartbeat_s, request.breaker_failures,
                         request.breaker_window_s)
         scheduler = Scheduler(self.db, run_id, live, GraphWriter(self.db, request.fuzzy_threshold),
-                              limits, half_open=request.resume is not None)
+                              limits, half_open=request.resume is not None,
+                              fallbacks=Fallbacks(self.db, self.models_dir),
+                              router=Router(self.db, self.models_dir),
+                              cache=CallCache(self.db, lookup=not request.force)
+                              if request.cache else None)
         try:
             work = plan.pending(self.db, run_id)
             tracker = ProgressTracker(work, self.started, self.on_progress)
@@ -310,6 +347,8 @@ def ingest(
     models_dir: Path | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_planning: Callable[[Planning], None] | None = None,
+    on_run: Callable[[int], None] | None = None,
 ) -> IngestSummary:
-    """Run (or resume) one ingestion and return its summary."""
-    return _Ingestion(db, request, models_dir, on_progress, on_planning).run()
+    """Run (or resume) one ingestion and return its summary; `on_run(run_id)` is called once
+    the run is planned (or reopened), before its first chunk is sent."""
+    return _Ingestion(db, request, models_dir, on_progress, on_planning, on_run).run()

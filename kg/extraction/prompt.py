@@ -1,33 +1,53 @@
-"""The prompt: short fixed instructions, the vocabulary, the chunk. Paid for on every chunk."""
+"""The prompt: short fixed instructions, the ontology, the chunk. Paid for on every chunk."""
 
 from __future__ import annotations
 
 from kg.extraction.schema import Bounds
-from kg.extraction.vocabulary import Vocabulary
+from kg.extraction.vocabulary import TypeInfo, Vocabulary
 from kg.providers.base import Message
 
 INSTRUCTIONS = """Extract a knowledge graph from the user's text. Answer with JSON only.
 concepts (at most {max_concepts}): people, places, things and ideas named in the text.
 - label: the name exactly as the text writes it
-- description: one short sentence about it
-- search_terms: up to {max_terms} other names or keywords
+{description}- search_terms: up to {max_terms} other names or keywords
 - quote: a short passage copied exactly from the text that mentions it
-relationships (at most {max_relationships}): links between two of your concepts.
+{concept_type}relationships (at most {max_relationships}): links between two of your concepts.
 - source, target: labels of your concepts
 - type: one of the types below
 - confidence: 0 to 1
 - quote: a short passage copied exactly from the text that states the link
 Copy quotes character for character. Use only facts stated in the text.
-Types by category:
 {types}"""
+DESCRIPTION = "- description: one short sentence about it\n"
 
 
-def system_prompt(vocabulary: Vocabulary, bounds: Bounds) -> str:
-    """Instructions plus the vocabulary, compact enough to stay well under 600 tokens."""
-    types = "\n".join(f"{category}: {', '.join(names)}"
-                      for category, names in vocabulary.by_category().items())
-    return INSTRUCTIONS.format(max_concepts=bounds.max_concepts, max_terms=bounds.max_terms,
-                               max_relationships=bounds.max_relationships, types=types)
+def _ends(t: TypeInfo) -> str:
+    return f"{t.domain or 'any'}>{t.range or 'any'}"
+
+
+def types_text(vocabulary: Vocabulary) -> str:
+    """The ontology as the model reads it: relation types grouped by their domain>range
+    (each pair written once), else by category."""
+    typed = any(t.domain or t.range for t in vocabulary.types.values())
+    grouped: dict[str, list[str]] = {}
+    for t in vocabulary.types.values():
+        grouped.setdefault(_ends(t) if typed else t.category, []).append(t.name)
+    if len(grouped) == 1 and not typed:
+        return "Types: " + ", ".join(next(iter(grouped.values())))
+    heading = "Types by source>target type:" if typed else "Types by category:"
+    return heading + "\n" + "\n".join(
+        f"{key}: {', '.join(names)}" for key, names in grouped.items())
+
+
+def system_prompt(vocabulary: Vocabulary, bounds: Bounds, descriptions: str = "generate") -> str:
+    """Instructions plus the ontology, compact enough to stay well under 600 tokens."""
+    concept_type = (f"- type: one of {', '.join(vocabulary.concept_types)}\n"
+                    if vocabulary.concept_types else "")
+    return INSTRUCTIONS.format(
+        max_concepts=bounds.max_concepts, max_terms=bounds.max_terms,
+        max_relationships=bounds.max_relationships, types=types_text(vocabulary),
+        description=DESCRIPTION if descriptions == "generate" else "",
+        concept_type=concept_type)
 
 
 def messages_for(system: str, chunk: str) -> list[Message]:

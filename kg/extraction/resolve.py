@@ -179,6 +179,7 @@ class GroupPlan:
     unalias: set[tuple[int, str]] = field(default_factory=set)  # alias rows that became labels
     # Every (description, search terms) seen per concept, merged by merge_details.
     seen: dict[int, list[tuple[str, list[str]]]] = field(default_factory=dict)
+    types: dict[int, str] = field(default_factory=dict)  # concept id -> first type seen
     new_edges: dict[EdgeKey, dict[str, Any]] = field(default_factory=dict)
     raises: dict[int, float] = field(default_factory=dict)  # known edge id -> confidence
     now: datetime = field(default_factory=utcnow)

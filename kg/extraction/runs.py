@@ -114,7 +114,9 @@ def start(session: Session, *, profile_name: str, snapshot: dict[str, Any],
     now = utcnow()
     run = Run(status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, pid=os.getpid(),
               host=HOST, profile_name=profile_name, profiles_used=[snapshot], options=options,
-              documents=0, chunks_total=0, chunks_ok=0, chunks_failed=0)
+              documents=0, chunks_total=0, chunks_ok=0, chunks_failed=0,
+              ontology=snapshot.get("ontology"),
+              ontology_revision=snapshot.get("ontology_revision"))
     session.add(run)
     session.flush()
     return run.id
@@ -133,6 +135,11 @@ def stopped(session: Session, run_id: int) -> Run:
     run = session.get(Run, run_id)
     if run is None:
         raise NotFoundError(f"no run {run_id}; see `kg runs list`")
+    if (run.options or {}).get("queued"):
+        # Its chunks are jobs on the queue: a local resume would race the workers for them.
+        raise UsageError(
+            f"run {run_id} is queued; its chunks are done by `kg worker` processes (start one: "
+            "`kg worker`), not by `kg ingest --resume`")
     if effective_status(run) == RunStatus.RUNNING:
         raise UsageError(
             f"run {run_id} is still running (pid {run.pid} on {run.host}); wait for it "

@@ -15,22 +15,25 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
 
 from sqlalchemy import Connection, Table, select
 
-from kg import profiles
+from kg import fallback, profiles
 from kg.db import Database
 from kg.db.models import Chunk
 from kg.errors import ProviderError
 from kg.extraction import runs
 from kg.extraction.breaker import FAILURES, WINDOW_S, CircuitBreaker
+from kg.extraction.cache import CallCache
 from kg.extraction.extract import ChunkOutcome
 from kg.extraction.extractor import Extractor, for_settings
 from kg.extraction.plan import Pending
 from kg.extraction.store import ChunkRef, Committed, GraphWriter
+from kg.fallback import Fallbacks
+from kg.routing import Router
 
 log = logging.getLogger(__name__)
 CHUNKS = cast(Table, Chunk.__table__)
@@ -240,6 +243,9 @@ class CommitThread(threading.Thread):
 class Job:
     ref: ChunkRef
     extractor: Extractor
+    text: str
+    fallback: bool = False  # sent to the primary's fallback profile
+    rule_id: int | None = None  # the routing rule that chose its profile
 
 
 @dataclass(frozen=True)
@@ -256,7 +262,9 @@ class Scheduler:
     """Runs the pending chunks of one run; returns the error that stopped it, if any."""
 
     def __init__(self, db: Database, run_id: int, live: LiveExtractor, writer: GraphWriter,
-                 limits: Limits, *, half_open: bool = False) -> None:
+                 limits: Limits, *, half_open: bool = False,
+                 fallbacks: Fallbacks | None = None, router: Router | None = None,
+                 cache: CallCache | None = None) -> None:
         self.db = db
         self.run_id = run_id
         self.live = live
@@ -264,6 +272,36 @@ class Scheduler:
         self.limits = limits
         self.half_open = half_open
         self.breakers: dict[str, CircuitBreaker] = {}
+        self.fallbacks = fallbacks
+        self.router = router
+        self.cache = cache
+
+    def route(self, primary: Extractor) -> tuple[Extractor, bool]:
+        """The extractor for the next chunks: the primary, or its fallback while the
+        primary's circuit is open (True when it is the fallback)."""
+        if self.fallbacks is None or not self.breaker(primary).is_open:
+            return primary, False
+        if not fallback.covers_open_circuit(primary.settings):
+            return primary, False
+        spare = self.fallbacks.for_primary(primary.settings)
+        return (spare, True) if spare is not None else (primary, False)
+
+    def fallback_for(self, job: Job, outcome: ChunkOutcome) -> Extractor | None:
+        """Where a chunk the primary could not serve goes next, if anywhere."""
+        if job.fallback or self.fallbacks is None:
+            return None
+        kind = fallback.failure_kind(outcome)
+        if fallback.is_open_circuit(outcome):
+            wanted = fallback.covers_open_circuit(job.extractor.settings)
+        else:
+            wanted = fallback.wanted(job.extractor.settings, kind)
+        if not wanted:
+            return None
+        spare = self.fallbacks.for_primary(job.extractor.settings)
+        if spare is not None and kind == "unreachable" and outcome.fatal is not None:
+            # No point knocking on a closed door for every chunk: the rest go straight over.
+            self.breaker(job.extractor).trip(outcome.fatal)
+        return spare
 
     def breaker(self, extractor: Extractor) -> CircuitBreaker:
         """One breaker per endpoint; a resumed run starts each one half-open (a probe)."""
@@ -287,15 +325,28 @@ class Scheduler:
             limit = extractor.settings.max_parallel
             return self.breaker(extractor).capacity(limit) - len(in_flight)
 
+        def submit(extractor: Extractor, ref: ChunkRef, text: str, spare: bool,
+                   rule_id: int | None = None) -> None:
+            backoff, breaker = self.limits.backoff_s, self.breaker(extractor)
+            future = (pool.submit(self.cache.extract, extractor, ref.id, text,
+                                  backoff_s=backoff, breaker=breaker)
+                      if self.cache is not None
+                      else pool.submit(extractor.extract, ref.id, text, backoff_s=backoff,
+                                       breaker=breaker))
+            in_flight[future] = Job(ref, extractor, text, spare, rule_id)
+            self.live.acquire(extractor)
+
         def refill() -> None:
             nonlocal fatal
-            if not pending or fatal is not None or room(self.live.current) <= 0:
+            if not pending or fatal is not None:
+                return
+            if room(self.route(self.live.current)[0]) <= 0:
                 return
             with self.db.engine.connect() as conn:
                 # Hot reload: the revision is read right before this round is sent, so every
                 # chunk goes out with the settings current at that time.
                 try:
-                    extractor = self.live.refresh(conn)
+                    extractor, spare = self.route(self.live.refresh(conn))
                 except ProviderError as exc:
                     fatal = exc
                     return
@@ -304,12 +355,14 @@ class Scheduler:
                 texts = dict(conn.execute(select(CHUNKS.c.id, CHUNKS.c.text).where(
                     CHUNKS.c.id.in_([ref.id for ref in batch]))).all()) if batch else {}
                 conn.rollback()  # end the read transaction: SQLite must not pin old snapshots
-            breaker = self.breaker(extractor)
             for ref in batch:
-                future = pool.submit(extractor.extract, ref.id, texts.get(ref.id, ""),
-                                     backoff_s=self.limits.backoff_s, breaker=breaker)
-                in_flight[future] = Job(ref, extractor)
-                self.live.acquire(extractor)
+                text = texts.get(ref.id, "")
+                routed = self.router.route(text, ref.document_id) if self.router else None
+                if routed is None:
+                    submit(extractor, ref, text, spare)
+                else:  # a routing rule picked another profile for this chunk
+                    chosen, chosen_spare = self.route(routed[0])
+                    submit(chosen, ref, text, chosen_spare, routed[1])
 
         commit.start()
         try:
@@ -323,6 +376,18 @@ class Scheduler:
                     job = in_flight.pop(future)
                     self.live.release(job.extractor)
                     outcome = future.result()
+                    outcome.endpoint, outcome.fallback = job.extractor.endpoint, job.fallback
+                    outcome.rule_id = job.rule_id
+                    spare = self.fallback_for(job, outcome)
+                    if spare is not None:
+                        log.info("run %d: chunk %d goes to fallback profile %s (%s)",
+                                 self.run_id, job.ref.id, spare.settings.profile_name,
+                                 fallback.failure_kind(outcome))
+                        if outcome.attempts:  # the primary's requests still count as calls
+                            commit.put(job.ref, replace(outcome, validation=None, fatal=(
+                                fallback.FellBack("served by the fallback"))))
+                        submit(spare, job.ref, job.text, True, job.rule_id)
+                        continue
                     if outcome.fatal is not None and fatal is None:
                         log.info("run %d stops: %s", self.run_id, outcome.fatal.message)
                     fatal = fatal or outcome.fatal
@@ -335,8 +400,18 @@ class Scheduler:
             pool.shutdown(wait=False, cancel_futures=True)
             commit.close()  # what already landed is complete: it still commits
             self.live.close()
+            self._close_extras()
             raise
         pool.shutdown(wait=True)
         commit.close()
         self.live.close()
+        self._close_extras()
         return fatal
+
+    def _close_extras(self) -> None:
+        if self.cache is not None:
+            self.cache.flush()
+        if self.fallbacks is not None:
+            self.fallbacks.close()
+        if self.router is not None:
+            self.router.close()

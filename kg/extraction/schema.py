@@ -7,6 +7,7 @@ budget runs out and the JSON is cut mid-way.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any
@@ -70,7 +71,9 @@ def item_models(bounds: Bounds) -> tuple[type[BaseModel], type[BaseModel], type[
     concept = _strict(
         "Concept",
         label=(label, ...),
-        description=(Annotated[str, Field(max_length=bounds.description_len)], ...),
+        # Optional here so that `evidence`/`off` replies validate; output_schema requires it
+        # from the model only when descriptions are generated.
+        description=(Annotated[str, Field(max_length=bounds.description_len)], ""),
         search_terms=(
             Annotated[
                 list[Annotated[str, Field(max_length=bounds.term_len)]],
@@ -79,6 +82,7 @@ def item_models(bounds: Bounds) -> tuple[type[BaseModel], type[BaseModel], type[
             ...,
         ),
         quote=(Annotated[str, Field(min_length=1, max_length=bounds.quote_len)], ...),
+        type=(Annotated[str | None, Field(max_length=bounds.type_len)], None),
     )
     relationship = _strict(
         "Relationship",
@@ -112,16 +116,35 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
     return node
 
 
-@lru_cache(maxsize=32)
-def _schema(bounds: Bounds) -> str:
-    import json
-
+@lru_cache(maxsize=64)
+def _schema(bounds: Bounds, descriptions: str, concept_types: tuple[str, ...],
+            relation_types: tuple[str, ...]) -> str:
     raw = item_models(bounds)[2].model_json_schema()
-    return json.dumps(_inline(raw, raw.get("$defs", {})))
+    schema = _inline(raw, raw.get("$defs", {}))
+    concept = schema["properties"]["concepts"]["items"]
+    props = concept["properties"]
+    # Key order is generation order: the quote comes before the type it justifies.
+    del props["type"]
+    if descriptions == "generate":
+        concept["required"] = ["label", "description", "search_terms", "quote"]
+    else:
+        del props["description"]
+        concept["required"] = ["label", "search_terms", "quote"]
+    if concept_types:
+        props["type"] = {"type": "string", "enum": list(concept_types)}
+        concept["required"].append("type")
+    if relation_types:
+        rel = schema["properties"]["relationships"]["items"]["properties"]
+        rel["type"] = {"type": "string", "enum": list(relation_types)}
+    return json.dumps(schema)
 
 
-def output_schema(bounds: Bounds) -> dict[str, Any]:
-    """Self-contained JSON Schema (no $ref: some grammar compilers do not follow them)."""
-    import json
+def output_schema(bounds: Bounds, descriptions: str = "generate",
+                  concept_types: tuple[str, ...] = (),
+                  relation_types: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Self-contained JSON Schema (no $ref: some grammar compilers do not follow them).
 
-    return json.loads(_schema(bounds))
+    Concept types, when given, are an enum the model must pick from; relation types too (a
+    strict ontology). Descriptions are asked for only in `generate` mode.
+    """
+    return json.loads(_schema(bounds, descriptions, concept_types, relation_types))

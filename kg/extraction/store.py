@@ -298,7 +298,8 @@ class GraphWriter:
         for chunk, outcome in items:
             calls += call_rows(run_id, chunk.id, outcome)
             row = {"run_id": run_id, "chunk_id": chunk.id, "attempts": len(outcome.attempts),
-                   "profile_revision": outcome.settings.revision, "finished_at": utcnow()}
+                   "profile_revision": outcome.settings.revision, "finished_at": utcnow(),
+                   "ontology": outcome.ontology, "ontology_revision": outcome.ontology_revision}
             verdict = outcome.validation
             if verdict is None:
                 extractions.append({**row, "status": "failed", "concepts": 0,
@@ -352,6 +353,8 @@ class GraphWriter:
             cid = plan.concept(c.label[:200], norm)
             ids[c.label] = cid
             plan.seen.setdefault(cid, []).append((c.description, c.search_terms))
+            if c.type is not None:
+                plan.types.setdefault(cid, c.type)
             evidence.append({"run_id": run_id, "chunk_id": chunk.id, "concept_id": cid,
                              "relationship_id": None, "quote": c.quote,
                              "char_start": chunk.char_start + c.start,
@@ -389,7 +392,8 @@ class GraphWriter:
             rows = []
             for cid, row in plan.new_concepts.items():
                 description, terms = merge_details("", [], plan.seen.get(cid, []))
-                rows.append({**row, "description": description, "search_terms": terms})
+                rows.append({**row, "description": description, "search_terms": terms,
+                             "type": plan.types.get(cid)})
             stored = conn.execute(
                 self._insert(CONCEPTS).on_conflict_do_nothing(index_elements=["norm_label"])
                 .returning(CONCEPTS.c.id), rows).all()
@@ -427,6 +431,12 @@ class GraphWriter:
             conn.execute(update(CONCEPTS).where(CONCEPTS.c.id == bindparam("cid")).values(
                 description=bindparam("description"), search_terms=bindparam("search_terms")),
                 changes)
+        typed = [{"cid": cid, "ctype": t} for cid, t in plan.types.items()
+                 if cid not in plan.new_concepts]
+        if typed:  # a concept keeps the first type it was given
+            conn.execute(update(CONCEPTS).where(CONCEPTS.c.id == bindparam("cid"),
+                                                CONCEPTS.c.type.is_(None))
+                         .values(type=bindparam("ctype")), typed)
 
     def _write_edges(self, conn: Connection, plan: GroupPlan) -> None:
         if plan.new_edges:
@@ -498,6 +508,10 @@ def call_rows(run_id: int | None, chunk_id: int | None,
             "latency_ms": a.latency_ms, "load_ms": a.load_ms,
             "prompt_eval_ms": a.prompt_eval_ms, "eval_ms": a.eval_ms, "error": a.error,
             "response": a.response, "started_at": a.started_at,
+            "ontology": outcome.ontology, "ontology_revision": outcome.ontology_revision,
+            "grounding": a.grounding,
+            "endpoint": a.endpoint or outcome.endpoint, "fallback": outcome.fallback,
+            "rule_id": outcome.rule_id, "cached": a.endpoint == "cache",
         }
         for a in outcome.attempts
     ]

@@ -22,6 +22,7 @@ from kg.extraction.vocabulary import TypeInfo, Vocabulary, snake
 FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 QUOTE_MARKS = "\"'“”‘’«»"
 MIN_WORDS_FOR_CONTENT = 20
+MAX_END_CONCEPTS = 40
 
 
 @dataclass
@@ -32,6 +33,7 @@ class ValidConcept:
     quote: str
     start: int
     end: int
+    type: str | None = None  # the ontology's concept type; None when it has none
 
 
 @dataclass
@@ -143,7 +145,44 @@ def _parse(content: str) -> tuple[Any, bool, str | None]:
 
 # Drops that mean the model got something wrong (as opposed to duplicates, self-loops or
 # types outside the vocabulary, which are fair answers): they decide "mostly invalid".
-INVALID_REASONS = ("schema", "label_not_in_text", "quote_not_found", "unknown_end")
+INVALID_REASONS = ("schema", "label_not_in_text", "quote_not_found", "unknown_end",
+                   "domain_range")
+
+
+def evidence_sentence(text: str, start: int, end: int) -> str:
+    """The sentence of text around [start, end): a description that invents nothing."""
+    for match in SENTENCE_SPAN.finditer(text):
+        if match.start() <= start < match.end():
+            return text[match.start():max(match.end(), end)].strip()
+    return text[start:end]
+
+
+def _end_concept(label: str, chunk: str, descriptions: str, result: Validation,
+                 names: dict[str, str]) -> str | None:
+    """A concept made from a relationship end that stands in the text (counted apart)."""
+    norm = normalise_label(label)
+    span = find_mention(label, chunk) if norm else None
+    if span is None or len(result.concepts) >= MAX_END_CONCEPTS:
+        return None
+    text = chunk[span[0]:span[1]]
+    description = evidence_sentence(chunk, *span) if descriptions == "evidence" else ""
+    result.concepts.append(ValidConcept(text, description, [], text, span[0], span[1]))
+    result.dropped["end_as_concept"] += 1
+    names[norm] = text
+    return text
+
+
+def _ends_conform(rel: TypeInfo, source: ValidConcept, target: ValidConcept) -> str | None:
+    """Why the ends' concept types break the relation's domain/range, or None if they fit."""
+    def fits(a: ValidConcept, b: ValidConcept) -> bool:
+        return ((rel.domain is None or a.type is None or a.type == rel.domain)
+                and (rel.range is None or b.type is None or b.type == rel.range))
+
+    if fits(source, target) or (rel.direction == "symmetric" and fits(target, source)):
+        return None
+    return (f"{rel.name} links {rel.domain or 'any'} to {rel.range or 'any'}, but "
+            f"{source.label[:40]!r} is {source.type or 'untyped'} and {target.label[:40]!r} is "
+            f"{target.type or 'untyped'}")
 
 
 def _item(model: type[BaseModel], raw: Any, where: str, result: Validation) -> Any:
@@ -171,8 +210,12 @@ def validate_reply(
     finish_reason: str | None = None,
     thinking: str = "",
     budget: int | None = None,
+    descriptions: str = "generate",
+    resolve_ends: bool = False,
 ) -> Validation:
-    """Judge one reply for one chunk."""
+    """Judge one reply for one chunk (`descriptions`: generate keeps the model's, evidence
+    uses the quoted sentence, off stores none). With `resolve_ends` (grounded decoding: ends
+    are spans of the text), an end the text names but the concepts omit becomes a concept.)"""
     if not content.strip():
         if thinking:
             return Validation(False, "thinking_only", [
@@ -228,9 +271,22 @@ def validate_reply(
         if norm in by_norm:
             result.dropped["duplicate"] += 1
             continue
-        concept = ValidConcept(item.label.strip(), item.description.strip(),
+        concept_type = None
+        if item.type is not None and vocabulary.concept_types:
+            concept_type = vocabulary.normalise_concept_type(item.type)
+            if concept_type is None:
+                result.dropped["unknown_concept_type"] += 1
+                result.errors.append(f"concepts[{i}].type {item.type[:40]!r} is not one of "
+                                     f"{', '.join(vocabulary.concept_types)}")
+        if descriptions == "generate":
+            description = item.description.strip()
+        elif descriptions == "evidence":
+            description = evidence_sentence(chunk, span[0], span[1])
+        else:
+            description = ""
+        concept = ValidConcept(item.label.strip(), description,
                                [t.strip() for t in item.search_terms if t.strip()],
-                               chunk[span[0]:span[1]], span[0], span[1])
+                               chunk[span[0]:span[1]], span[0], span[1], concept_type)
         by_norm[norm] = concept
         result.concepts.append(concept)
         if from_label:
@@ -250,6 +306,10 @@ def validate_reply(
             continue
         source = names.get(normalise_label(item.source))
         target = names.get(normalise_label(item.target))
+        if resolve_ends:
+            source = source or _end_concept(item.source, chunk, descriptions, result, names)
+            target = target or _end_concept(item.target, chunk, descriptions, result, names)
+            by_label = {concept.label: concept for concept in result.concepts}
         if source is None or target is None:
             result.dropped["unknown_end"] += 1
             missing = item.source if source is None else item.target
@@ -261,9 +321,19 @@ def validate_reply(
             continue
         type_info = vocabulary.normalise(item.type)
         if type_info is None:
+            # Kept as a proposal for review either way; a strict ontology also calls it an
+            # error (its schema offered only its own types).
+            if vocabulary.strict:
+                result.errors.append(f"relationships[{i}].type {item.type[:40]!r} is not a type "
+                                     f"of the ontology {vocabulary.ontology!r}")
             result.dropped["unknown_type"] += 1
             result.proposals.append((snake(item.type) or item.type[:64],
                                      f"{source} -[{item.type}]-> {target}"[:300]))
+            continue
+        violation = _ends_conform(type_info, by_label[source], by_label[target])
+        if violation is not None:
+            result.dropped["domain_range"] += 1
+            result.errors.append(f"relationships[{i}]: {violation}")
             continue
         span = find_quote(item.quote, chunk)
         from_sentence = span is None
@@ -286,6 +356,8 @@ def validate_reply(
 
     total = len(data["concepts"]) + len(raw_relationships)
     invalid = sum(result.dropped[reason] for reason in INVALID_REASONS)
+    if vocabulary.strict:
+        invalid += result.dropped["unknown_type"]
     if not result.concepts:
         if total == 0 and len(chunk.split()) < MIN_WORDS_FOR_CONTENT:
             return result  # a heading or a signature: nothing to extract is a fair answer

@@ -1,4 +1,4 @@
-"""The relationship vocabulary: loading it and normalising the types a model writes."""
+"""The vocabulary of one ontology: loading it and normalising the types a model writes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from rapidfuzz import fuzz, process
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kg.db.models import RelationshipType
+from kg.db.models import Ontology, OntologyConceptType, OntologyRelationType
+from kg.errors import NotFoundError
 
 SUFFIXES = ("ing", "es", "ed", "s")
 
@@ -37,25 +38,54 @@ def stem(name: str) -> str:
 
 @dataclass(frozen=True)
 class TypeInfo:
-    id: int
+    id: int  # relationship_types.id: the graph's registry row of this name
     name: str
     category: str
     direction: str
+    domain: str | None = None
+    range: str | None = None
+    description: str = ""
 
 
 class Vocabulary:
-    """Maps whatever a model wrote to a vocabulary type, or None (a proposal)."""
+    """Maps whatever a model wrote to a type of the ontology, or None (a proposal)."""
 
-    def __init__(self, types: list[TypeInfo], fuzzy_threshold: float = 88.0) -> None:
+    def __init__(self, types: list[TypeInfo], fuzzy_threshold: float = 88.0, *,
+                 concept_types: list[str] | None = None, ontology: str = "default",
+                 revision: int = 1, mode: str = "open") -> None:
         self.types = {t.name: t for t in types}
         self.by_stem = {stem(t.name): t for t in types}
         self.fuzzy_threshold = fuzzy_threshold
         self._stems = list(self.by_stem)
+        self.concept_types = list(concept_types or [])
+        self.ontology = ontology
+        self.revision = revision
+        self.mode = mode  # strict: unknown types are errors; open: they become proposals
+
+    @property
+    def strict(self) -> bool:
+        return self.mode == "strict"
 
     @classmethod
-    def load(cls, session: Session) -> Vocabulary:
-        rows = session.scalars(select(RelationshipType).order_by(RelationshipType.id))
-        return cls([TypeInfo(r.id, r.name, r.category, r.direction) for r in rows])
+    def load(cls, session: Session, ontology: str = "default") -> Vocabulary:
+        """The named ontology's types, as extraction offers them to a model."""
+        row = session.scalar(select(Ontology).where(Ontology.name == ontology))
+        if row is None:
+            raise NotFoundError(f"no ontology named {ontology!r}; see `kg ontology list` or "
+                                "import one with `kg ontology import FILE`")
+        relations = session.scalars(select(OntologyRelationType).where(
+            OntologyRelationType.ontology_id == row.id).order_by(OntologyRelationType.id))
+        concepts = session.scalars(select(OntologyConceptType.name).where(
+            OntologyConceptType.ontology_id == row.id).order_by(OntologyConceptType.id))
+        return cls([TypeInfo(r.type_id, r.name, r.category, r.direction, r.domain, r.range,
+                             r.description) for r in relations],
+                   concept_types=list(concepts), ontology=row.name, revision=row.revision,
+                   mode=row.mode)
+
+    def normalise_concept_type(self, raw: str) -> str | None:
+        """The ontology's concept type a model meant (exact or snake-cased), else None."""
+        key = snake(raw)
+        return key if key in self.concept_types else None
 
     def normalise(self, raw: str) -> TypeInfo | None:
         key = snake(raw)

@@ -33,6 +33,7 @@ class Completion:
     eval_s: float | None = None
     finish_reason: str | None = None
     model: str = ""
+    endpoint: str | None = None  # which server answered, when a profile has several
 
     @property
     def decode_tokens_per_s(self) -> float | None:

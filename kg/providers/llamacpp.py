@@ -14,6 +14,7 @@ from kg.errors import (
     MalformedReply,
     ProviderError,
     ProviderNotInstalled,
+    SchemaRejected,
     ThinkingUnsupported,
     UsageError,
 )
@@ -139,6 +140,7 @@ class LlamaCppProvider(ProviderBase):
 
     def complete(self, messages: list[Message], json_schema: dict[str, Any]) -> Completion:
         self._refuse_thinking()
+        _refuse_unsafe_literals(json_schema)
         with self._lock:
             llama = self._ensure()
             started = time.perf_counter()
@@ -151,7 +153,14 @@ class LlamaCppProvider(ProviderBase):
                     max_tokens=self.settings.max_output_tokens,
                     repeat_penalty=1.1,
                 )
-            except ValueError as exc:
+            except (ValueError, RuntimeError) as exc:
+                if "grammar" in str(exc).lower() or isinstance(exc, RuntimeError):
+                    # The schema could not become a grammar: a problem of this request (the
+                    # extraction loop then falls back to free text for the chunk), not fatal.
+                    raise SchemaRejected(
+                        f"llama.cpp could not build a grammar from the schema: "
+                        f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+                    ) from None
                 # llama.cpp raises ValueError when the prompt exceeds n_ctx.
                 raise ContextOverflow(
                     f"the prompt does not fit the embedded model's context: {exc}; raise "
@@ -218,7 +227,7 @@ SPEC = register(ProviderSpec(
     summary="a GGUF model inside this process (llama-cpp-python), no server",
     defaults={"model": "smollm2", "base_url": None, "context_window": 4096,
               "max_output_tokens": 1024, "max_parallel": 1, "keep_alive": None,
-              "timeout_s": 600.0},
+              "timeout_s": 600.0, "descriptions": "evidence"},
     needs_base_url=False,
     structured_output="json_object + schema",
     thinking=Thinking.NONE,
@@ -226,3 +235,24 @@ SPEC = register(ProviderSpec(
     reload_note="the embedded model lives inside each kg process: a running ingestion loads "
                 "the new file before its next chunk; loaded here to check it",
 ))
+
+
+def _refuse_unsafe_literals(schema: Any) -> None:
+    """llama-cpp-python's schema-to-grammar converter mis-escapes `"` and `\\` inside enum and
+    const strings, and llama.cpp then crashes the process (a segfault, measured with 0.3.x)
+    instead of raising: such a schema is refused here, before it reaches the native code."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            literals = list(node.get("enum") or [])
+            if "const" in node:
+                literals.append(node["const"])
+            for value in literals:
+                if isinstance(value, str) and ('"' in value or "\\" in value):
+                    raise SchemaRejected(
+                        "the embedded model cannot take this schema: an enum value holds a "
+                        "quote or a backslash, which llama.cpp's grammar builder mis-escapes")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,8 @@ from kg.providers.base import (
     unreadable_detail,
 )
 from kg.providers.registry import ProviderSpec, Reload, Thinking, register
+from kg.providers.styles import MEMO, Style, is_format_rejection, rejected_everywhere
+from kg.providers.styles import apply as styles_apply
 
 if TYPE_CHECKING:
     import openai
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
 # The client libraries (openai ~0.5 s, httpx) are imported where they are used: registering
 # these providers must not cost that to every `kg` command that reads the registry.
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_URL = "http://localhost:8000/v1"
 # How the client fails on an HTTP 200 it cannot parse: a body that is not JSON (ValueError), or
@@ -143,21 +147,23 @@ class OpenAICompatProvider(ProviderBase):
         except (openai.OpenAIError, httpx.HTTPError, *UNREADABLE) as exc:
             raise self._translate(exc) from None
 
-    def request_body(self, messages: list[Message], json_schema: dict[str, Any]) -> dict[str, Any]:
-        """The keyword arguments for chat.completions.create."""
+    @property
+    def style(self) -> Style:
+        """How this endpoint takes structured output (json_schema until it refuses it)."""
+        return MEMO.get(self.base_url, self.settings.model) or Style.JSON_SCHEMA
+
+    def request_body(self, messages: list[Message], json_schema: dict[str, Any],
+                     style: Style | None = None) -> dict[str, Any]:
+        """The keyword arguments for chat.completions.create (in the endpoint's style)."""
         s = self.settings
         extra_body: dict[str, Any] = {}
-        body: dict[str, Any] = {
+        body: dict[str, Any] = styles_apply(style or self.style, {
             "model": s.model,
             "messages": messages,
             "temperature": s.temperature,
             "top_p": s.top_p,
             "max_tokens": s.output_budget,
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": "extraction", "schema": json_schema, "strict": True},
-            },
-        }
+        }, json_schema)
         if self.is_vllm:
             extra_body["chat_template_kwargs"] = {"enable_thinking": s.thinking_mode != "off"}
         if s.thinking_mode != "off":
@@ -166,12 +172,40 @@ class OpenAICompatProvider(ProviderBase):
             body["extra_body"] = extra_body
         return body
 
+    def _send(self, body: dict[str, Any]) -> Any:
+        """One chat request; a refusal of the structured-output style raises _Rejected."""
+        import httpx
+        import openai
+
+        try:
+            return self.client.chat.completions.create(**body)
+        except openai.APIStatusError as exc:
+            message = _error_message(exc)
+            if is_format_rejection(exc.status_code, message):
+                raise _Rejected(f"{exc.status_code}: {message}") from None
+            raise self._translate(exc) from None
+        except (openai.OpenAIError, httpx.HTTPError, *UNREADABLE) as exc:
+            raise self._translate(exc) from None
+
     def complete(self, messages: list[Message], json_schema: dict[str, Any]) -> Completion:
         self._require_key()
-        started = time.perf_counter()
-        reply = self._call(
-            self.client.chat.completions.create, **self.request_body(messages, json_schema)
-        )
+        style = self.style
+        while True:
+            started = time.perf_counter()
+            try:
+                reply = self._send(self.request_body(messages, json_schema, style))
+                break
+            except _Rejected as rejected:
+                # A malformed-request answer is permanent: retrying the chunk cannot help, the
+                # next style might. The same request goes out again at once in that style.
+                following = MEMO.advance(self.base_url, self.settings.model, style,
+                                         rejected.detail)
+                if following is None:
+                    raise rejected_everywhere(self.shown_url, self.settings.model,
+                                              rejected.detail) from None
+                log.info("%s refused structured output as %s (%s); using %s", self.shown_url,
+                         style.value, rejected.detail, following.value)
+                style = following
         latency = time.perf_counter() - started
         try:
             return self._completion(reply, latency)
@@ -294,14 +328,26 @@ class OpenAICompatProvider(ProviderBase):
         self.client.close()
 
 
+class _Rejected(Exception):
+    """The server refused the request's structured-output style (status and message)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
 def _error_message(exc: openai.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict) and inner.get("message"):
             return str(inner["message"])
+        if isinstance(inner, str) and inner:  # LM Studio: {"error": "..."}
+            return inner
         if body.get("message"):
             return str(body["message"])
+    if isinstance(body, str) and body:  # the client unwraps {"error": "..."} (LM Studio)
+        return body
     return str(exc.message)
 
 
@@ -340,7 +386,7 @@ OPENAI = register(ProviderSpec(
     factory=_openai,
     summary="any OpenAI-compatible /v1 server",
     defaults={**_SERVER_DEFAULTS, "max_parallel": 4},
-    structured_output="response_format json_schema",
+    structured_output="probed: json_schema, json_object+schema, or plain JSON with repair",
     thinking=Thinking.REASONING_EFFORT,
     reload=Reload.SERVES_ONE_MODEL,
     uses_api_key=True,

@@ -11,7 +11,7 @@ from kg.extraction.schema import bounds_for_budget, output_schema
 from kg.extraction.validate import find_quote, validate_reply
 from kg.extraction.vocabulary import TypeInfo, Vocabulary
 from tests.fakes import FakeOllama, Reply, chunk_of
-from tests.test_engine import rows, small_chunks, use_server
+from tests.test_ingest import rows, small_chunks, use_server
 
 SURFACES = ["Sherlock Holmes", "sherlock holmes", "Holmes, Sherlock", "Mycroft Holmes",
             "Sherlok Holmes", "Type 1 diabetes", "Type 2 diabetes"]

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from kg.errors import ThinkingUnsupported, UsageError
+from kg.errors import SchemaRejected, ThinkingUnsupported, UsageError
+from kg.extraction.grounding import grounded_schema
 from kg.extraction.schema import bounds_for_budget, item_models, output_schema
 from kg.providers import build_provider
 from kg.providers.llamacpp import bundled_model_path, resolve_model_path
-from tests.test_engine import rows
+from tests.test_ingest import rows
 from tests.test_providers import settings
 
 pytest.importorskip("llama_cpp", reason="the `local` extra is part of the test install")
@@ -52,6 +53,26 @@ def test_real_model_returns_schema_valid_json(smollm2) -> None:
     assert completion.latency_s > 0
 
 
+@pytest.mark.slow
+def test_real_model_can_only_pick_text_of_the_chunk_under_a_grounded_schema(smollm2) -> None:
+    bounds = bounds_for_budget(1024)
+    grounded = grounded_schema(output_schema(bounds, "evidence"), PARAGRAPH)
+    assert grounded.grounded
+    completion = smollm2.complete(
+        [{"role": "system", "content": "Extract concepts and relationships as JSON."},
+         {"role": "user", "content": f"Text:\n{PARAGRAPH}"}],
+        grounded.schema,
+    )
+    data = json.loads(completion.content, strict=False)
+    assert len(data["concepts"]) >= 3 and len(data["relationships"]) >= 1  # minItems
+    for item in data["concepts"] + data["relationships"]:
+        assert item["quote"] in PARAGRAPH  # verbatim by construction
+    for c in data["concepts"]:
+        assert c["label"] in PARAGRAPH and "description" not in c
+    for r in data["relationships"]:
+        assert r["source"] in PARAGRAPH and r["target"] in PARAGRAPH
+
+
 def test_bundled_model_is_found_without_download() -> None:
     path = bundled_model_path("smollm2")
     assert path is not None and path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -89,3 +110,19 @@ def test_ingest_a_corpus_file_with_the_embedded_default(kg, db, tmp_path: Path) 
     content = doc.read_text(encoding="utf-8")
     for quote, start, end in rows(db, "SELECT quote, char_start, char_end FROM evidence"):
         assert content[start:end] == quote  # whatever the tiny model says, evidence is verbatim
+
+
+@pytest.mark.slow
+def test_a_schema_llama_cpp_would_crash_on_is_refused_as_a_request_problem(smollm2) -> None:
+    # A quote inside an enum value makes llama.cpp's grammar parser fail and the process
+    # segfault (measured): the provider must refuse it before the native code, non-fatally, so
+    # the extraction loop falls back to free text for that chunk.
+    schema = {"type": "object", "required": ["q"],
+              "properties": {"q": {"type": "string", "enum": ['He said "hi"', "ok"]}}}
+    with pytest.raises(SchemaRejected) as caught:
+        smollm2.complete([{"role": "user", "content": "Pick one."}], schema)
+    assert not caught.value.fatal and not caught.value.transient
+    plain = {"type": "object", "required": ["q"],
+             "properties": {"q": {"type": "string", "enum": ["hi", "ok"]}}}
+    assert json.loads(smollm2.complete([{"role": "user", "content": "Pick one."}], plain)
+                      .content)["q"] in ("hi", "ok")

@@ -10,7 +10,7 @@ import pytest
 
 from kg.evaluation import Gold, Prediction, load_gold, metrics, score
 from tests.fakes import FakeModel, FakeOllama, Reply, chunk_of
-from tests.test_engine import use_server
+from tests.test_ingest import use_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SYMMETRIC = {"similar_to", "contrasts_with", "equivalent_to", "analogous_to", "related_to"}
@@ -206,3 +206,59 @@ def test_runs_diff_between_two_runs_on_the_same_document(kg, db, tmp_path: Path)
          "types_b": ["similar_to"]}]
     human = kg("runs", "diff", str(first), str(second)).stdout
     assert "+ concept Carol" in human and "~ Alice -> Bob: related_to -> similar_to" in human
+
+
+# -- ontology benchmarks (JSONL) ------------------------------------------------------------
+
+ONTOLOGY_EVAL = Path(__file__).parent / "data" / "ontology_eval.jsonl"
+
+
+def record_responder(body: dict) -> Reply:
+    """Answers with a record's gold triples, ends typed by the relation's domain and range;
+    the pharma record also gets a relation outside its ontology, the book record's title
+    comes without its quotation marks."""
+    chunk = chunk_of(body)
+    records = [json.loads(line) for line in ONTOLOGY_EVAL.read_text().splitlines()]
+    record = next(r for r in records if chunk.strip() in r["text"])
+    ranges = {r["label"]: (r["domain"], r["range"]) for r in record["ontology"]["relations"]}
+    concepts: dict[str, str] = {}
+    rels = []
+    for s, t, g in record["gold_triples"]:
+        s = s.strip('"')
+        concepts.setdefault(s, ranges[t][0])
+        concepts.setdefault(g, ranges[t][1])
+        rels.append({"source": s, "type": t, "target": g, "confidence": 0.9, "quote": s})
+    if record["id"] == "pharma-3":
+        rels.append({"source": "Drug Velox", "type": "prevents", "target": "nausea",
+                     "confidence": 0.5, "quote": "Drug Velox"})
+    items = [{"label": c, "description": "", "search_terms": [], "quote": c, "type": t}
+             for c, t in concepts.items()]
+    return Reply(json.dumps({"concepts": items, "relationships": rels}))
+
+
+def test_eval_jsonl_scores_each_record_with_its_own_ontology(kg, db) -> None:
+    with FakeOllama(responder=record_responder) as server:
+        use_server(kg, server.url)
+        result = kg("eval", str(ONTOLOGY_EVAL), "--json")
+        bodies = server.chat_bodies()
+    assert result.exit_code == 0, result.stderr
+    overall = json.loads(result.stdout)["overall"]
+    assert overall["records"] == 5 and overall["chunks_failed"] == 0
+    assert overall["strict_f1"] == 0.9  # the title without its quotes: 1/2 for that record
+    assert overall["relaxed_f1"] == 1.0
+    assert overall["ontology_conformance"] == round((4 + 2 / 3) / 5, 4)
+    assert overall["subject_hallucination"] == 0.0 and overall["object_hallucination"] == 0.0
+    first = bodies[0]["format"]["properties"]
+    assert first["relationships"]["items"]["properties"]["type"]["enum"] == [
+        "founded_by", "located_in", "employs"]
+    assert first["concepts"]["items"]["properties"]["type"]["enum"] == [
+        "person", "company", "city"]
+    shown = kg("eval", "show", str(json.loads(result.stdout)["id"])).stdout
+    assert "relaxed_f1" in shown and "ontology_conformance" in shown
+
+
+def test_eval_jsonl_bad_record_names_the_line(kg, db, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(ONTOLOGY_EVAL.read_text().splitlines()[0] + "\n" + '{"id": 2, "text": "x"}\n')
+    result = kg("eval", str(bad))
+    assert result.exit_code == 2 and f"{bad}:2: ontology" in result.stderr

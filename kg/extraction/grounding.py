@@ -1,0 +1,243 @@
+"""Grounded decoding: the parts of a chunk a model may pick, as enums of the output schema.
+
+Quotes are the chunk's sentences (long ones cut at clause boundaries); labels and relationship
+ends are candidate spans from an offline, rule-based noun-phrase splitter: capitalised
+sequences, then runs of words between stopwords and punctuation. Each value is verbatim text of
+the chunk, so a label is text by construction and an end is always one of the labels offered.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from kg.extraction.chunking import sentence_spans
+
+MAX_CANDIDATES = 64
+MAX_QUOTES = 48
+# Beyond these a grammar gets slow to compile, or a server refuses it: free text instead.
+MAX_ENUM_VALUES = 160
+MAX_ENUM_CHARS = 12_000
+MAX_PHRASE_WORDS = 5
+MIN_WORDS_FOR_ITEMS = 20  # as validation: shorter texts (a heading) may have nothing
+MIN_CONCEPTS = 3
+CONNECTORS = {"of", "de", "von", "van", "da", "del", "la", "le", "the", "and", "&"}
+STOPWORDS = frozenset(str.split("""
+a about above after again against all also although am an and any are as at be because been
+before being below between both but by can could did do does doing down during each either
+few for from further had has have having he her here hers herself him himself his how however
+i if in into is it its itself just may me might more most must my myself no nor not now of
+off on once one only or other our ours ourselves out over own same she should since so some
+such than that the their theirs them themselves then there these they this those through thus
+to too under until up upon very was we were what when where whether which while who whom whose
+why will with within without would yet you your yours yourself yourselves many much often
+several various every another its
+"""))
+IRREGULAR = frozenset(str.split("""was were wrote made built found took gave became began led
+met knew saw went came said told held left lost won grew drew ran sent spoke"""))
+WORD = re.compile(r"[^\W_](?:[\w'’&-]*[^\W_])?")
+BREAK = re.compile(r"[,;:()\[\]{}\"“”!?]|\.(?=\s|$)|\s[-–—]\s")
+
+
+@dataclass(frozen=True)
+class Span:
+    text: str
+    start: int
+    end: int
+
+
+def _words(text: str, start: int, end: int) -> list[re.Match[str]]:
+    return list(WORD.finditer(text, start, end))
+
+
+def _clauses(text: str) -> list[tuple[int, int]]:
+    """Stretches of text between punctuation marks."""
+    cuts = [0]
+    for m in BREAK.finditer(text):
+        cuts += [m.start(), m.end()]
+    cuts.append(len(text))
+    return [(a, b) for a, b in zip(cuts[::2], cuts[1::2], strict=False) if b > a]
+
+
+def _capitalised(words: list[re.Match[str]], text: str) -> list[Span]:
+    """Maximal sequences of capitalised words, allowing 'of', 'the'... between them."""
+    found: list[Span] = []
+    i = 0
+    while i < len(words):
+        if not words[i].group()[0].isupper():
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(words):
+            nxt = words[j + 1].group()
+            gap = text[words[j].end():words[j + 1].start()]
+            if gap.strip():
+                break
+            if nxt[0].isupper():
+                j += 1
+            elif (nxt.casefold() in CONNECTORS and j + 2 < len(words)
+                  and words[j + 2].group()[0].isupper()
+                  and not text[words[j + 1].end():words[j + 2].start()].strip()):
+                j += 2
+            else:
+                break
+        first = i
+        # A capitalised stopword opening a sentence ("The", "In") is not part of a name.
+        while first <= j and words[first].group().casefold() in STOPWORDS:
+            first += 1
+        if first <= j:
+            found.append(Span(text[words[first].start():words[j].end()],
+                              words[first].start(), words[j].end()))
+        i = j + 1
+    return found
+
+
+def _verbish(word: str) -> bool:
+    """Past tenses and adverbs ("wrote" aside): never the start of a noun phrase."""
+    return word.islower() and (word.endswith(("ed", "ly")) or word in IRREGULAR)
+
+
+def _phrases(words: list[re.Match[str]], text: str) -> list[Span]:
+    """Runs of non-stopwords (a noun phrase, roughly), plus the last word of longer runs."""
+    found: list[Span] = []
+    run: list[re.Match[str]] = []
+
+    def flush() -> None:
+        if run:
+            tail = run[-MAX_PHRASE_WORDS:]
+            found.append(Span(text[tail[0].start():tail[-1].end()], tail[0].start(),
+                              tail[-1].end()))
+            if len(tail) > 1:  # the head noun of "water vapour" is "vapour"
+                found.append(Span(tail[-1].group(), tail[-1].start(), tail[-1].end()))
+            if len(tail) > 2:  # "water vapour rises": the last word may be the verb
+                found.append(Span(text[tail[0].start():tail[-2].end()], tail[0].start(),
+                                  tail[-2].end()))
+            run.clear()
+
+    for word in words:
+        w = word.group()
+        # A name followed by lower-case words ("Ada Lovelace wrote") is two phrases.
+        case_break = (bool(run) and run[-1].group()[0].isupper() and w[0].islower()
+                      and run[-1] is not words[0])  # a sentence's first word is no name
+        gap = bool(run) and bool(text[run[-1].end():word.start()].strip())
+        if w.casefold() in STOPWORDS or case_break or gap:
+            flush()
+            if w.casefold() in STOPWORDS or _verbish(w):
+                continue
+        run.append(word)
+    flush()
+    return found
+
+
+def candidates(text: str, limit: int = MAX_CANDIDATES, max_len: int = 60) -> list[Span]:
+    """Noun-phrase-like spans of text with offsets: names first, then phrases; deduplicated
+    (any case), at most `limit`, none longer than `max_len` characters."""
+    names: list[Span] = []
+    phrases: list[Span] = []
+    for start, end in _clauses(text):
+        words = _words(text, start, end)
+        names += _capitalised(words, text)
+        phrases += _phrases(words, text)
+    seen: set[str] = set()
+    out: list[Span] = []
+    for span in [*names, *phrases]:
+        key = span.text.casefold()
+        if key in seen or len(span.text) > max_len or len(span.text) < 2 or key in STOPWORDS:
+            continue
+        seen.add(key)
+        out.append(span)
+        if len(out) == limit:
+            break
+    return out
+
+
+def _cut(text: str, start: int, end: int, max_len: int) -> list[tuple[int, int]]:
+    """A span cut into pieces of at most max_len characters, at clause ends, else spaces."""
+    if end - start <= max_len:
+        return [(start, end)]
+    window = text[start:start + max_len]
+    cut = max(window.rfind(", "), window.rfind("; "), window.rfind(": "))
+    cut = cut + 1 if cut > max_len // 3 else window.rfind(" ")
+    if cut <= 0:
+        cut = max_len
+    head_end = start + cut
+    rest = head_end
+    while rest < end and text[rest].isspace():
+        rest += 1
+    return [(start, head_end), *_cut(text, rest, end, max_len)]
+
+
+UNSAFE = re.compile(r'["\\]+')
+
+
+def _without_unsafe(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The span split at double quotes and backslashes, trimmed, pieces of 3+ characters.
+
+    llama-cpp-python's JSON-Schema-to-grammar converter writes such characters inside an
+    enum into a grammar that llama.cpp then refuses to parse; verbatim pieces avoid them."""
+    pieces = []
+    cuts = [start, *(i for m in UNSAFE.finditer(text, start, end) for i in m.span()), end]
+    for a, b in zip(cuts[::2], cuts[1::2], strict=False):
+        while a < b and text[a].isspace():
+            a += 1
+        while b > a and text[b - 1].isspace():
+            b -= 1
+        if b - a >= 3:
+            pieces.append((a, b))
+    return pieces
+
+
+def quotes(text: str, limit: int | None = MAX_QUOTES, max_len: int = 160) -> list[Span]:
+    """The chunk's sentences (pieces of long ones), verbatim, deduplicated."""
+    out: list[Span] = []
+    seen: set[str] = set()
+    for start, end in sentence_spans(text):
+        for a, b in _cut(text, start, end, max_len):
+            for piece_start, piece_end in _without_unsafe(text, a, b):
+                piece = text[piece_start:piece_end]
+                if piece not in seen:
+                    seen.add(piece)
+                    out.append(Span(piece, piece_start, piece_end))
+    return out[:limit]
+
+
+@dataclass(frozen=True)
+class Grounded:
+    """The schema sent for one chunk, and whether grounding fell back to free text."""
+
+    schema: dict[str, Any]
+    grounded: bool
+    labels: int = 0
+    quotes: int = 0
+
+
+def grounded_schema(base: dict[str, Any], text: str, *, max_label: int = 60,
+                    max_quote: int = 160, max_values: int = MAX_ENUM_VALUES,
+                    max_chars: int = MAX_ENUM_CHARS) -> Grounded:
+    """`base` with labels, ends and quotes restricted to this chunk's text; `base` unchanged
+    (grounded=False) when the chunk offers nothing, has more sentences than an enum may list
+    (every one must stay quotable), or the enums exceed what servers take."""
+    labels = [s.text for s in candidates(text, max_len=max_label)]
+    sentences = [s.text for s in quotes(text, limit=None, max_len=max_quote)]
+    total = len(labels) + len(sentences)
+    chars = sum(map(len, labels)) + sum(map(len, sentences))
+    if (not labels or not sentences or len(sentences) > MAX_QUOTES or total > max_values
+            or chars > max_chars):
+        return Grounded(base, False)
+    schema = copy.deepcopy(base)
+    if len(text.split()) >= MIN_WORDS_FOR_ITEMS:
+        # Small models otherwise close both lists at once: a text with content names at
+        # least a few things, and every pick is the text's own words.
+        for key, least in (("concepts", min(MIN_CONCEPTS, len(labels))),
+                           ("relationships", 1 if len(labels) > 1 else 0)):
+            node = schema["properties"][key]
+            node["minItems"] = min(least, node.get("maxItems", least))
+    concept = schema["properties"]["concepts"]["items"]["properties"]
+    relation = schema["properties"]["relationships"]["items"]["properties"]
+    for node, key, values in ((concept, "label", labels), (concept, "quote", sentences),
+                              (relation, "source", labels), (relation, "target", labels),
+                              (relation, "quote", sentences)):
+        node[key] = {"type": "string", "enum": values}
+    return Grounded(schema, True, len(labels), len(sentences))

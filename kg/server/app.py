@@ -1,0 +1,93 @@
+"""The FastAPI application: routes, error handling, limits, the web page and its lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from anyio import to_thread
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from kg import __version__
+from kg.db import Database
+from kg.server import errors, routes_graph, routes_health, routes_profiles, routes_runs
+from kg.server.auth import Authenticator
+from kg.server.config import ServerConfig
+from kg.server.events import EventHub
+from kg.server.health import HealthProbe
+from kg.server.jobs import RunManager
+from kg.server.limits import BodyLimit, SecurityHeaders
+from kg.server.metrics import HttpCounters, HttpMetrics, registry_for
+from kg.server.state import ServerState
+from kg.settings import load_settings
+
+STATIC = Path(__file__).resolve().parent / "static"
+DESCRIPTION = """The kg knowledge graph over HTTP: concepts, relationships and their verbatim
+evidence, the graph around a concept, exports, extraction profiles and runs with live progress
+(Server-Sent Events). Send `Authorization: Bearer TOKEN` (`kg admin tokens create NAME`): the
+read scope covers every GET, admin also profile changes and runs. Errors are
+`{"error": "one line"}`."""
+
+
+def create_app(db: Database, config: ServerConfig | None = None) -> FastAPI:
+    """The application serving one database (which it does not close)."""
+    config = config or ServerConfig()
+    settings = load_settings()
+    models_dir = config.models_dir or settings.models_dir
+    registry = registry_for(db, config.metrics_ttl_s)
+    state = ServerState(
+        db=db, config=config,
+        auth=Authenticator(db, loopback=config.loopback, ttl_s=config.token_ttl_s),
+        jobs=RunManager(db, models_dir, config.max_runs),
+        events=EventHub(db, config.poll_s),
+        health=HealthProbe(db, models_dir, ttl_s=config.health_ttl_s,
+                           timeout_s=config.health_timeout_s),
+        registry=registry, upload_dir=config.upload_dir or settings.home / "uploads")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        state.loop = asyncio.get_running_loop()
+        yield
+        # Streams end, runs stop where they stand (interrupted, resumable), threads finish.
+        state.events.close()
+        await to_thread.run_sync(state.jobs.shutdown)
+        state.auth.close()
+
+    app = FastAPI(title="kg", version=__version__, description=DESCRIPTION, docs_url=None,
+                  redoc_url=None, lifespan=lifespan)
+    app.state.kg = state
+    errors.install(app)
+    for module in (routes_health, routes_profiles, routes_runs, routes_graph):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        # Swagger UI from the wheel, not from a CDN: /docs works air-gapped.
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title="kg API",
+            swagger_js_url="/static/vendor/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui.css",
+            swagger_favicon_url="/static/favicon.svg",
+            # No badge from validator.swagger.io: nothing leaves the machine.
+            swagger_ui_parameters={"validatorUrl": None})
+
+    app.add_middleware(BodyLimit, json_limit=config.max_json_bytes,
+                       upload_limit=config.max_upload_bytes)
+    app.add_middleware(SecurityHeaders)
+    if config.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
+                           allow_methods=["GET", "POST", "PUT", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])
+    app.add_middleware(HttpMetrics, counters=HttpCounters(registry))
+    return app

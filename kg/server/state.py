@@ -1,0 +1,71 @@
+"""What every request handler reaches: the database, the options, and the server's services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Request, Response
+from prometheus_client import CollectorRegistry
+
+from kg.db import Database
+from kg.server.auth import Authenticator
+from kg.server.config import ServerConfig
+from kg.server.events import EventHub
+from kg.server.health import HealthProbe
+from kg.server.jobs import RunManager
+
+
+@dataclass
+class ServerState:
+    db: Database
+    config: ServerConfig
+    auth: Authenticator
+    jobs: RunManager
+    events: EventHub
+    health: HealthProbe
+    registry: CollectorRegistry
+    upload_dir: Path
+    loop: asyncio.AbstractEventLoop | None = None  # the server's, once it runs
+
+    def stopping(self) -> None:
+        """The server is going down (any thread, a signal handler too): end event streams
+        and ask every run to stop, without waiting for open connections to finish."""
+        self.jobs.cancel_all()
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.events.close)
+
+
+def server(request: Request) -> ServerState:
+    """A dependency: this server's state."""
+    state: ServerState = request.app.state.kg
+    return state
+
+
+State = Annotated[ServerState, Depends(server)]
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """Plain JSON (datetimes as ISO 8601), without FastAPI's slower generic encoder."""
+    body = json.dumps(data, default=_default, ensure_ascii=False, separators=(",", ":"))
+    return Response(body, status_code=status, media_type="application/json")

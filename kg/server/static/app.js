@@ -1,0 +1,545 @@
+// The kg web page: search, a force-directed graph around a concept (cytoscape, vendored),
+// a concept's evidence, runs with live progress (Server-Sent Events read through fetch, so the
+// bearer token travels in a header, never in a URL), and the active profile.
+// Everything shown comes from the JSON API; text is always set with textContent.
+"use strict";
+
+(function () {
+  const TOKEN_KEY = "kg.token";
+  const state = {
+    cy: null,
+    center: null,
+    selected: null,
+    scope: null,
+    watching: new Set(),
+    latest: { graph: 0, concept: 0 }, // only the newest answer of each kind is shown
+    runs: new Map(), // run id -> list item
+  };
+  window.kg = state; // for the browser tests and the curious
+
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, text, cls) => {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (cls) node.className = cls;
+    return node;
+  };
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // -- talking to the API -----------------------------------------------------------------
+  function authHeaders() {
+    const token = localStorage.getItem(TOKEN_KEY);
+    return token ? { Authorization: "Bearer " + token } : {};
+  }
+
+  async function api(path, options) {
+    const opts = Object.assign({ headers: {} }, options || {});
+    opts.headers = Object.assign({}, authHeaders(), opts.headers);
+    const response = await fetch(path, opts);
+    let body = null;
+    const type = response.headers.get("content-type") || "";
+    if (type.startsWith("application/json")) body = await response.json();
+    if (!response.ok) {
+      const error = new Error((body && body.error) || response.status + " " + response.statusText);
+      error.status = response.status;
+      throw error;
+    }
+    return body;
+  }
+
+  function message(text, kind) {
+    const box = $("message");
+    box.textContent = text || "";
+    box.className = kind || "";
+    box.hidden = !text;
+  }
+
+  function failed(error) {
+    if (error.status === 401) {
+      message(error.message + " Paste a token in the box at the top right.");
+      $("token").focus();
+    } else {
+      message(error.message);
+    }
+  }
+
+  // -- who am I, profiles -----------------------------------------------------------------
+  async function whoami() {
+    try {
+      const me = await api("/whoami");
+      state.scope = me.scope;
+      $("whoami").textContent = me.tokens_required ? me.name + " (" + me.scope + ")" : "no token needed";
+      document.body.classList.toggle("read-only", me.scope !== "admin");
+      return true;
+    } catch (error) {
+      state.scope = null;
+      $("whoami").textContent = "";
+      document.body.classList.add("read-only");
+      failed(error);
+      return false;
+    }
+  }
+
+  async function loadProfiles() {
+    const select = $("profile-select");
+    const rows = await api("/profiles");
+    select.replaceChildren();
+    for (const p of rows) {
+      const option = el("option", p.name + " (" + p.provider + " " + p.model + ")");
+      option.value = p.name;
+      option.selected = p.active;
+      if (p.active) option.dataset.active = "true";
+      select.appendChild(option);
+    }
+  }
+
+  async function activateProfile() {
+    const name = $("profile-select").value;
+    try {
+      const result = await api("/profiles/" + encodeURIComponent(name) + "/activate", { method: "POST" });
+      message(result.changed ? "Active profile: " + name : name + " is already active", "info");
+      await loadProfiles();
+    } catch (error) {
+      failed(error);
+    }
+  }
+
+  // -- search -----------------------------------------------------------------------------
+  async function search(text) {
+    const list = $("result-list");
+    const query = text ? "?limit=30&search=" + encodeURIComponent(text) : "?limit=30";
+    const rows = await api("/concepts" + query);
+    list.replaceChildren();
+    if (!rows.length) list.appendChild(el("li", "No concept matches.", "muted"));
+    for (const c of rows) {
+      const item = el("li", c.label, "clickable concept-result");
+      item.dataset.id = c.id;
+      item.appendChild(el("span", c.mentions, "count"));
+      item.addEventListener("click", () => showGraph(String(c.id)));
+      list.appendChild(item);
+    }
+    return rows;
+  }
+
+  // -- the graph --------------------------------------------------------------------------
+  function ensureGraph() {
+    if (state.cy) return state.cy;
+    state.cy = cytoscape({
+      container: $("graph"),
+      minZoom: 0.2,
+      maxZoom: 3,
+      style: [
+        { selector: "node", style: {
+          "label": "data(label)", "font-size": 14, "color": "#1d2733", "text-valign": "bottom",
+          "text-margin-y": 4, "background-color": "#7aa6d1", "width": 20, "height": 20,
+          "text-wrap": "wrap", "text-max-width": 120, "text-background-color": "#ffffff",
+          "text-background-opacity": 0.8, "text-background-padding": 1 } },
+        { selector: "node.center", style: { "background-color": "#1f4e79", "width": 30, "height": 30,
+          "font-weight": "bold" } },
+        { selector: "node:selected", style: { "border-width": 3, "border-color": "#f0a202" } },
+        { selector: "edge", style: {
+          "width": "mapData(confidence, 0, 1, 1, 5)", "line-color": "#aab6c3",
+          "target-arrow-color": "#aab6c3", "target-arrow-shape": "triangle", "curve-style": "bezier",
+          "label": "data(type)", "font-size": 10, "color": "#5f6b7a", "text-rotation": "autorotate",
+          "text-background-color": "#ffffff", "text-background-opacity": 0.8 } },
+        { selector: ".hidden", style: { "display": "none" } },
+      ],
+    });
+    state.cy.on("tap", "node", (event) => showConcept(event.target.id()));
+    state.cy.on("dbltap", "node", (event) => expand(event.target.id()));
+    return state.cy;
+  }
+
+  function elementsOf(view) {
+    const items = [];
+    for (const n of view.nodes) {
+      items.push({ group: "nodes", data: { id: String(n.id), label: n.label, distance: n.distance } });
+    }
+    for (const e of view.edges) {
+      items.push({ group: "edges", data: { id: "e" + e.id, source: String(e.source),
+        target: String(e.target), type: e.type, confidence: e.confidence, evidence: e.evidence } });
+    }
+    return items;
+  }
+
+  // New nodes start on a spiral around `origin` (no randomness: the same graph is drawn the
+  // same way every time), then the force-directed layout settles them.
+  function place(nodes, origin) {
+    nodes.forEach((node, i) => {
+      const angle = i * 2.39996;
+      const radius = 40 * Math.sqrt(i + 1);
+      node.position({ x: origin.x + radius * Math.cos(angle), y: origin.y + radius * Math.sin(angle) });
+    });
+  }
+
+  // Labels stay readable: a large view is not shrunk below MIN_ZOOM to fit; it is centred
+  // on the concept it was drawn around (scroll to zoom out, drag to pan).
+  const MIN_ZOOM = 0.85;
+  const MAX_FIT_ZOOM = 1.4;
+
+  function layout() {
+    const cy = state.cy;
+    cy.layout({ name: "cose", animate: false, randomize: false, fit: true, padding: 30,
+      nodeDimensionsIncludeLabels: true, nodeRepulsion: () => 7000, nodeOverlap: 20,
+      idealEdgeLength: () => 70, gravity: 3, numIter: 2500, componentSpacing: 60 }).run();
+    const focus = state.center ? cy.getElementById(state.center) : cy.collection();
+    if (cy.zoom() < MIN_ZOOM) {
+      cy.zoom(MIN_ZOOM);
+      cy.center(focus.nonempty() ? focus : undefined);
+    } else if (cy.zoom() > MAX_FIT_ZOOM) {
+      cy.zoom(MAX_FIT_ZOOM);
+      cy.center();
+    }
+  }
+
+  async function showGraph(ref) {
+    const depth = $("depth").value;
+    const asked = ++state.latest.graph;
+    let view;
+    try {
+      view = await api("/graph?limit=200&depth=" + depth + "&center=" + encodeURIComponent(ref));
+    } catch (error) {
+      failed(error);
+      return;
+    }
+    if (asked !== state.latest.graph) return; // a newer request took over
+    message("");
+    const cy = ensureGraph();
+    cy.elements().remove();
+    place(cy.add(elementsOf(view)).nodes(), { x: 0, y: 0 });
+    state.center = String(view.center.id);
+    cy.$id(state.center).addClass("center");
+    layout();
+    updateTypeFilters();
+    applyFilters();
+    $("graph-status").textContent = view.nodes.length + " concepts, " + view.edges.length +
+      " relationships within " + view.depth + " of " + view.center.label +
+      (view.truncated ? " (more exist: the view shows the closest)" : "") +
+      ". Click a concept for its evidence; double-click to expand it.";
+    for (const item of document.querySelectorAll(".concept-result")) {
+      item.classList.toggle("active", item.dataset.id === state.center);
+    }
+    await showConcept(state.center);
+    $("graph").dataset.drawn = String(asked); // this view and its concept are on screen
+  }
+
+  async function expand(id) {
+    let view;
+    try {
+      view = await api("/graph?depth=1&limit=100&center=" + encodeURIComponent(id));
+    } catch (error) {
+      failed(error);
+      return;
+    }
+    const cy = ensureGraph();
+    const fresh = elementsOf(view).filter((item) => cy.getElementById(item.data.id).empty());
+    place(cy.add(fresh).nodes(), cy.getElementById(String(view.center.id)).position());
+    if (fresh.length) layout();
+    updateTypeFilters();
+    applyFilters();
+    $("graph-status").textContent = "Expanded " + view.center.label + ": " + fresh.length +
+      " new elements; " + cy.nodes().length + " concepts shown.";
+  }
+
+  function updateTypeFilters() {
+    const box = $("type-filters");
+    const checked = new Map();
+    for (const input of box.querySelectorAll("input")) checked.set(input.value, input.checked);
+    const types = [...new Set(state.cy.edges().map((e) => e.data("type")))].sort();
+    box.replaceChildren();
+    for (const type of types) {
+      const label = el("label");
+      const input = el("input");
+      input.type = "checkbox";
+      input.value = type;
+      input.checked = checked.has(type) ? checked.get(type) : true;
+      input.addEventListener("change", applyFilters);
+      label.append(input, document.createTextNode(type));
+      box.appendChild(label);
+    }
+    if (!types.length) box.appendChild(el("span", "none yet", "muted"));
+  }
+
+  function applyFilters() {
+    if (!state.cy) return;
+    const minimum = Number($("min-confidence").value);
+    $("min-confidence-value").textContent = minimum.toFixed(2);
+    const shown = new Set();
+    for (const input of $("type-filters").querySelectorAll("input")) {
+      if (input.checked) shown.add(input.value);
+    }
+    state.cy.batch(() => {
+      state.cy.edges().forEach((edge) => {
+        const visible = shown.has(edge.data("type")) && edge.data("confidence") >= minimum;
+        edge.toggleClass("hidden", !visible);
+      });
+      state.cy.nodes().forEach((node) => {
+        const linked = node.connectedEdges().some((edge) => !edge.hasClass("hidden"));
+        node.toggleClass("hidden", !linked && node.id() !== state.center);
+      });
+    });
+  }
+
+  // -- one concept --------------------------------------------------------------------------
+  async function showConcept(id) {
+    const asked = ++state.latest.concept;
+    let concept;
+    try {
+      concept = await api("/concepts/" + encodeURIComponent(id) + "?evidence=50");
+    } catch (error) {
+      failed(error);
+      return;
+    }
+    if (asked !== state.latest.concept) return; // the user clicked another one meanwhile
+    state.selected = String(concept.id);
+    if (state.cy) {
+      state.cy.nodes().unselect();
+      state.cy.$id(state.selected).select();
+    }
+    $("detail-label").textContent = concept.label;
+    $("detail-body").hidden = false;
+    $("detail-type").textContent = concept.type ? "Type: " + concept.type : "";
+    $("detail-description").textContent = concept.description || "";
+    const aliases = $("detail-aliases");
+    aliases.replaceChildren();
+    for (const alias of concept.aliases) aliases.appendChild(el("li", alias));
+    if (!concept.aliases.length) aliases.appendChild(el("li", "none"));
+    const relationships = $("detail-relationships");
+    relationships.replaceChildren();
+    for (const r of concept.relationships) {
+      const item = el("li", null, "clickable");
+      const arrow = r.direction === "out" ? "→ " : "← ";
+      item.append(document.createTextNode(arrow), el("span", r.type, "rel-type"),
+        document.createTextNode(" " + r.concept + " "), el("span", Number(r.confidence).toFixed(2), "count"));
+      item.addEventListener("click", () => showGraph(r.concept));
+      relationships.appendChild(item);
+    }
+    if (!concept.relationships.length) relationships.appendChild(el("li", "none", "muted"));
+    const evidence = $("detail-evidence");
+    evidence.replaceChildren();
+    for (const e of concept.evidence) {
+      const item = el("li");
+      item.appendChild(el("blockquote", e.quote, "quote"));
+      item.appendChild(el("div", e.document + " · characters " + e.char_start + "–" + e.char_end +
+        " · run " + e.run_id, "where"));
+      evidence.appendChild(item);
+    }
+    if (!concept.evidence.length) evidence.appendChild(el("li", "no evidence", "muted"));
+  }
+
+  // -- runs ---------------------------------------------------------------------------------
+  function runItem(run) {
+    let item = state.runs.get(run.id);
+    if (!item) {
+      item = el("li", null, "run");
+      item.dataset.run = run.id;
+      item.append(el("strong", "Run " + run.id), el("span", "", "status"), el("span", "", "counts"),
+        el("progress"));
+      const cancel = el("button", "Cancel", "secondary admin-only cancel");
+      cancel.type = "button";
+      cancel.hidden = true;
+      cancel.addEventListener("click", () => cancelRun(run.id));
+      item.appendChild(cancel);
+      state.runs.set(run.id, item);
+    }
+    return item;
+  }
+
+  function paint(item, run) {
+    const status = item.querySelector(".status");
+    status.textContent = run.status;
+    status.className = "status " + run.status;
+    const done = run.chunks_ok + run.chunks_failed;
+    item.querySelector(".counts").textContent = done + "/" + run.chunks_total + " chunks" +
+      (run.chunks_failed ? ", " + run.chunks_failed + " failed" : "");
+    const bar = item.querySelector("progress");
+    bar.max = Math.max(run.chunks_total, 1);
+    bar.value = done;
+    item.querySelector(".cancel").hidden = !(run.status === "running" && run.cancellable !== false);
+  }
+
+  async function refreshRuns() {
+    let rows;
+    try {
+      rows = await api("/runs?limit=8");
+    } catch (error) {
+      return;
+    }
+    const list = $("run-list");
+    list.replaceChildren();
+    for (const run of rows) {
+      const item = runItem(run);
+      paint(item, run);
+      list.appendChild(item);
+      if (run.status === "running") watch(run.id);
+    }
+    if (!rows.length) list.appendChild(el("li", "No runs yet.", "muted"));
+  }
+
+  function log(text, cls) {
+    const list = $("run-log");
+    list.insertBefore(el("li", text, cls), list.firstChild);
+    while (list.children.length > 60) list.removeChild(list.lastChild);
+  }
+
+  function onEvent(runId, event) {
+    const data = JSON.parse(event.data);
+    const item = state.runs.get(runId);
+    if (event.event === "progress" || event.event === "finished") {
+      if (item) paint(item, Object.assign({ cancellable: event.event !== "finished" }, data));
+    }
+    if (event.event === "chunk") {
+      log("run " + runId + ": " + data.document.split("/").pop() + " chunk " + data.ordinal + ": " +
+        data.concepts + " concepts, " + data.relationships + " relationships", "chunk");
+    } else if (event.event === "chunk_failed") {
+      log("run " + runId + ": " + data.document.split("/").pop() + " chunk " + data.ordinal +
+        " failed: " + data.error, "failed");
+    } else if (event.event === "finished") {
+      log("run " + runId + " " + data.status + ": " + data.chunks_ok + " chunks ok, " +
+        data.chunks_failed + " failed, " + data.calls + " LLM calls", "finished");
+    }
+  }
+
+  function parseBlock(block) {
+    const event = { event: "message", data: "", id: null };
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (!line || line.startsWith(":")) continue;
+      const at = line.indexOf(":");
+      const field = at < 0 ? line : line.slice(0, at);
+      const value = at < 0 ? "" : line.slice(at + 1).replace(/^ /, "");
+      if (field === "event") event.event = value;
+      else if (field === "data") data.push(value);
+      else if (field === "id") event.id = value;
+    }
+    event.data = data.join("\n");
+    return data.length ? event : null;
+  }
+
+  // Server-Sent Events through fetch: EventSource cannot send an Authorization header.
+  async function watch(runId) {
+    if (state.watching.has(runId)) return;
+    state.watching.add(runId);
+    let lastId = null;
+    let finished = false;
+    try {
+      while (!finished) {
+        const headers = authHeaders();
+        if (lastId) headers["Last-Event-ID"] = lastId;
+        let response;
+        try {
+          response = await fetch("/runs/" + runId + "/events", { headers: headers });
+        } catch (error) {
+          await sleep(2000);
+          continue;
+        }
+        if (!response.ok) break;
+        const reader = response.body.getReader();
+        const decoder = new TextDecoder();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += decoder.decode(value, { stream: true });
+          let cut;
+          while ((cut = buffer.indexOf("\n\n")) >= 0) {
+            const event = parseBlock(buffer.slice(0, cut));
+            buffer = buffer.slice(cut + 2);
+            if (!event) continue;
+            if (event.id) lastId = event.id;
+            onEvent(runId, event);
+            if (event.event === "finished") finished = true;
+          }
+        }
+        if (!finished) await sleep(2000);
+      }
+    } finally {
+      state.watching.delete(runId);
+    }
+    if (finished) {
+      refreshRuns();
+      search($("search").value.trim()).catch(() => {});
+    }
+  }
+
+  async function startRun(event) {
+    event.preventDefault();
+    const files = $("run-files").files;
+    if (!files.length) {
+      message("Choose one or more documents to ingest.");
+      return;
+    }
+    const form = new FormData();
+    for (const file of files) form.append("files", file);
+    try {
+      const result = await api("/runs", { method: "POST", body: form });
+      if (result.run_id) {
+        message("Run " + result.run_id + " started.", "info");
+        await refreshRuns();
+        watch(result.run_id);
+      } else {
+        message("Nothing to do: " + result.status + ".", "info");
+      }
+      $("run-files").value = "";
+    } catch (error) {
+      failed(error);
+    }
+  }
+
+  async function cancelRun(runId) {
+    try {
+      await api("/runs/" + runId + "/cancel", { method: "POST" });
+      message("Cancelling run " + runId + "…", "info");
+    } catch (error) {
+      failed(error);
+    }
+  }
+
+  // -- start ----------------------------------------------------------------------------------
+  async function start() {
+    $("search-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      try {
+        const rows = await search($("search").value.trim());
+        if (rows.length) await showGraph(String(rows[0].id));
+      } catch (error) {
+        failed(error);
+      }
+    });
+    $("token-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const token = $("token").value.trim();
+      if (token) localStorage.setItem(TOKEN_KEY, token);
+      else localStorage.removeItem(TOKEN_KEY);
+      $("token").value = "";
+      load();
+    });
+    $("profile-activate").addEventListener("click", activateProfile);
+    $("run-form").addEventListener("submit", startRun);
+    $("expand").addEventListener("click", () => state.selected && expand(state.selected));
+    $("depth").addEventListener("change", () => state.center && showGraph(state.center));
+    $("min-confidence").addEventListener("input", applyFilters);
+    await load();
+  }
+
+  async function load() {
+    if (!(await whoami())) {
+      document.body.dataset.ready = "true";
+      return;
+    }
+    message("");
+    try {
+      await loadProfiles();
+      const rows = await search("");
+      await refreshRuns();
+      const wanted = new URLSearchParams(location.hash.slice(1)).get("concept");
+      if (wanted) await showGraph(wanted);
+      else if (rows.length) await showGraph(String(rows[0].id));
+    } catch (error) {
+      failed(error);
+    }
+    document.body.dataset.ready = "true";
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();

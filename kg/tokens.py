@@ -1,0 +1,173 @@
+"""API tokens for `kg serve`: created once (the secret is shown then and never again), stored as
+a SHA-256 hash, listed, revoked.
+
+A token has a scope: `read` (every GET) or `admin` (also profile changes and runs). The secret
+is 256 random bits, so a plain SHA-256 is enough: there is nothing to brute-force that a slow
+hash would protect, and a lookup by hash is one indexed query per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import CheckConstraint, Index, String, select, text, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from kg.db.models import Base, utcnow
+from kg.errors import NotFoundError, UsageError
+from kg.profiles import check_actor
+
+PREFIX = "kgt_"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+# How stale `last_used_at` may get: a busy server writes it at most once a minute per token.
+TOUCH_EVERY = timedelta(seconds=60)
+
+
+class Scope(StrEnum):
+    """What a token may do; admin includes read."""
+
+    READ = "read"
+    ADMIN = "admin"
+
+    def allows(self, needed: Scope) -> bool:
+        return self is Scope.ADMIN or needed is Scope.READ
+
+
+class ApiToken(Base):
+    """One API token: its name, scope and the hash of its secret (never the secret)."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        CheckConstraint("scope IN ('read', 'admin')", name="ck_api_token_scope"),
+        # A revoked token keeps its row (audit); its name may be given to a new token.
+        Index("uq_api_tokens_live_name", "name", unique=True,
+              sqlite_where=text("revoked_at IS NULL"),
+              postgresql_where=text("revoked_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(8))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16))  # the first characters, to tell tokens apart
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    revoked_by: Mapped[str | None] = mapped_column(String(128))
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts as: the token's name and scope."""
+
+    token_id: int | None
+    name: str
+    scope: Scope
+
+    @property
+    def actor(self) -> str:
+        """How audit rows name the caller."""
+        return f"token:{self.name}" if self.token_id is not None else self.name
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def parse_scope(value: str) -> Scope:
+    try:
+        return Scope(value)
+    except ValueError:
+        raise UsageError(f"--scope must be read or admin (got {value!r})") from None
+
+
+def _check_name(name: str) -> str:
+    if not NAME.match(name):
+        raise UsageError(f"token name {name!r} is not allowed; use letters, digits, '.', '_', "
+                         "':' or '-' (at most 64 characters)")
+    return name
+
+
+def _live(session: Session, name: str) -> ApiToken | None:
+    return session.scalar(select(ApiToken).where(ApiToken.name == name,
+                                                 ApiToken.revoked_at.is_(None)))
+
+
+def create(session: Session, name: str, scope: str, *, by: str) -> tuple[dict[str, Any], str]:
+    """A new token; returns (its row as a dict, the secret). The secret is not stored."""
+    by = check_actor(by)
+    _check_name(name)
+    chosen = parse_scope(scope)
+    if _live(session, name) is not None:
+        raise UsageError(f"a token named {name!r} exists; revoke it first "
+                         f"(`kg admin tokens revoke {name}`) or choose another name")
+    secret = PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(name=name, scope=chosen.value, token_hash=hash_secret(secret),
+                     hint=secret[:len(PREFIX) + 4], created_at=utcnow(), created_by=by)
+    session.add(token)
+    session.flush()
+    return row(token), secret
+
+
+def row(token: ApiToken) -> dict[str, Any]:
+    """A token as plain data (no hash)."""
+    return {"id": token.id, "name": token.name, "scope": token.scope, "hint": token.hint + "…",
+            "created_at": token.created_at, "created_by": token.created_by,
+            "last_used_at": token.last_used_at, "revoked_at": token.revoked_at,
+            "revoked_by": token.revoked_by}
+
+
+def list_tokens(session: Session, *, include_revoked: bool = False) -> list[dict[str, Any]]:
+    query = select(ApiToken).order_by(ApiToken.id)
+    if not include_revoked:
+        query = query.where(ApiToken.revoked_at.is_(None))
+    return [row(t) for t in session.scalars(query)]
+
+
+def revoke(session: Session, name: str, *, by: str) -> dict[str, Any]:
+    """Revoke the live token of that name (requests with it fail from the next one on)."""
+    by = check_actor(by)
+    token = _live(session, name)
+    if token is None:
+        known = ", ".join(t["name"] for t in list_tokens(session)) or "none"
+        raise NotFoundError(f"no live token named {name!r}; live tokens: {known}")
+    token.revoked_at = utcnow()
+    token.revoked_by = by
+    session.flush()
+    return row(token)
+
+
+def any_live(session: Session) -> bool:
+    """Whether at least one token can be used (then every API request must carry one)."""
+    return session.scalar(select(ApiToken.id).where(ApiToken.revoked_at.is_(None))
+                          .limit(1)) is not None
+
+
+def any_issued(session: Session) -> bool:
+    """Whether a token was ever created: from then on the API needs one (revoking them all
+    locks the API; it does not open it again)."""
+    return session.scalar(select(ApiToken.id).limit(1)) is not None
+
+
+def authenticate(session: Session, secret: str) -> Principal | None:
+    """The principal of a live token with this secret, or None."""
+    if not secret.startswith(PREFIX):
+        return None
+    found = session.execute(select(ApiToken.id, ApiToken.name, ApiToken.scope).where(
+        ApiToken.token_hash == hash_secret(secret), ApiToken.revoked_at.is_(None))).first()
+    if found is None:
+        return None
+    return Principal(found.id, found.name, Scope(found.scope))
+
+
+def touch(session: Session, token_id: int) -> None:
+    """Record that a token was used (callers throttle this: it is a write)."""
+    session.execute(update(ApiToken).where(ApiToken.id == token_id)
+                    .values(last_used_at=utcnow()))

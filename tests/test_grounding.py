@@ -1,0 +1,97 @@
+"""Grounded decoding: candidate spans, sentence quotes, the per-chunk schema and its fallbacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kg.extraction.grounding import MAX_QUOTES, candidates, grounded_schema, quotes
+from kg.extraction.schema import bounds_for_budget, output_schema
+from tests.fakes import FakeOllama, FakeVLLM, graph_responder
+from tests.test_ingest import rows, use_server
+
+TEXT = ("Ada Lovelace wrote the first published algorithm for the Analytical Engine of Charles "
+        "Babbage. The Sun heats oceans and lakes, which causes evaporation.\n\nWater vapour "
+        "rises into the atmosphere.")
+
+
+def test_candidates_are_verbatim_spans_with_offsets_names_first() -> None:
+    spans = candidates(TEXT)
+    assert all(TEXT[s.start:s.end] == s.text for s in spans)
+    texts = [s.text for s in spans]
+    assert texts[:3] == ["Ada Lovelace", "Analytical Engine of Charles Babbage", "Sun"]
+    assert {"first published algorithm", "evaporation", "Water vapour", "atmosphere"} <= set(
+        texts)
+    # stopwords and verbs in the past tense never open a candidate
+    assert not {"the", "which", "wrote", "into"} & {t.casefold() for t in texts}
+    assert len({t.casefold() for t in texts}) == len(texts)  # deduplicated
+    assert len(candidates(TEXT, limit=4)) == 4
+
+
+def test_quotes_are_sentences_cut_at_clauses_when_long() -> None:
+    found = quotes(TEXT)
+    assert [q.text for q in found] == [
+        "Ada Lovelace wrote the first published algorithm for the Analytical Engine of "
+        "Charles Babbage.", "The Sun heats oceans and lakes, which causes evaporation.",
+        "Water vapour rises into the atmosphere."]
+    long = ", ".join(["the river carries silt to the delta"] * 12) + "."
+    pieces = quotes(long, max_len=160)
+    assert len(pieces) > 1 and all(len(p.text) <= 160 for p in pieces)
+    assert all(long[p.start:p.end] == p.text for p in pieces)
+
+
+def test_quotes_avoid_characters_grammar_converters_break_on() -> None:
+    text = 'The novel "Glass Harbour" was written by Ines Moll. A path C:\\temp here.'
+    found = quotes(text)
+    assert [q.text for q in found] == ["The novel", "Glass Harbour", "was written by Ines Moll.",
+                                       "A path C:", "temp here."]
+    assert all(text[q.start:q.end] == q.text for q in found)
+
+
+def test_grounded_schema_enums_and_size_fallback() -> None:
+    base = output_schema(bounds_for_budget(1024))
+    grounded = grounded_schema(base, TEXT)
+    assert grounded.grounded and grounded.labels == len(candidates(TEXT))
+    concept = grounded.schema["properties"]["concepts"]["items"]["properties"]
+    relation = grounded.schema["properties"]["relationships"]["items"]["properties"]
+    assert concept["label"]["enum"] == relation["source"]["enum"] == relation["target"]["enum"]
+    assert concept["quote"]["enum"] == [q.text for q in quotes(TEXT)]
+    assert "enum" not in base["properties"]["concepts"]["items"]["properties"]["label"]
+    # a chunk of nothing but punctuation offers no span: today's free text
+    assert not grounded_schema(base, "-- ** --").grounded
+    # more sentences than an enum may list, or more values than a server takes: free text
+    many = " ".join(f"Name{i} met Other{i}." for i in range(MAX_QUOTES + 1))
+    assert grounded_schema(base, many).schema is base
+    assert not grounded_schema(base, TEXT, max_values=5).grounded
+    assert not grounded_schema(base, TEXT, max_chars=100).grounded
+
+
+def test_ingest_sends_grounded_schemas_and_counts_a_refused_one(kg, db, tmp_path: Path) -> None:
+    doc = tmp_path / "story.md"
+    doc.write_text("Sherlock Holmes lives at Baker Street with Doctor Watson. Mrs Hudson "
+                   "keeps the house in London.\n", encoding="utf-8")
+    with FakeVLLM(responder=graph_responder()) as server:
+        # This grammar backend takes the ontology's 39 types, not the chunk's spans as well.
+        server.max_enum_values = 40
+        use_server(kg, server.base_url, "vllm", "Qwen/Qwen3-8B")
+        result = kg("ingest", str(doc), "--json")
+        assert result.exit_code == 0, result.stderr
+        bodies = server.chat_bodies()
+    schemas = [b["response_format"]["json_schema"]["schema"] for b in bodies]
+    assert "enum" in schemas[0]["properties"]["concepts"]["items"]["properties"]["label"]
+    assert "enum" not in schemas[1]["properties"]["concepts"]["items"]["properties"]["label"]
+    assert rows(db, "SELECT attempt, status, grounding FROM calls ORDER BY attempt") == [
+        (1, "error", "on"), (2, "ok", "fallback")]
+    assert json.loads(result.stdout)["status"] == "completed"
+
+
+def test_grounding_off_sends_todays_schema(kg, db, tmp_path: Path) -> None:
+    doc = tmp_path / "story.md"
+    doc.write_text("Sherlock Holmes lives at Baker Street.\n", encoding="utf-8")
+    with FakeOllama(responder=graph_responder()) as server:
+        use_server(kg, server.url, "ollama", "qwen3:8b", "--grounding", "off")
+        assert kg("ingest", str(doc)).exit_code == 0
+        body = server.chat_bodies()[0]
+    label = body["format"]["properties"]["concepts"]["items"]["properties"]["label"]
+    assert "enum" not in label and label["maxLength"] == 60
+    assert rows(db, "SELECT grounding FROM calls") == [("off",)]
