@@ -22,8 +22,9 @@ from kg import profiles
 from kg.db import Database
 from kg.db.models import Chunk, ChunkExtraction, Run, RunDocument, utcnow
 from kg.errors import NotFoundError, UsageError
-from kg.extraction import loaders, plan, runs
-from kg.extraction.ingest import BusyFile, IngestRequest, Planning, SkippedFile
+from kg.extraction import plan, runs
+from kg.extraction.ingest import IngestRequest
+from kg.extraction.plan import BusyFile, Planning, SkippedFile
 from kg.extraction.runs import RunStatus
 
 QUEUE = "kg-chunks"
@@ -95,28 +96,15 @@ def enqueue(db: Database, request: IngestRequest,
         raise UsageError("no files found; give files or use --recursive for folders")
     queued = Queued(run_id=None)
     run_id: int | None = None
+
+    def start_run() -> int:
+        nonlocal run_id
+        run_id = _start(db, request)
+        return run_id
+
     try:
-        for number, path in enumerate(files, 1):
-            if on_planning:
-                on_planning(Planning(number, len(files), str(path)))
-            sha = loaders.sha256_file(path)
-            if sha is not None and not request.force and plan.is_unchanged(db, path, sha):
-                queued.unchanged.append(str(path))
-                continue
-            loaded = loaders.load(path)
-            if isinstance(loaded, loaders.Skipped):
-                queued.skipped.append(SkippedFile(str(path), loaded.reason))
-                continue
-            if run_id is None:
-                run_id = _start(db, request)
-            added = plan.add_document(db, run_id, loaded, request.chunking, request.force)
-            if added.decision == plan.Decision.UNCHANGED:
-                queued.unchanged.append(str(path))
-            elif added.decision == plan.Decision.BUSY:
-                assert added.owner is not None
-                queued.busy.append(BusyFile(str(path), added.owner))
-            else:
-                queued.documents += 1
+        plan.add_files(db, files, request.chunking, request.force, queued, start_run,
+                       on_planning)
         if run_id is not None and queued.documents == 0:
             runs.discard(db, run_id)
             run_id = None

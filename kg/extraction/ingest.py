@@ -13,16 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from kg import fallback, profiles
 from kg.db import Database
 from kg.errors import KgError, ProviderUnavailable, UsageError
-from kg.extraction import loaders, plan, probes, runs
+from kg.extraction import plan, probes, runs
 from kg.extraction.breaker import FAILURES, WINDOW_S
 from kg.extraction.cache import CallCache
 from kg.extraction.chunking import ChunkingOptions
 from kg.extraction.extractor import Extractor, for_settings
+from kg.extraction.plan import BusyFile, Planning, SkippedFile
 from kg.extraction.runs import RunStatus
 from kg.extraction.scheduler import (
     Limits,
@@ -82,25 +83,6 @@ class IngestRequest:
     breaker_window_s: float = WINDOW_S
     cache: bool = True  # reuse valid replies to identical requests (--no-cache: off)
     ontology: str | None = None  # None: the profile's ontology
-
-
-class SkippedFile(NamedTuple):
-    path: str
-    reason: str
-
-
-class BusyFile(NamedTuple):
-    path: str
-    run_id: int  # the live run that is ingesting it
-
-
-@dataclass(frozen=True)
-class Planning:
-    """Planning progress: file `done` of `total` is being looked at."""
-
-    done: int
-    total: int
-    path: str
 
 
 @dataclass
@@ -190,34 +172,18 @@ class _Ingestion:
         request, summary = self.request, self.summary
         run_id: int | None = None
         opened: Opened | None = None
+
+        def start_run() -> int:
+            nonlocal run_id, opened
+            opened = self._open(request.profile)
+            with self.db.session() as session:
+                run_id = runs.start(session, profile_name=opened.snapshot["profile"],
+                                    snapshot=opened.snapshot, options=self._options())
+            return run_id
+
         try:
-            for number, path in enumerate(files, 1):
-                if self.on_planning:
-                    self.on_planning(Planning(number, len(files), str(path)))
-                sha = loaders.sha256_file(path)
-                if sha is not None and not request.force and plan.is_unchanged(self.db, path,
-                                                                               sha):
-                    summary.unchanged.append(str(path))
-                    continue
-                loaded = loaders.load(path)
-                if isinstance(loaded, loaders.Skipped):
-                    summary.skipped.append(SkippedFile(str(path), loaded.reason))
-                    continue
-                if opened is None:
-                    opened = self._open(request.profile)
-                if run_id is None:
-                    with self.db.session() as session:
-                        run_id = runs.start(session, profile_name=opened.snapshot["profile"],
-                                            snapshot=opened.snapshot, options=self._options())
-                added = plan.add_document(self.db, run_id, loaded, request.chunking,
-                                          request.force)
-                if added.decision == plan.Decision.UNCHANGED:
-                    summary.unchanged.append(str(path))
-                elif added.decision == plan.Decision.BUSY:
-                    assert added.owner is not None
-                    summary.busy.append(BusyFile(str(path), added.owner))
-                else:
-                    summary.documents += 1
+            plan.add_files(self.db, files, request.chunking, request.force, summary,
+                           start_run, self.on_planning)
         except KeyboardInterrupt as exc:
             if opened is not None:
                 opened.extractor.close()

@@ -13,10 +13,11 @@ import hashlib
 import logging
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import cast
+from typing import NamedTuple, Protocol, cast
 
 from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -64,6 +65,34 @@ def is_unchanged(db: Database, path: Path, sha: str) -> bool:
             DOCUMENTS.c.path == str(path.resolve()), DOCUMENTS.c.sha256 == sha,
             DOCUMENTS.c.status == DocumentStatus.INGESTED)) is not None
 
+
+
+class SkippedFile(NamedTuple):
+    path: str
+    reason: str
+
+
+class BusyFile(NamedTuple):
+    path: str
+    run_id: int  # the live run that is ingesting it
+
+
+@dataclass(frozen=True)
+class Planning:
+    """Planning progress: file `done` of `total` is being looked at."""
+
+    done: int
+    total: int
+    path: str
+
+
+class Tally(Protocol):
+    """Where planning counts what became of each file (an ingest's or a queue's summary)."""
+
+    documents: int
+    unchanged: list[str]
+    skipped: list[SkippedFile]
+    busy: list[BusyFile]
 
 class Decision(StrEnum):
     ADDED = "added"
@@ -131,6 +160,38 @@ def _write_chunks(conn: Connection, document_id: int, doc: loaders.LoadedDocumen
     conn.execute(update(DOCUMENTS).where(DOCUMENTS.c.id == document_id).values(
         chunk_count=count))
     return count
+
+
+def add_files(db: Database, files: list[Path], chunking: ChunkingOptions, force: bool,
+              tally: Tally, start_run: Callable[[], int],
+              on_planning: Callable[[Planning], None] | None = None) -> None:
+    """Add each changed, readable file to a run, counting in `tally` what became of each.
+
+    `start_run` opens the run at the first file that needs one, so nothing is written while
+    every file is unchanged or unreadable; the caller keeps the id it returned (also when this
+    raises half-way)."""
+    run_id: int | None = None
+    for number, path in enumerate(files, 1):
+        if on_planning:
+            on_planning(Planning(number, len(files), str(path)))
+        sha = loaders.sha256_file(path)
+        if sha is not None and not force and is_unchanged(db, path, sha):
+            tally.unchanged.append(str(path))
+            continue
+        loaded = loaders.load(path)
+        if isinstance(loaded, loaders.Skipped):
+            tally.skipped.append(SkippedFile(str(path), loaded.reason))
+            continue
+        if run_id is None:
+            run_id = start_run()
+        added = add_document(db, run_id, loaded, chunking, force)
+        if added.decision == Decision.UNCHANGED:
+            tally.unchanged.append(str(path))
+        elif added.decision == Decision.BUSY:
+            assert added.owner is not None
+            tally.busy.append(BusyFile(str(path), added.owner))
+        else:
+            tally.documents += 1
 
 
 def add_document(db: Database, run_id: int, doc: loaders.LoadedDocument,
