@@ -18,16 +18,21 @@ install: $(STAMP)
 demo: $(STAMP)
 	bash scripts/demo.sh $(KG)
 
-# ruff, mypy, then the whole suite on SQLite and PostgreSQL (started here if nothing answers on 5432).
+# ruff, mypy, the layer rules (.importlinter) and import cycles, then the whole suite on SQLite
+# and PostgreSQL (started here if nothing answers on 5432).
 test: $(STAMP)
 	bash scripts/ensure-postgres.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/python scripts/import_cycles.py
 	$(VENV)/bin/python -m pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/python scripts/import_cycles.py
 
 bench: $(STAMP)
 	bash scripts/ensure-postgres.sh

@@ -2,7 +2,8 @@
 
 Figures only: nothing here passes or fails on a number. Takes a few minutes on 2 cores.
 Longer ones run on their own: `python -m benchmarks.export` (100k-concept export),
-`python -m benchmarks.server` (`kg serve` under load).
+`python -m benchmarks.server` (`kg serve` under load). `--only engine` prints just the engine
+overhead on both databases and their ratio (the guard whose history is benchmarks/HISTORY.md).
 """
 
 from __future__ import annotations
@@ -17,18 +18,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--skip-embedded", action="store_true", help="no llama.cpp figures")
     parser.add_argument("--memory-mb", type=float, default=10.0)
+    parser.add_argument("--only", choices=["engine"], help="one figure only")
+    parser.add_argument("--repetitions", type=int, default=3,
+                        help="engine overhead runs per database (median and range)")
     args = parser.parse_args()
     rows: list[tuple[str, str, str]] = []
     started = time.perf_counter()
 
-    for dialect in ("sqlite", "postgresql"):
-        o = engine.overhead(dialect)
-        rows.append((f"engine overhead ({dialect})", f"{o['chunks_per_s']} chunks/s",
-                     f"{o['chunks']} chunks, 10 concepts + ~9 relationships each, "
+    c = engine.compare(args.repetitions)
+    for dialect in engine.DIALECTS:
+        d = c[dialect]
+        rows.append((f"engine overhead ({dialect})", f"{d['median']} chunks/s",
+                     f"median of {c['repetitions']}, range {d['min']}-{d['max']}; "
+                     f"{c['chunks']} chunks, 10 concepts + ~9 relationships each, "
                      "instant server, max_parallel 4 (target >= 100)"))
+    low, high = c["ratio_range"]
+    rows.append(("engine PostgreSQL / SQLite", f"{c['ratio']}",
+                 f"same invocation, per pair {low}-{high} (target >= 0.9)"))
+    for dialect in engine.DIALECTS:
+        o = c["runs"][dialect][-1]
         rows.append((f"re-ingest unchanged ({dialect})",
                      f"{o['reingest_calls']} LLM calls, {o['reingest_s']}s",
                      f"status {o['reingest_status']} (target 0 calls)"))
+    if args.only == "engine":
+        _print(rows, started)
+        return
     rows += concurrency.rows()
     rows += backends.rows()
     rows += workers.rows()
@@ -56,6 +70,10 @@ def main() -> None:
                  f"{m['chunks']} chunks in {m['seconds']}s; `kg db current` alone: "
                  f"{m['baseline_rss_mb']} MB"))
 
+    _print(rows, started)
+
+
+def _print(rows: list[tuple[str, str, str]], started: float) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     print(f"{'figure'.ljust(widths[0])}  {'value'.ljust(widths[1])}  notes")
     for r in rows:

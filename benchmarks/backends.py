@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import text
 
 from benchmarks.common import corpus_text, fake_server, point_at, temp_database
-from kg import profiles
 from kg.db import Database
 from kg.extraction.chunking import ChunkingOptions
 from kg.extraction.estimate import estimate
 from kg.extraction.ingest import IngestRequest, ingest
+from kg.profiles import storage
 from tests.fakes import FakeOllama, FakeVLLM, Reply, chunk_of, graph_reply
 
 CHUNKING = ChunkingOptions(target_tokens=160, min_tokens=20, max_tokens=240, overlap_tokens=0)
@@ -117,9 +117,9 @@ def fallback(chunks: int = 32) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, temp_database("sqlite") as db:
         with FakeOllama(responder=_answer(0.0)) as local:
             with db.session() as session:
-                profiles.set_profile(session, {"provider": "ollama", "model": "qwen3:8b",
-                                               "base_url": local.url},
-                                     name="cloud", by="benchmark")
+                storage.set_profile(session, {"provider": "ollama", "model": "qwen3:8b",
+                                              "base_url": local.url},
+                                    name="cloud", by="benchmark")
             point_at(db, f"{_free_url()}/v1", "vllm", "Qwen/Qwen3-8B", max_parallel=1,
                      fallback_profile="cloud")
             started = time.perf_counter()

@@ -17,8 +17,8 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kg import profiles as config  # noqa: E402
 from kg.db import Database, migrate  # noqa: E402
+from kg.profiles import storage  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get(
     "KG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -75,9 +75,9 @@ def point_at(db: Database, url: str, provider: str = "ollama", model: str = "qwe
              **fields: object) -> None:
     """Create and activate a profile that talks to a test server."""
     with db.session() as session:
-        config.set_profile(session, {"provider": provider, "model": model, "base_url": url,
-                                     "max_retries": 0, **fields},
-                           name="bench", activate=True, by="benchmark")
+        storage.set_profile(session, {"provider": provider, "model": model, "base_url": url,
+                                      "max_retries": 0, **fields},
+                            name="bench", activate=True, by="benchmark")
 
 
 def tag(i: int) -> str:

@@ -9,7 +9,8 @@ import benchmarks.common  # noqa: F401  (puts the repository on sys.path)
 from kg.extraction.prompt import messages_for, system_prompt
 from kg.extraction.schema import bounds_for_budget, output_schema
 from kg.extraction.vocabulary import TypeInfo, Vocabulary
-from kg.providers.base import ProviderSettings, estimate_tokens
+from kg.profiles.settings import ProviderSettings
+from kg.providers.base import estimate_tokens
 from kg.providers.llamacpp import LlamaCppProvider
 
 WORDS_300 = (

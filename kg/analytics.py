@@ -5,35 +5,24 @@ Money is computed with Decimal and rounded to the cent once, at the end, per gro
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 import statistics
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kg.db.models import Call, ModelPrice, utcnow
+from kg.db.prices import as_decimal, cost, money, prices_by_name
 from kg.errors import NotFoundError, UsageError
 
-log = logging.getLogger(__name__)
-
 GROUPS = ("provider", "model", "profile", "day", "endpoint")
-MILLION = Decimal(1_000_000)
-CENT = Decimal("0.01")
 # The price columns are NUMERIC(14, 6): anything at or above 10^8 does not fit.
 MAX_PRICE = 1_000_000.0
-
-
-@dataclass(frozen=True)
-class Price:
-    prompt: Decimal
-    completion: Decimal
 
 
 def parse_since(value: str | None, last_30_days: bool) -> datetime | None:
@@ -83,7 +72,7 @@ def list_prices(session: Session) -> list[dict[str, Any]]:
 
 def _float(value: object) -> float | None:
     """A price for listing; a value that is not a finite number shows as None."""
-    number = _decimal(value)
+    number = as_decimal(value)
     return float(number) if number is not None and number.is_finite() else None
 
 
@@ -92,43 +81,6 @@ def delete_price(session: Session, name: str) -> None:
     if row is None:
         raise NotFoundError(f"no price for {name!r}; see `kg admin prices list`")
     session.delete(row)
-
-
-def _usable(value: Decimal | None) -> bool:
-    return value is not None and value.is_finite() and value >= 0
-
-
-def prices_by_name(session: Session) -> dict[str, Price]:
-    """Prices by name; a row no valid price could be (written by hand: NaN, Infinity) is ignored."""
-    prices = {}
-    for p in session.scalars(select(ModelPrice)):
-        prompt, completion = _decimal(p.prompt_per_million), _decimal(p.completion_per_million)
-        if prompt is None or completion is None or not (_usable(prompt) and _usable(completion)):
-            log.warning("price of %s is not a usable number (%s, %s): treated as unpriced; fix "
-                        "it with `kg admin prices set`", p.name, p.prompt_per_million,
-                        p.completion_per_million)
-            continue
-        prices[p.name] = Price(prompt, completion)
-    return prices
-
-
-def _decimal(value: object) -> Decimal | None:
-    try:
-        return value if isinstance(value, Decimal) else Decimal(str(value))
-    except ArithmeticError:
-        return None
-
-
-def cost(prompt_tokens: int, output_tokens: int, price: Price | None) -> Decimal:
-    """Exact cost in currency units (not rounded)."""
-    if price is None:
-        return Decimal(0)
-    return (Decimal(prompt_tokens) * price.prompt
-            + Decimal(output_tokens) * price.completion) / MILLION
-
-
-def money(value: Decimal) -> float:
-    return float(value.quantize(CENT, rounding=ROUND_HALF_UP))
 
 
 def _percentile(values: list[float], q: float) -> float | None:

@@ -3,6 +3,10 @@
 `kg.open()` reads the same settings as the CLI (KG_DATABASE_URL, KG_HOME, KG_PROFILE) and
 every method calls the same library function as the matching command, so a notebook and a
 shell see the same graph the same way.
+
+It is also the one door through which the front ends start ingestions: the server's run
+routes take the request, summary and progress types and `ingest` from here, never from
+`kg.extraction` (an import-linter contract checks it).
 """
 
 from __future__ import annotations
@@ -17,8 +21,20 @@ from typing import TYPE_CHECKING, Any, TextIO
 from kg import curation, graph, queries
 from kg.db import Database, open_database
 from kg.errors import KgError
-from kg.export import ExportResult, Scope, export_graph
+from kg.export import ExportFilter, ExportResult, export_graph
 from kg.export.source import GraphSource, snapshot
+from kg.extraction.chunking import ChunkingOptions
+from kg.extraction.ingest import (
+    IngestRequest,
+    IngestSummary,
+    Interrupted,
+    NoRun,
+    Planning,
+    Progress,
+    ingest,
+)
+from kg.extraction.loaders import KINDS as FILE_KINDS
+from kg.extraction.plan import discover as discover_files
 from kg.settings import Settings, load_settings
 from kg.training import TrainingResult, export_training
 
@@ -26,7 +42,9 @@ if TYPE_CHECKING:
     import networkx
     from sqlalchemy.orm import Session
 
-    from kg.extraction.ingest import IngestSummary
+# The door for front ends that start runs (with Graph and open, the public names).
+__all__ = ["FILE_KINDS", "ChunkingOptions", "Graph", "IngestRequest", "IngestSummary",
+           "Interrupted", "NoRun", "Planning", "Progress", "discover_files", "ingest", "open"]
 
 log = logging.getLogger(__name__)
 Rows = list[dict[str, Any]]
@@ -41,10 +59,6 @@ class Graph:
         self.by = os.environ.get("USER") or "notebook"
 
     # -- plumbing -------------------------------------------------------------------------
-    def _read(self, func: Any, *args: Any, **kwargs: Any) -> Any:
-        with self.database.session() as session:
-            return func(session, *args, **kwargs)
-
     def session(self) -> Session:
         """A SQLAlchemy session for queries of your own (commit or roll back yourself)."""
         return self.database.sessions()
@@ -68,8 +82,6 @@ class Graph:
         """Extract concepts and relationships from files or folders (like `kg ingest`);
         `profile` picks a profile for this call only (default: $KG_PROFILE, else the active);
         `options` are further IngestRequest fields (chunking, fuzzy_threshold, resume, ...)."""
-        from kg.extraction.ingest import IngestRequest, ingest
-
         items = [paths] if isinstance(paths, str | Path) else list(paths)
         request = IngestRequest(paths=[Path(p) for p in items], recursive=recursive,
                                 profile=profile or self.settings.profile, force=force,
@@ -79,38 +91,38 @@ class Graph:
     # -- reading --------------------------------------------------------------------------
     def concepts(self, search: str | None = None, limit: int = 50) -> Rows:
         """Concepts, most mentioned first, optionally those whose label or alias has `search`."""
-        return list(self._read(queries.list_concepts, search, limit))
+        return list(self.database.read(queries.list_concepts, search, limit))
 
     def concept(self, name: str) -> dict[str, Any]:
         """One concept by label, alias or id: aliases, relationships, evidence."""
-        return dict(self._read(queries.concept_detail, name))
+        return dict(self.database.read(queries.concept_detail, name))
 
     def relationships(self, type: str | None = None, concept: str | None = None, *,
                       min_confidence: float | None = None, limit: int = 100) -> Rows:
         """Relationships, filtered by type name and/or one concept (either end)."""
-        return list(self._read(graph.list_relationships, type=type, concept=concept,
-                               min_confidence=min_confidence, limit=limit))
+        return list(self.database.read(graph.list_relationships, type=type, concept=concept,
+                                       min_confidence=min_confidence, limit=limit))
 
     def neighbors(self, label: str, depth: int = 1, limit: int = 500) -> dict[str, Any]:
         """Concepts within `depth` relationships of `label`, and the relationships between."""
-        return dict(self._read(graph.neighbors, label, depth=depth, limit=limit))
+        return dict(self.database.read(graph.neighbors, label, depth=depth, limit=limit))
 
     def path(self, a: str, b: str, max_depth: int = 4) -> dict[str, Any]:
         """A shortest chain of relationships from `a` to `b` (`steps` empty if none)."""
-        return dict(self._read(graph.path, a, b, max_depth=max_depth))
+        return dict(self.database.read(graph.path, a, b, max_depth=max_depth))
 
     def documents(self, search: str | None = None, limit: int = 100) -> Rows:
-        return list(self._read(graph.list_documents, search=search, limit=limit))
+        return list(self.database.read(graph.list_documents, search=search, limit=limit))
 
     def document(self, path: str | Path) -> dict[str, Any]:
-        return dict(self._read(graph.document_detail, str(path)))
+        return dict(self.database.read(graph.document_detail, str(path)))
 
     # -- out --------------------------------------------------------------------------------
     def export(self, format: str, path: str | Path | None = None, *, stream: TextIO | None = None,
                run: int | None = None, document: str | None = None,
                min_confidence: float | None = None, base_iri: str = "urn:kg:") -> ExportResult:
         """Write the graph as graphml, gexf, jsonl, csv (a folder), cypher or turtle."""
-        scope = Scope(run=run, document=document, min_confidence=min_confidence)
+        scope = ExportFilter(run=run, document=document, min_confidence=min_confidence)
         return export_graph(self.database, format, Path(path) if path is not None else None,
                             scope=scope, base_iri=base_iri, stream=stream)
 
@@ -129,7 +141,7 @@ class Graph:
         except ImportError:
             raise KgError("to_networkx needs networkx: pip install networkx") from None
         result: networkx.MultiDiGraph = nx.MultiDiGraph()
-        scope = Scope(run=run, document=document, min_confidence=min_confidence)
+        scope = ExportFilter(run=run, document=document, min_confidence=min_confidence)
         with self.database.engine.connect() as conn:
             snapshot(conn)
             source = GraphSource(conn, scope)
@@ -162,7 +174,7 @@ class Graph:
             return curation.delete_relationship(session, relationship_id, by=self.by)
 
     def curation(self, limit: int = 50) -> Rows:
-        return list(self._read(curation.list_decisions, limit=limit))
+        return list(self.database.read(curation.list_decisions, limit=limit))
 
     def undo(self, decision_id: int) -> dict[str, Any]:
         with self.database.session() as session:

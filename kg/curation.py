@@ -3,39 +3,27 @@
 Applying a decision changes the graph at once and stores what it changed, so that `undo` can
 put it back. A merge or a rename leaves the old labels as aliases of the surviving concept, so
 the resolution step (which looks labels and aliases up) sends them there on every later run.
-A deleted concept stays deleted because the writer asks `suppressed_labels()` before it
-creates a concept; `redirects()` and `suppressed_edges()` serve the same purpose for a
+A deleted concept stays deleted because the writer asks `kg.db.curation_rules` before it
+creates a concept; its `redirects()` and `suppressed_edges()` serve the same purpose for a
 resolver that keeps its own index.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import (
-    JSON,
-    CheckConstraint,
-    Connection,
-    String,
-    Table,
-    Text,
-    delete,
-    func,
-    insert,
-    select,
-    update,
-)
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy.orm import Session
 
+from kg.db.curation_rules import Action
+from kg.db.locks import lock_for_rewrite
 from kg.db.models import (
-    Base,
     Chunk,
     Concept,
     ConceptAlias,
+    CurationDecision,
     Evidence,
     Relationship,
     RelationshipType,
@@ -43,56 +31,14 @@ from kg.db.models import (
     utcnow,
 )
 from kg.errors import NotFoundError, UsageError
-from kg.extraction.resolve import normalise_label
 from kg.queries import find_concept
+from kg.text import normalise_label
 
 CONCEPTS = cast(Table, Concept.__table__)
 ALIASES = cast(Table, ConceptAlias.__table__)
 EDGES = cast(Table, Relationship.__table__)
 EVIDENCE = cast(Table, Evidence.__table__)
 Row = dict[str, Any]
-Reader = Session | Connection
-
-
-class Action(StrEnum):
-    """What a decision did (the strings are the database's, see ck_curation_action)."""
-
-    MERGE = "merge"
-    RENAME = "rename"
-    DELETE_CONCEPT = "delete_concept"
-    DELETE_RELATIONSHIP = "delete_relationship"
-
-
-class CurationDecision(Base):
-    """One curation decision: who, when, what, and enough of the old rows to undo it."""
-
-    __tablename__ = "curation_decisions"
-    __table_args__ = (
-        CheckConstraint(
-            "action IN ('merge', 'rename', 'delete_concept', 'delete_relationship')",
-            name="ck_curation_action",
-        ),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    action: Mapped[str] = mapped_column(String(32))
-    summary: Mapped[str] = mapped_column(Text)
-    concept_id: Mapped[int | None] = mapped_column()  # the concept that remains, if any
-    norms: Mapped[list[str]] = mapped_column(JSON, default=list)  # labels it decided about
-    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # what undo restores
-    created_by: Mapped[str] = mapped_column(String(128))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    undone_at: Mapped[datetime | None] = mapped_column()
-    undone_by: Mapped[str | None] = mapped_column(String(128))
-
-
-def lock_for_rewrite(session: Session) -> None:
-    """Take the graph lock before anything else in the transaction, and make running ingest
-    writers reload their caches afterwards (this transaction changes or removes rows)."""
-    # Imported here: the writer reads this module's rules, so a top-level import would cycle.
-    from kg.extraction.store import lock_graph
-
-    lock_graph(session.connection(), rewrites=True)
 
 
 # -- snapshots: rows as JSON-safe dicts, and back -------------------------------------------
@@ -471,71 +417,3 @@ def _undo_delete_relationship(session: Session, data: Row) -> None:
     if not _restore_edge(session, data["edge"], data["evidence"]):
         raise UsageError("cannot undo: one end of the relationship no longer exists; undo "
                          "the decision that removed it first (`kg curation list`)")
-
-
-# -- what later runs ask --------------------------------------------------------------------
-
-def _active(reader: Reader, *actions: Action) -> list[tuple[int | None, list[str], Row]]:
-    table = cast(Table, CurationDecision.__table__)
-    rows = reader.execute(select(table.c.concept_id, table.c.norms, table.c.data).where(
-        table.c.action.in_([a.value for a in actions]), table.c.undone_at.is_(None))
-        .order_by(table.c.id))
-    return [(r.concept_id, list(r.norms or []), r.data or {}) for r in rows]
-
-
-def suppressed_labels(reader: Reader) -> set[str]:
-    """Normalised labels (and aliases) of deleted concepts that a run must not create again;
-    a label that names a live concept now is not suppressed."""
-    norms = {n for _c, ns, _d in _active(reader, Action.DELETE_CONCEPT) for n in ns}
-    if not norms:
-        return set()
-    live = set(reader.scalars(select(CONCEPTS.c.norm_label).where(
-        CONCEPTS.c.norm_label.in_(norms))))
-    return norms - live
-
-
-def suppressed_edges(reader: Reader) -> set[tuple[int, int, int]]:
-    """(source id, type id, target id) of deleted relationships a run must not add again."""
-    return {(d["edge"]["source_id"], d["edge"]["type_id"], d["edge"]["target_id"])
-            for _c, _n, d in _active(reader, Action.DELETE_RELATIONSHIP)}
-
-
-def redirects(reader: Reader) -> dict[str, int]:
-    """Normalised labels that merges and renames retired -> the concept that holds them now
-    (following later merges), for a resolver that does not read aliases itself."""
-    norms = {n for _c, ns, _d in _active(reader, Action.MERGE, Action.RENAME) for n in ns}
-    if not norms:
-        return {}
-    found: dict[str, int] = {}
-    for norm, cid in reader.execute(select(CONCEPTS.c.norm_label, CONCEPTS.c.id).where(
-            CONCEPTS.c.norm_label.in_(norms))):
-        found[norm] = cid
-    for norm, cid in reader.execute(select(ALIASES.c.norm_alias, ALIASES.c.concept_id).where(
-            ALIASES.c.norm_alias.in_(norms)).order_by(ALIASES.c.id)):
-        found.setdefault(norm, cid)
-    return found
-
-
-@dataclass(frozen=True)
-class Rules:
-    """What the graph writer must respect, read once per commit (inside its lock)."""
-
-    suppressed_labels: frozenset[str] = frozenset()
-    suppressed_edges: frozenset[tuple[int, int, int]] = frozenset()
-    renamed: frozenset[int] = frozenset()
-
-
-def rules(reader: Reader) -> Rules:
-    """The active decisions as the writer needs them (cheap: the table holds decisions, not
-    graph rows, and an empty table costs one indexed query)."""
-    active = _active(reader, Action.DELETE_CONCEPT, Action.DELETE_RELATIONSHIP, Action.RENAME)
-    if not active:
-        return Rules()
-    return Rules(frozenset(suppressed_labels(reader)), frozenset(suppressed_edges(reader)),
-                 frozenset(renamed_concepts(reader)))
-
-
-def renamed_concepts(reader: Reader) -> set[int]:
-    """Concepts whose label a person chose: a run must not replace it with a spelling it
-    prefers (store's relabel step)."""
-    return {c for c, _n, _d in _active(reader, Action.RENAME) if c is not None}

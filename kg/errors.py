@@ -26,6 +26,10 @@ class NotFoundError(UsageError):
     """A named thing (profile, run, concept, file) does not exist."""
 
 
+class ConflictError(UsageError):
+    """The thing exists but its state forbids the request (e.g. resuming a completed run)."""
+
+
 class DatabaseError(KgError):
     """The database cannot be reached or used."""
 
@@ -66,6 +70,10 @@ class ThinkingUnsupported(ProviderError):
 
 
 class ProviderNotInstalled(ProviderError):
+    """The provider's package is not installed (e.g. `kg[local]`): fixed by installing, exit 2
+    like any missing optional package, not a backend failure."""
+
+    exit_code = 2
     fatal = True
 
 

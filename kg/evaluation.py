@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,12 @@ from kg.errors import NotFoundError, UsageError
 from kg.extraction import loaders
 from kg.extraction.chunking import ChunkingOptions, chunk_text
 from kg.extraction.extract import MALFORMED, CallStatus, ChunkOutcome
+from kg.extraction.extractor import Extractor
 from kg.extraction.extractor import build as build_extractor
-from kg.extraction.resolve import normalise_label
 from kg.extraction.store import call_rows
-from kg.extraction.vocabulary import TypeInfo, Vocabulary, snake
+from kg.extraction.vocabulary import TypeInfo, Vocabulary
+from kg.profiles.settings import ProviderSettings, output_settings
+from kg.text import datatype_of, label_key, normalise_label
 
 JSON_KINDS = {"not_json", "truncated", "thinking_only", "schema", MALFORMED}
 
@@ -195,6 +198,99 @@ def prediction_from(outcomes: list[ChunkOutcome]) -> Prediction:
     return pred
 
 
+@dataclass
+class _Task:
+    """One scored unit of an evaluation: a document or a record, its chunk texts, its scorer."""
+
+    name: str
+    category: str
+    texts: list[str]
+    extractor: Extractor
+    score: Callable[[list[ChunkOutcome]], _Scored]
+
+
+@dataclass
+class _Scored:
+    counts: dict[str, Any]
+    predicted: dict[str, Any]
+
+
+_Summary = tuple[dict[str, Any], dict[str, Any]]
+
+
+def _profile_record(settings: ProviderSettings) -> dict[str, Any]:
+    """What an evaluation keeps of its profile: identity plus every setting that changes output."""
+    return {"name": settings.profile_name, "revision": settings.revision,
+            "provider": settings.provider, "model": settings.model,
+            **output_settings(settings)}
+
+
+def _run_evaluation(
+    db: Database,
+    source: Path,
+    tasks: Callable[[Extractor], Iterator[_Task]],
+    summarise: Callable[[list[tuple[_Task, _Scored]]], _Summary],
+    *,
+    profile: str | None,
+    models_dir: Path | None,
+    on_document: Callable[[str], None] | None,
+) -> int:
+    """The one evaluator: extract each task's chunks, log the calls, score, store the evaluation.
+
+    A fatal provider error stops the whole evaluation (its scores would be meaningless).
+    """
+    started = utcnow()
+    with db.session() as session:
+        base = build_extractor(session, profile, models_dir)
+    settings = base.settings
+    done: list[tuple[_Task, _Scored]] = []
+    try:
+        with ThreadPoolExecutor(max_workers=settings.max_parallel) as pool:
+            for task in tasks(base):
+                outcomes = list(pool.map(lambda t, x=task.extractor: x.extract(0, t), task.texts))
+                fatal = next((o.fatal for o in outcomes if o.fatal is not None), None)
+                if fatal is not None:
+                    raise fatal
+                with db.transaction() as conn:
+                    calls = [r for o in outcomes for r in call_rows(None, None, o)]
+                    if calls:
+                        conn.execute(insert(Call), calls)
+                done.append((task, task.score(outcomes)))
+                if on_document:
+                    on_document(task.name)
+    finally:
+        base.close()
+    overall, by_category = summarise(done)
+    with db.session() as session:
+        evaluation = Evaluation(
+            gold_dir=str(source.resolve()), profile=_profile_record(settings),
+            started_at=started, finished_at=utcnow(), documents=len(done),
+            overall=overall, by_category=by_category)
+        session.add(evaluation)
+        session.flush()
+        for task, scored in done:
+            session.add(EvaluationDocument(
+                evaluation_id=evaluation.id, document=task.name, category=task.category,
+                counts=scored.counts, predicted=scored.predicted))
+        return evaluation.id
+
+
+def _score_document(gold: Gold, outcomes: list[ChunkOutcome], symmetric: set[str]) -> _Scored:
+    pred = prediction_from(outcomes)
+    return _Scored(score(gold, pred, symmetric),
+                   {"concepts": pred.concepts, "relationships": pred.relationships})
+
+
+def _summarise_documents(done: list[tuple[_Task, _Scored]]) -> _Summary:
+    overall: dict[str, int] = {}
+    per_category: dict[str, dict[str, int]] = defaultdict(dict)
+    for task, scored in done:
+        _add(overall, scored.counts)
+        _add(per_category[task.category], scored.counts)
+    return ({**metrics(overall), "counts": overall},
+            {k: {**metrics(v), "counts": v} for k, v in sorted(per_category.items())})
+
+
 def evaluate(
     db: Database,
     gold_dir: Path,
@@ -206,59 +302,21 @@ def evaluate(
 ) -> int:
     """Run extraction over the gold documents, score, store; returns the evaluation id."""
     golds = load_gold(gold_dir)
-    started = utcnow()
-    with db.session() as session:
-        extractor = build_extractor(session, profile, models_dir)
-    settings = extractor.settings
-    symmetric = {t.name for t in extractor.vocabulary.types.values()
-                 if t.direction == "symmetric"}
     opts = chunking or ChunkingOptions()
-    documents: list[tuple[Gold, Prediction, dict[str, int]]] = []
-    try:
-        with ThreadPoolExecutor(max_workers=settings.max_parallel) as pool:
-            for gold in golds:
-                loaded = loaders.load(gold.document)
-                if isinstance(loaded, loaders.Skipped):
-                    raise UsageError(f"cannot evaluate {gold.document}: {loaded.reason}")
-                texts = [c.text for c in chunk_text(loaded.text, opts, loaded.boundaries)]
-                outcomes = list(pool.map(lambda t: extractor.extract(0, t), texts))
-                fatal = next((o.fatal for o in outcomes if o.fatal is not None), None)
-                if fatal is not None:
-                    raise fatal
-                with db.transaction() as conn:
-                    calls = [r for o in outcomes for r in call_rows(None, None, o)]
-                    if calls:
-                        conn.execute(insert(Call), calls)
-                pred = prediction_from(outcomes)
-                documents.append((gold, pred, score(gold, pred, symmetric)))
-                if on_document:
-                    on_document(str(gold.document))
-    finally:
-        extractor.close()
-    overall: dict[str, int] = {}
-    per_category: dict[str, dict[str, int]] = defaultdict(dict)
-    for gold, _pred, counts in documents:
-        _add(overall, counts)
-        _add(per_category[gold.category], counts)
-    with db.session() as session:
-        evaluation = Evaluation(
-            gold_dir=str(gold_dir.resolve()),
-            profile={"name": settings.profile_name, "revision": settings.revision,
-                     "provider": settings.provider, "model": settings.model,
-                     "temperature": settings.temperature,
-                     "thinking_mode": settings.thinking_mode},
-            started_at=started, finished_at=utcnow(), documents=len(documents),
-            overall={**metrics(overall), "counts": overall},
-            by_category={k: {**metrics(v), "counts": v} for k, v in sorted(per_category.items())},
-        )
-        session.add(evaluation)
-        session.flush()
-        for gold, pred, counts in documents:
-            session.add(EvaluationDocument(
-                evaluation_id=evaluation.id, document=str(gold.document), category=gold.category,
-                counts=counts, predicted={"concepts": pred.concepts,
-                                          "relationships": pred.relationships}))
-        return evaluation.id
+
+    def tasks(base: Extractor) -> Iterator[_Task]:
+        symmetric = {t.name for t in base.vocabulary.types.values()
+                     if t.direction == "symmetric"}
+        for gold in golds:
+            loaded = loaders.load(gold.document)
+            if isinstance(loaded, loaders.Skipped):
+                raise UsageError(f"cannot evaluate {gold.document}: {loaded.reason}")
+            texts = [c.text for c in chunk_text(loaded.text, opts, loaded.boundaries)]
+            yield _Task(str(gold.document), gold.category, texts, base,
+                        partial(_score_document, gold, symmetric=symmetric))
+
+    return _run_evaluation(db, gold_dir, tasks, _summarise_documents, profile=profile,
+                           models_dir=models_dir, on_document=on_document)
 
 
 def get_evaluation(session: Session, evaluation_id: int) -> Evaluation:
@@ -275,6 +333,25 @@ def summary(evaluation: Evaluation) -> dict[str, Any]:
             "overall": {k: v for k, v in evaluation.overall.items() if k != "counts"},
             "by_category": {c: {k: v for k, v in m.items() if k != "counts"}
                             for c, m in evaluation.by_category.items()}}
+
+
+def record_details(session: Session, evaluation: Evaluation) -> list[dict[str, Any]]:
+    """Each record of a JSONL evaluation: predicted triples beside gold ones, split into
+    matched, missed and extra (relaxed ends, relation label case- and separator-insensitive)."""
+    def key(t: list[str]) -> tuple[str, str, str]:
+        return norm_triple_part(t[0], True), label_key(t[1]), norm_triple_part(t[2], True)
+
+    rows = []
+    for doc in session.scalars(select(EvaluationDocument).where(
+            EvaluationDocument.evaluation_id == evaluation.id).order_by(EvaluationDocument.id)):
+        predicted = [list(t) for t in doc.predicted.get("triples", [])]
+        gold = [list(t) for t in doc.predicted.get("gold", [])]
+        gold_keys, pred_keys = {key(t) for t in gold}, {key(t) for t in predicted}
+        rows.append({"record": doc.document, "predicted": predicted, "gold": gold,
+                     "matched": [t for t in predicted if key(t) in gold_keys],
+                     "missed": [t for t in gold if key(t) not in pred_keys],
+                     "extra": [t for t in predicted if key(t) not in gold_keys]})
+    return rows
 
 
 def list_evaluations(session: Session) -> list[dict[str, Any]]:
@@ -356,15 +433,17 @@ def load_records(path: Path) -> list[Record]:
 
 def record_vocabulary(record: Record) -> Vocabulary:
     """The record's ontology as a strict in-memory vocabulary (nothing is stored)."""
-    types = [TypeInfo(0, snake(r.label), "general", "directed",
-                      snake(r.domain) if r.domain else None,
-                      snake(r.range) if r.range else None) for r in record.ontology.relations]
-    concepts = [snake(c) for c in record.ontology.concepts]
+    concepts = list(record.ontology.concepts)
     known = set(concepts)
-    # A domain/range outside the record's concept list cannot be checked: leave it open.
-    types = [TypeInfo(t.id, t.name, t.category, t.direction,
-                      t.domain if t.domain in known else None,
-                      t.range if t.range in known else None) for t in types]
+
+    def end(name: str | None) -> str | None:
+        # A datatype range makes literals; another name outside the record's concept list
+        # cannot be checked: leave it open.
+        return name if name in known or datatype_of(name) else None
+
+    # Names as the ontology spells them: the benchmark compares relation labels as strings.
+    types = [TypeInfo(0, r.label, "general", "directed", end(r.domain), end(r.range))
+             for r in record.ontology.relations]
     return Vocabulary(types, concept_types=concepts, ontology=f"record:{record.id}"[:64],
                       mode="strict")
 
@@ -389,8 +468,10 @@ def score_record(record: Record, outcomes: list[ChunkOutcome]) -> dict[str, Any]
         if verdict is None:
             continue
         predicted += [(r.source, r.type.name, r.target) for r in verdict.relationships]
-        proposed += len(verdict.relationships) + verdict.dropped["unknown_type"]
-    allowed = {snake(r.label) for r in record.ontology.relations}
+        predicted += [(lit.subject, lit.type.name, lit.value) for lit in verdict.literals]
+        proposed += (len(verdict.relationships) + len(verdict.literals)
+                     + verdict.dropped["unknown_type"])
+    allowed = {label_key(r.label) for r in record.ontology.relations}
     scores: dict[str, Any] = {"id": record.id, "predicted": len(predicted),
                               "gold": len(record.gold_triples)}
     for name, relaxed in (("strict", False), ("relaxed", True)):
@@ -401,7 +482,7 @@ def score_record(record: Record, outcomes: list[ChunkOutcome]) -> dict[str, Any]
         gold = {key(t) for t in record.gold_triples}
         p, r, f = _prf(len(pred & gold), len(pred), len(gold))
         scores |= {f"{name}_precision": p, f"{name}_recall": r, f"{name}_f1": f}
-    in_ontology = sum(snake(t[1]) in allowed for t in predicted)
+    in_ontology = sum(label_key(t[1]) in allowed for t in predicted)
     scores["ontology_conformance"] = round(in_ontology / proposed, 4) if proposed else None
     scores["subject_hallucination"] = (round(sum(not _in_text(t[0], record.text)
                                                  for t in predicted) / len(predicted), 4)
@@ -409,12 +490,62 @@ def score_record(record: Record, outcomes: list[ChunkOutcome]) -> dict[str, Any]
     scores["object_hallucination"] = (round(sum(not _in_text(t[2], record.text)
                                                 for t in predicted) / len(predicted), 4)
                                       if predicted else None)
+    scores |= _record_counts(record, predicted, outcomes)
     merged = prediction_from(outcomes)
     scores |= {"chunks": merged.chunks, "chunks_failed": merged.chunks_failed,
                "first_try_usable": merged.first_try_usable,
                "quotes_verbatim": merged.quotes_verbatim, "quotes_total": merged.quotes_total}
     scores["triples"] = [list(t) for t in predicted]
     return scores
+
+
+def _record_counts(record: Record, predicted: list[tuple[str, str, str]],
+                   outcomes: list[ChunkOutcome]) -> dict[str, int]:
+    """Counts summed over records (micro-averaged): unordered end pairs, gold entities found,
+    literal-range gold triples and how many literal values were right."""
+    def end(value: str) -> str:
+        return norm_triple_part(value, True)
+
+    literal_relations = {label_key(r.label) for r in record.ontology.relations
+                         if datatype_of(r.range)}
+    gold = {(end(s), label_key(r), end(o)) for s, r, o in record.gold_triples}
+    pred = {(end(s), label_key(r), end(o)) for s, r, o in predicted}
+    gold_pairs = {frozenset((s, o)) for s, _, o in gold}
+    pred_pairs = {frozenset((s, o)) for s, _, o in pred}
+    gold_entities = {s for s, _, _ in gold} | {o for _, r, o in gold
+                                                if r not in literal_relations}
+    found = {end(c.label) for o in outcomes if o.validation for c in o.validation.concepts}
+    found |= {x for s, _, o in pred for x in (s, o)}
+    gold_literals = {t for t in gold if t[1] in literal_relations}
+    pred_literals = {t for t in pred if t[1] in literal_relations}
+    # A literal's accuracy: of the predicted values for a gold (subject, relation), how many
+    # are the gold value (the literal's own recall is in gold_literal / literal_tp).
+    asked = {(s, r) for s, r, _ in gold_literals}
+    return {"pair_tp": len(gold_pairs & pred_pairs), "pair_pred": len(pred_pairs),
+            "pair_gold": len(gold_pairs), "entity_gold": len(gold_entities),
+            "entity_found": len(gold_entities & found), "literal_gold": len(gold_literals),
+            "literal_pred": len(pred_literals),
+            "literal_judged": sum((s, r) in asked for s, r, _ in pred_literals),
+            "literal_tp": len(gold_literals & pred_literals)}
+
+
+MICRO_COUNTS = ("predicted", "gold", "pair_tp", "pair_pred", "pair_gold", "entity_gold",
+                "entity_found", "literal_gold", "literal_pred", "literal_judged", "literal_tp")
+
+
+def _micro(records: list[dict[str, Any]]) -> dict[str, Any]:
+    total = {k: sum(r.get(k, 0) for r in records) for k in MICRO_COUNTS}
+    _, _, pair_f1 = _prf(total["pair_tp"], total["pair_pred"], total["pair_gold"])
+    return {
+        "predicted_triples": total["predicted"], "gold_triples": total["gold"],
+        "untyped_pair_f1": pair_f1,
+        "entity_recall": round(total["entity_found"] / total["entity_gold"], 4)
+        if total["entity_gold"] else None,
+        "literal_accuracy": round(total["literal_tp"] / total["literal_judged"], 4)
+        if total["literal_judged"] else None,
+        "literal_recall": round(total["literal_tp"] / total["literal_gold"], 4)
+        if total["literal_gold"] else None,
+    }
 
 
 RECORD_METRICS = ("strict_precision", "strict_recall", "strict_f1", "relaxed_precision",
@@ -435,7 +566,20 @@ def average(records: list[dict[str, Any]]) -> dict[str, Any]:
     out["quotes_verbatim_rate"] = (round(sum(r["quotes_verbatim"] for r in records) / quotes, 4)
                                    if quotes else None)
     out["records"] = len(records)
+    out |= _micro(records)
     return out
+
+
+def _score_record_task(record: Record, outcomes: list[ChunkOutcome]) -> _Scored:
+    result = score_record(record, outcomes)
+    # Gold kept beside the prediction: `kg eval show ID --records` lists both.
+    return _Scored({k: v for k, v in result.items() if k != "triples"},
+                   {"triples": result["triples"],
+                    "gold": [list(t) for t in record.gold_triples]})
+
+
+def _summarise_records(done: list[tuple[_Task, _Scored]]) -> _Summary:
+    return average([scored.counts for _task, scored in done]), {}
 
 
 def evaluate_jsonl(
@@ -449,46 +593,13 @@ def evaluate_jsonl(
 ) -> int:
     """Extract every record with its own ontology, score, store; returns the evaluation id."""
     records = load_records(path)
-    started = utcnow()
-    with db.session() as session:
-        base = build_extractor(session, profile, models_dir)
-    settings = base.settings
     opts = chunking or ChunkingOptions()
-    scored: list[dict[str, Any]] = []
-    try:
-        with ThreadPoolExecutor(max_workers=settings.max_parallel) as pool:
-            for record in records:
-                extractor = base.with_vocabulary(record_vocabulary(record))
-                texts = [c.text for c in chunk_text(record.text, opts)]
-                outcomes = list(pool.map(lambda t, x=extractor: x.extract(0, t), texts))
-                fatal = next((o.fatal for o in outcomes if o.fatal is not None), None)
-                if fatal is not None:
-                    raise fatal
-                with db.transaction() as conn:
-                    calls = [r for o in outcomes for r in call_rows(None, None, o)]
-                    if calls:
-                        conn.execute(insert(Call), calls)
-                scored.append(score_record(record, outcomes))
-                if on_document:
-                    on_document(str(record.id))
-    finally:
-        base.close()
-    with db.session() as session:
-        evaluation = Evaluation(
-            gold_dir=str(path.resolve()),
-            profile={"name": settings.profile_name, "revision": settings.revision,
-                     "provider": settings.provider, "model": settings.model,
-                     "temperature": settings.temperature,
-                     "thinking_mode": settings.thinking_mode, "grounding": settings.grounding,
-                     "descriptions": settings.descriptions},
-            started_at=started, finished_at=utcnow(), documents=len(scored),
-            overall=average(scored), by_category={},
-        )
-        session.add(evaluation)
-        session.flush()
-        for result in scored:
-            session.add(EvaluationDocument(
-                evaluation_id=evaluation.id, document=str(result["id"]), category="record",
-                counts={k: v for k, v in result.items() if k != "triples"},
-                predicted={"triples": result["triples"]}))
-        return evaluation.id
+
+    def tasks(base: Extractor) -> Iterator[_Task]:
+        for record in records:
+            yield _Task(str(record.id), "record", [c.text for c in chunk_text(record.text, opts)],
+                        base.with_vocabulary(record_vocabulary(record)),
+                        partial(_score_record_task, record))
+
+    return _run_evaluation(db, path, tasks, _summarise_records, profile=profile,
+                           models_dir=models_dir, on_document=on_document)

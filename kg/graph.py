@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from kg.curation import lock_for_rewrite
+from kg.db.locks import lock_for_rewrite
 from kg.db.models import (
     Chunk,
     Concept,
@@ -27,8 +27,8 @@ from kg.db.models import (
     RunDocument,
 )
 from kg.errors import NotFoundError, UsageError
-from kg.extraction.vocabulary import snake
 from kg.queries import find_concept
+from kg.text import snake
 
 # Bound parameters per IN list: well under SQLite's and PostgreSQL's limits.
 IN_BATCH = 2000
@@ -201,7 +201,9 @@ def _document_rows(session: Session, path: str) -> list[Document]:
     candidates = [path, str(Path(path).expanduser().resolve(strict=False))]
     rows = list(session.scalars(select(Document).where(Document.path.in_(candidates))
                                 .order_by(Document.id)))
-    if not rows and path.isdigit():
+    # ASCII digits within BIGINT only: a longer number is no id.
+    if not rows and path.isascii() and path.isdigit() and len(path) <= 19 \
+            and int(path) <= 2**63 - 1:
         doc = session.get(Document, int(path))
         rows = [doc] if doc is not None else []
     if not rows:
@@ -218,7 +220,8 @@ def list_documents(session: Session, *, search: str | None = None,
                    Document.chunk_count.label("chunks"), evidence.label("evidence"),
                    Document.size_bytes, Document.created_at)
     if search:
-        query = query.where(Document.path.like(f"%{search}%"))
+        # A substring, not a pattern: autoescape makes `%`, `_` (and the escape) literal.
+        query = query.where(Document.path.contains(search, autoescape=True))
     query = query.order_by(Document.id.desc()).limit(_positive("--limit", limit))
     return [dict(r._mapping) for r in session.execute(query)]
 

@@ -1,26 +1,21 @@
 """Logging set-up: one `kg` logger tree on stderr, its level from -v or KG_LOG_LEVEL.
 
 Modules log through `logging.getLogger(__name__)`; only the CLI (or an embedding program)
-calls `configure`. Every record passes through `redact`, so a URL's password or the value of a
-key variable cannot reach the terminal even if a message carries one by mistake.
+calls `configure`. Every record passes through `kg.urls.redact`, so a URL's password or the
+value of a key variable cannot reach the terminal even if a message carries one by mistake.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import sys
 from typing import TextIO
 
 from kg.errors import UsageError
+from kg.urls import redact
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_LEVEL = "WARNING"
-# Names of environment variables whose values are secrets wherever they appear.
-_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):(?P<pw>[^/\s@]+)@")
-MASK = "***"
 
 
 def parse_level(value: str, source: str = "KG_LOG_LEVEL") -> str:
@@ -40,15 +35,6 @@ def level_for(verbosity: int, env_level: str | None) -> str:
     if verbosity == 1:
         return "INFO"
     return env_level or DEFAULT_LEVEL
-
-
-def redact(text: str) -> str:
-    """`text` with URL passwords and the values of secret-named variables masked."""
-    text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}:{MASK}@", text)
-    for name, value in os.environ.items():
-        if len(value) >= 8 and _SECRET_NAME.search(name) and value in text:
-            text = text.replace(value, MASK)
-    return text
 
 
 class _Redacting(logging.Filter):

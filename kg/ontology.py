@@ -28,9 +28,13 @@ from kg.db.models import (
     utcnow,
 )
 from kg.errors import NotFoundError, UsageError
+from kg.text import datatype_of, known_datatypes, label_key, looks_like_datatype
 
 DEFAULT = "default"
-NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# Type names are kept as the ontology spells them (`Person`, `birthPlace`, `Work_For`,
+# `associatedBand/associatedMusicalArtist`); names that differ only in case or separators
+# clash. No spaces: a name is also a command-line argument (`kg vocab accept NAME`).
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_./:-]{0,63}$")
 ONTOLOGY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
@@ -122,27 +126,40 @@ def parse_file(path: Path) -> OntologySpec:
 
 
 def _check_names(path: Path, spec: OntologySpec, lines: dict[tuple[Any, ...], int]) -> None:
+    """No two concept (or relation) types whose names differ only in case or separators;
+    every domain a concept type, every range a concept type or a datatype kg knows."""
     seen: dict[str, int] = {}
+    concept_keys: dict[str, str] = {}
     for i, concept in enumerate(spec.concept_types):
-        if concept.name in seen:
-            raise _bad(path, lines.get(("concept_types", i, "name")),
-                       f"duplicate concept type {concept.name!r} "
-                       f"(first at line {seen[concept.name]})")
-        seen[concept.name] = lines.get(("concept_types", i, "name"), 0)
-    relations: dict[str, int] = {}
+        line = lines.get(("concept_types", i, "name"))
+        clash = concept_keys.get(label_key(concept.name))
+        if clash is not None:
+            same = "" if clash == concept.name else f"same as {clash!r}, "
+            raise _bad(path, line, f"duplicate concept type {concept.name!r} "
+                                   f"({same}first at line {seen[clash]})")
+        seen[concept.name] = line or 0
+        concept_keys[label_key(concept.name)] = concept.name
+    relations: dict[str, tuple[str, int]] = {}
     for i, relation in enumerate(spec.relation_types):
         line = lines.get(("relation_types", i, "name"))
-        if relation.name in relations:
+        clash = relations.get(label_key(relation.name))
+        if clash is not None:
+            same = "" if clash[0] == relation.name else f"same as {clash[0]!r}, "
             raise _bad(path, line, f"duplicate relation type {relation.name!r} "
-                                   f"(first at line {relations[relation.name]})")
-        relations[relation.name] = line or 0
+                                   f"({same}first at line {clash[1]})")
+        relations[label_key(relation.name)] = (relation.name, line or 0)
         for end in ("domain", "range"):
             value = getattr(relation, end)
-            if value is not None and value not in seen:
-                known = ", ".join(seen) or "none declared"
-                raise _bad(path, lines.get(("relation_types", i, end), line),
-                           f"relation {relation.name!r} has {end} {value!r}, which is not a "
-                           f"concept type (known: {known})")
+            if value is None or value in seen or (end == "range" and datatype_of(value)):
+                continue
+            where = lines.get(("relation_types", i, end), line)
+            if end == "range" and looks_like_datatype(value):
+                raise _bad(path, where, f"relation {relation.name!r} has range {value!r}, a "
+                                        f"datatype kg does not know (known: {known_datatypes()})")
+            known = ", ".join(seen) or "none declared"
+            datatypes = f"; or a datatype: {known_datatypes()}" if end == "range" else ""
+            raise _bad(path, where, f"relation {relation.name!r} has {end} {value!r}, which is "
+                                    f"not a concept type (known: {known}{datatypes})")
 
 
 # -- storing ------------------------------------------------------------------------------------

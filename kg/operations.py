@@ -16,13 +16,13 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kg import profiles
 from kg.db.models import Call
 from kg.errors import ModelNotFound, ProviderError, ThinkingUnsupported
 from kg.extraction.extractor import Extractor
 from kg.extraction.extractor import build as build_extractor
 from kg.extraction.schema import item_models
-from kg.profiles import ProviderSettings
+from kg.profiles import storage, views
+from kg.profiles.settings import ProviderSettings
 from kg.providers import Reload, build_provider, spec
 from kg.providers.base import CheckResult, CheckStatus, Provider
 
@@ -148,7 +148,7 @@ def reload(session: Session, models_dir: Path | None) -> ReloadResult:
 def _ask_active(session: Session, models_dir: Path, ask: Callable[[Provider], T]
                 ) -> tuple[ProviderSettings, T]:
     """Build the active profile's provider, ask it one thing, close it."""
-    settings = profiles.provider_settings(profiles.get_active(session))
+    settings = views.provider_settings(storage.get_active(session))
     provider = build_provider(settings, models_dir)
     try:
         return settings, ask(provider)

@@ -21,10 +21,10 @@ from kg.db.models import (
     Run,
     RunDocument,
 )
+from kg.db.runstate import ChunkStatus, call_totals, effective_status
 from kg.errors import NotFoundError, UsageError
-from kg.extraction.resolve import normalise_label
-from kg.extraction.runs import ChunkStatus, call_totals, effective_status
-from kg.providers.base import redact_url
+from kg.text import normalise_label
+from kg.urls import redact_url
 
 
 def _limit(limit: int) -> int:
@@ -43,16 +43,20 @@ def list_concepts(session: Session, search: str | None = None, limit: int = 50) 
     query = select(Concept.id, Concept.label, Concept.description, evidence.label("mentions"),
                    edges.label("relationships"))
     if search:
-        pattern = f"%{normalise_label(search) or search.casefold()}%"
-        alias_match = select(ConceptAlias.concept_id).where(ConceptAlias.norm_alias.like(pattern))
-        query = query.where(or_(Concept.norm_label.like(pattern), Concept.id.in_(alias_match)))
+        # A substring, not a pattern: autoescape makes `%`, `_` (and the escape) literal.
+        text = normalise_label(search) or search.casefold()
+        alias_match = select(ConceptAlias.concept_id).where(
+            ConceptAlias.norm_alias.contains(text, autoescape=True))
+        query = query.where(or_(Concept.norm_label.contains(text, autoescape=True),
+                                Concept.id.in_(alias_match)))
     query = query.order_by(evidence.desc(), Concept.label).limit(_limit(limit))
     return [dict(r._mapping) for r in session.execute(query)]
 
 
 def find_concept(session: Session, name: str) -> Concept:
     """By id, label, or alias (normalised)."""
-    if name.isdigit():
+    # ASCII digits within BIGINT only: a longer number is no id (it may still be a label).
+    if name.isascii() and name.isdigit() and len(name) <= 19 and int(name) <= 2**63 - 1:
         concept = session.get(Concept, int(name))
         if concept is not None:
             return concept

@@ -18,14 +18,14 @@ from procrastinate import App, PsycopgConnector, jobs
 from procrastinate.exceptions import AlreadyEnqueued
 from sqlalchemy import Table, and_, exists, func, select, update
 
-from kg import profiles
 from kg.db import Database
 from kg.db.models import Chunk, ChunkExtraction, Run, RunDocument, utcnow
+from kg.db.runstate import RunStatus, effective_status
 from kg.errors import NotFoundError, UsageError
 from kg.extraction import plan, runs
 from kg.extraction.ingest import IngestRequest
 from kg.extraction.plan import BusyFile, Planning, SkippedFile
-from kg.extraction.runs import RunStatus
+from kg.profiles import storage, views
 
 QUEUE = "kg-chunks"
 TASK = "kg.extract_chunk"
@@ -81,8 +81,8 @@ def _options(request: IngestRequest) -> dict[str, Any]:
 def _start(db: Database, request: IngestRequest) -> int:
     """The run row, with the profile's snapshot (the server is the workers' business)."""
     with db.session() as session:
-        row = profiles.get_profile(session, request.profile)
-        snapshot = profiles.snapshot(profiles.provider_settings(row))
+        row = storage.get_profile(session, request.profile)
+        snapshot = views.snapshot(views.provider_settings(row))
         return runs.start(session, profile_name=row.name, snapshot=snapshot,
                           options=_options(request))
 
@@ -221,7 +221,7 @@ def state(db: Database, run_id: int) -> RunState:
         run = session.get(Run, run_id)
         if run is None:
             raise NotFoundError(f"no run {run_id}; see `kg runs list`")
-        status = runs.effective_status(run)
+        status = effective_status(run)
         # Finished is the row's own word: a queued run waiting for workers is not over.
         return RunState(str(status), run.chunks_total, run.chunks_ok, run.chunks_failed,
                         run.status != RunStatus.RUNNING)

@@ -12,16 +12,16 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Index, String, select, text, update
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
-from kg.db.models import Base, utcnow
+from kg.db.models import ApiToken, utcnow
 from kg.errors import NotFoundError, UsageError
-from kg.profiles import check_actor
+from kg.profiles.validation import check_actor
 
 PREFIX = "kgt_"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
@@ -29,38 +29,14 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 TOUCH_EVERY = timedelta(seconds=60)
 
 
-class Scope(StrEnum):
+class TokenScope(StrEnum):
     """What a token may do; admin includes read."""
 
     READ = "read"
     ADMIN = "admin"
 
-    def allows(self, needed: Scope) -> bool:
-        return self is Scope.ADMIN or needed is Scope.READ
-
-
-class ApiToken(Base):
-    """One API token: its name, scope and the hash of its secret (never the secret)."""
-
-    __tablename__ = "api_tokens"
-    __table_args__ = (
-        CheckConstraint("scope IN ('read', 'admin')", name="ck_api_token_scope"),
-        # A revoked token keeps its row (audit); its name may be given to a new token.
-        Index("uq_api_tokens_live_name", "name", unique=True,
-              sqlite_where=text("revoked_at IS NULL"),
-              postgresql_where=text("revoked_at IS NULL")),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(64))
-    scope: Mapped[str] = mapped_column(String(8))
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    hint: Mapped[str] = mapped_column(String(16))  # the first characters, to tell tokens apart
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    created_by: Mapped[str] = mapped_column(String(128))
-    last_used_at: Mapped[datetime | None] = mapped_column()
-    revoked_at: Mapped[datetime | None] = mapped_column()
-    revoked_by: Mapped[str | None] = mapped_column(String(128))
+    def allows(self, needed: TokenScope) -> bool:
+        return self is TokenScope.ADMIN or needed is TokenScope.READ
 
 
 @dataclass(frozen=True)
@@ -69,7 +45,7 @@ class Principal:
 
     token_id: int | None
     name: str
-    scope: Scope
+    scope: TokenScope
 
     @property
     def actor(self) -> str:
@@ -81,9 +57,9 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def parse_scope(value: str) -> Scope:
+def parse_scope(value: str) -> TokenScope:
     try:
-        return Scope(value)
+        return TokenScope(value)
     except ValueError:
         raise UsageError(f"--scope must be read or admin (got {value!r})") from None
 
@@ -164,7 +140,7 @@ def authenticate(session: Session, secret: str) -> Principal | None:
         ApiToken.token_hash == hash_secret(secret), ApiToken.revoked_at.is_(None))).first()
     if found is None:
         return None
-    return Principal(found.id, found.name, Scope(found.scope))
+    return Principal(found.id, found.name, TokenScope(found.scope))
 
 
 def touch(session: Session, token_id: int) -> None:

@@ -21,7 +21,6 @@ from typing import Any, TextIO
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from kg import profiles
 from kg.db import Database
 from kg.db.models import (
     Chunk,
@@ -34,9 +33,10 @@ from kg.db.models import (
 )
 from kg.errors import UsageError
 from kg.extraction.prompt import messages_for, system_prompt
-from kg.extraction.schema import Bounds, bounds_for_budget
+from kg.extraction.schema import OutputBounds, bounds_for_budget
 from kg.extraction.validate import find_mention, label_grounded, validate_reply, words_of
 from kg.extraction.vocabulary import Vocabulary
+from kg.profiles import storage
 
 BATCH = 500
 # Quotes the validator recovered for the model: such a chunk does not teach verbatim quoting.
@@ -57,13 +57,13 @@ class TrainingResult:
 @dataclass
 class _Prompt:
     system: str
-    bounds: Bounds
+    bounds: OutputBounds
     vocabulary: Vocabulary
 
 
 def _prompt(session: Session, profile: str | None) -> _Prompt:
     vocabulary = Vocabulary.load(session)
-    bounds = bounds_for_budget(profiles.get_profile(session, profile).max_output_tokens)
+    bounds = bounds_for_budget(storage.get_profile(session, profile).max_output_tokens)
     return _Prompt(system_prompt(vocabulary, bounds), bounds, vocabulary)
 
 
@@ -90,7 +90,7 @@ def _label_in(text_words: set[str], text: str, label: str, aliases: list[str]) -
     return None
 
 
-def _reply(session: Session, chunk_id: int, run_id: int, text: str, bounds: Bounds,
+def _reply(session: Session, chunk_id: int, run_id: int, text: str, bounds: OutputBounds,
            min_confidence: float | None, result: TrainingResult) -> dict[str, Any]:
     """The extraction of one chunk in one run as the graph holds it now."""
     words = words_of(text)

@@ -22,17 +22,19 @@ from pathlib import Path
 from typing import Any, cast
 
 from procrastinate import App, JobContext, RetryStrategy
-from sqlalchemy import Connection, Table, select, update
+from sqlalchemy import Table, select, update
 
-from kg import profiles, queue
+from kg import queue
 from kg.db import Database
 from kg.db.models import Chunk, ChunkExtraction, Run, utcnow
+from kg.db.runstate import HOST
 from kg.extraction import runs
 from kg.extraction.breaker import FAILURES, WINDOW_S, CircuitBreaker
 from kg.extraction.extract import ChunkOutcome
 from kg.extraction.extractor import Extractor, for_settings
-from kg.extraction.store import ChunkRef, Committed, GraphWriter, lock_graph
+from kg.extraction.store import AlreadyStored, ChunkRef, GraphWriter
 from kg.extraction.vocabulary import Vocabulary
+from kg.profiles import storage, views
 
 log = logging.getLogger(__name__)
 CHUNKS = cast(Table, Chunk.__table__)
@@ -47,34 +49,15 @@ RETRY = RetryStrategy(max_attempts=ATTEMPTS - 1, wait=2, exponential_wait=2)
 
 def worker_name() -> str:
     """host:pid, what `kg runs show` lists per worker."""
-    return f"{runs.HOST}:{os.getpid()}"
-
-
-class AlreadyStored(Exception):
-    """The chunk has an outcome in this run already (its job ran before)."""
+    return f"{HOST}:{os.getpid()}"
 
 
 class OnceWriter(GraphWriter):
-    """A GraphWriter that stores a chunk at most once per run and names the worker."""
+    """A GraphWriter that stores a chunk at most once per run and names the worker (checked in
+    the same round trip that takes the graph lock, see GraphWriter)."""
 
     def __init__(self, db: Database, fuzzy_threshold: float, worker: str) -> None:
-        super().__init__(db, fuzzy_threshold)
-        self.worker = worker
-
-    def _write(self, conn: Connection, run_id: int,
-               items: list[tuple[ChunkRef, ChunkOutcome]]) -> list[Committed]:
-        # The graph lock first (re-entrant: the writer takes it again), then the check: every
-        # earlier commit of this chunk is visible once the lock is held.
-        lock_graph(conn)
-        ids = [chunk.id for chunk, _o in items]
-        if conn.scalar(select(EXTRACTIONS.c.chunk_id).where(
-                EXTRACTIONS.c.run_id == run_id, EXTRACTIONS.c.chunk_id.in_(ids)).limit(1)):
-            raise AlreadyStored(f"run {run_id}: chunk already stored")
-        results = super()._write(conn, run_id, items)
-        conn.execute(update(EXTRACTIONS).where(EXTRACTIONS.c.run_id == run_id,
-                                               EXTRACTIONS.c.chunk_id.in_(ids))
-                     .values(worker=self.worker))
-        return results
+        super().__init__(db, fuzzy_threshold, worker=worker)
 
 
 @dataclass
@@ -102,12 +85,12 @@ class Extractors:
         """The extractor for the profile as it is now, reserved for one job."""
         with self.lock:
             with self.db.engine.connect() as conn:
-                key = profiles.revision_key(conn, follow)
+                key = storage.revision_key(conn, follow)
             current = self.served.get(follow)
             if current is None or current.key != key:
                 with self.db.session() as session:
-                    row = profiles.get_profile(session, follow)
-                    fresh = for_settings(profiles.provider_settings(row),
+                    row = storage.get_profile(session, follow)
+                    fresh = for_settings(views.provider_settings(row),
                                          Vocabulary.load(session, row.ontology),
                                          self.models_dir)
                 if current is not None:
@@ -239,7 +222,7 @@ class ChunkJobs:
         """The run lists every profile revision that served it (once, whichever worker)."""
         if (run_id, served.key) in self.recorded:
             return
-        snapshot = profiles.snapshot(served.extractor.settings)
+        snapshot = views.snapshot(served.extractor.settings)
         self.recorded.add((run_id, served.key))
         with self.db.session() as session:
             run = session.get(Run, run_id, with_for_update=True)

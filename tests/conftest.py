@@ -80,6 +80,28 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def kg_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """kg's wheel, built once per session (tests/test_wheel.py, tests/test_install.py).
+
+    Built from a copy of exactly what the Dockerfile copies: an in-tree build reuses build/,
+    whose leftovers (modules since moved or deleted) would end up in the wheel."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    source = tmp_path_factory.mktemp("source")
+    junk = shutil.ignore_patterns("__pycache__", "*.py[co]")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    for name in ("kg", "migrations"):
+        shutil.copytree(root / name, source / name, ignore=junk)
+    dist = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist),
+                    str(source)], check=True, capture_output=True)
+    return next(dist.glob("kg-*.whl"))
+
+
 @pytest.fixture(params=DIALECTS)
 def dialect(request: pytest.FixtureRequest) -> str:
     return request.param

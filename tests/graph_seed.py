@@ -23,7 +23,7 @@ from kg.db.models import (
     Run,
     utcnow,
 )
-from kg.extraction.resolve import normalise_label
+from kg.text import normalise_label
 from tests.fakes import FakeModel, FakeOllama, Reply, chunk_of, graph_reply
 
 STORY = """# Baker Street

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
+
+import pytest
 
 from kg.extraction.cache import request_key
+from kg.profiles.settings import DECLARED, FIELDS, ProviderSettings
 from tests.fakes import FakeOllama
 from tests.test_ingest import ollama, paragraphs, rows, small_chunks, use_server, write
 from tests.test_providers import settings
@@ -23,6 +27,41 @@ def test_the_key_covers_model_options_schema_and_messages() -> None:
     assert base != request_key(settings(), MESSAGES, {"type": "object", "required": []})
     assert base != request_key(settings(), [MESSAGES[0], {"role": "user", "content": "y"}],
                                SCHEMA)
+
+
+# Values the declaration alone cannot invent (formats checked by validators, names).
+SPECIAL = {"provider": "vllm", "base_url": "http://other:8000/v1", "api_key_env": "OTHER_API_KEY",
+           "keep_alive": "5m", "fallback_on": "timeout", "fallback_profile": "other"}
+
+
+def changed(base: ProviderSettings, name: str) -> ProviderSettings:
+    """`base` with one setting moved to another valid value, found from its declaration."""
+    value = getattr(base, name)
+    info = type(base).model_fields[name]
+    candidates: list[Any] = [SPECIAL[name]] if name in SPECIAL else []
+    if isinstance(value, bool) or value is None:
+        candidates += ["other", 1]
+    elif isinstance(value, int | float):
+        candidates += [value + 1, value / 2, value - 1, 1]
+    elif isinstance(value, str):
+        choices = getattr(info.annotation, "__members__", {})
+        candidates += [str(c) for c in choices.values() if c != value] + [value + "-other"]
+    for candidate in candidates:
+        try:
+            return type(base).model_validate({**base.model_dump(), name: candidate})
+        except ValueError:
+            continue
+    raise AssertionError(f"no other valid value found for {name}; add one to SPECIAL")
+
+
+@pytest.mark.parametrize("name", FIELDS)
+def test_the_key_changes_with_each_setting_that_changes_output_and_no_other(name: str) -> None:
+    """A new setting declared to change output is in the key, without editing the cache."""
+    base = settings()
+    other = changed(base, name)
+    assert getattr(other, name) != getattr(base, name)
+    moved = request_key(other, MESSAGES, SCHEMA) != request_key(base, MESSAGES, SCHEMA)
+    assert moved == DECLARED[name].changes_output, name
 
 
 def ingest(kg, path, *extra: str) -> dict:

@@ -18,7 +18,8 @@ import pytest
 
 from kg.db import Database
 from kg.db.models import Concept, Run
-from kg.log import configure, redact
+from kg.log import configure
+from kg.urls import redact
 
 LONG_LABEL = "Extraordinarily" * 13  # 195 characters, no space to break at
 DESCRIPTION = "First line of the description.\nSecond line\nthird line " + "word " * 60
@@ -247,3 +248,20 @@ def test_help_lists_every_command(kg) -> None:
                  "vocab"):
         assert f"  {name} " in result.stdout, name
     assert "_KG_COMPLETE=bash_source kg" in result.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["runs", "show", "9223372036854775808"],
+    ["runs", "diff", "1", "99999999999999999999999"],
+    ["ingest", "--resume", "9223372036854775808"],
+    ["export", "--run", "9223372036854775808", "-o", "x.graphml"],
+    ["logs", "--chunk", "9223372036854775808"],
+    ["curation", "undo", "9223372036854775808"],
+    ["concepts", "list", "--limit", "-1"],
+])
+def test_numbers_beyond_the_database_range_are_one_line(kg, args: list[str]) -> None:
+    """Issue 19: ids past BIGINT overflowed in the driver with a traceback."""
+    result = kg(*args)
+    assert result.exit_code == 2, result.output
+    assert "is not in the range" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

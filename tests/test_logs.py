@@ -1,4 +1,4 @@
-"""`kg logs` and kg.logs: stored prompts, replies, errors and timings, on both databases."""
+"""`kg logs` and kg.call_logs: stored prompts, replies, errors and timings, on both databases."""
 
 from __future__ import annotations
 

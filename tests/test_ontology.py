@@ -219,3 +219,48 @@ def test_a_profile_cannot_name_an_unknown_ontology(kg, db) -> None:
     assert result.stderr == ("error: no ontology named 'nope'; see `kg ontology list` or import "
                              "one with `kg ontology import FILE`\n")
     assert rows(db, "SELECT revision, ontology FROM extraction_profiles") == before
+
+
+BIO_ONTOLOGY = """\
+concept_types:
+  - name: Person
+  - name: City
+relation_types:
+  - name: birthPlace
+    domain: Person
+    range: City
+  - name: birthYear
+    domain: Person
+    range: xsd:gYear
+  - name: Work_For
+    domain: Person
+    range: string
+"""
+
+
+def test_import_keeps_names_as_written_and_accepts_datatype_ranges(
+        kg, db, tmp_path: Path) -> None:
+    result = kg("ontology", "import", str(write(tmp_path, "bio.yaml", BIO_ONTOLOGY)))
+    assert result.exit_code == 0, result.stderr
+    shown = json.loads(kg("ontology", "show", "bio", "--json").stdout)
+    assert [c["name"] for c in shown["concept_types"]] == ["Person", "City"]
+    assert [(r["name"], r["range"]) for r in shown["relation_types"]] == [
+        ("birthPlace", "City"), ("birthYear", "xsd:gYear"), ("Work_For", "string")]
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    (BIO_ONTOLOGY.replace("xsd:gYear", "xsd:duration"),
+     "bio.yaml:11: relation 'birthYear' has range 'xsd:duration', a datatype kg does not know "
+     "(known: "),
+    (BIO_ONTOLOGY.replace("name: Work_For", "name: birth_place"),
+     "bio.yaml:13: duplicate relation type 'birth_place' (same as 'birthPlace', first at "
+     "line 5)"),
+    (BIO_ONTOLOGY.replace("name: City", "name: person"),
+     "duplicate concept type 'person' (same as 'Person'"),
+])
+def test_import_refuses_unknown_datatypes_and_real_clashes(kg, db, tmp_path: Path, text: str,
+                                                          needle: str) -> None:
+    result = kg("ontology", "import", str(write(tmp_path, "bio.yaml", text)))
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert needle in result.stderr, result.stderr
+    assert "xsd:integer" in result.stderr or "duplicate" in needle

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kg.db.runstate import RunStatus
 from kg.extraction import loaders, plan, runs
 from kg.extraction.chunking import ChunkingOptions
 from kg.extraction.ingest import IngestRequest, Planning, Progress, ingest
@@ -83,7 +84,7 @@ def test_a_document_a_live_run_has_is_not_taken_again(db, tmp_path) -> None:
     work = plan.pending(db, first)
     assert len(work.chunks) == 2 and len(plan.pending(db, second).chunks) == 0
     assert [d.path for d in work.documents.values()] == [str(doc.path.resolve())]
-    runs.finish(db, first, runs.RunStatus.INTERRUPTED)  # no longer live: the next run may
+    runs.finish(db, first, RunStatus.INTERRUPTED)  # no longer live: the next run may
     assert plan.add_document(db, second, doc, SMALL, force=False).decision == \
         plan.Decision.ADDED
     assert rows(db, "SELECT count(*) FROM documents") == [(1,)]

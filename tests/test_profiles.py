@@ -11,11 +11,27 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import CheckConstraint, text
 
-from kg import profiles
 from kg.db import Database
-from kg.profiles import SETTINGS, ProfileSettings, ProviderSettings, ThinkingMode
+from kg.db.models import ExtractionProfile
+from kg.errors import UsageError
+from kg.profiles import storage
+from kg.profiles.fields import CLEARABLE, SETTINGS, Setting
+from kg.profiles.settings import (
+    DECLARED,
+    FIELDS,
+    OUTPUT_SETTINGS,
+    PROVIDER_SPECIFIC_SETTINGS,
+    DescriptionMode,
+    GroundingMode,
+    ProfileSettings,
+    ProviderSettings,
+    ThinkingMode,
+    output_settings,
+)
+from kg.profiles.views import snapshot as profile_snapshot
+from kg.providers import ProviderSpec, registry
 from tests.test_admin import snapshot
 from tests.test_providers import free_port
 
@@ -78,7 +94,7 @@ def test_every_numeric_bound_of_the_model_is_the_database_check(db: Database) ->
 
 
 def test_settings_are_read_from_the_model() -> None:
-    assert tuple(SETTINGS) == profiles.FIELDS == tuple(ProfileSettings.model_fields)
+    assert tuple(SETTINGS) == FIELDS == tuple(ProfileSettings.model_fields)
     assert SETTINGS["timeout_s"].flag == "--timeout"
     assert SETTINGS["temperature"].rule() == "between 0 and 2"
     assert SETTINGS["top_p"].rule() == "above 0 and at most 1"
@@ -101,7 +117,7 @@ def test_generated_flags_carry_type_description_and_bounds(kg) -> None:
     assert "--temperature FLOAT" in help_text and "--max-parallel INTEGER" in help_text
 
 
-def _just_outside(setting: profiles.Setting) -> list[str]:
+def _just_outside(setting: Setting) -> list[str]:
     bounds, step = setting.bounds, 1 if setting.kind is int else 0.5
     values = []
     if bounds.low is not None:
@@ -139,10 +155,10 @@ def test_non_finite_numbers_are_refused(kg, db: Database, value: str) -> None:
 def test_snapshot_has_every_setting_and_no_secret() -> None:
     settings = ProviderSettings(profile_name="p", revision=3, provider="vllm", model="m",
                                 base_url="http://gpu:8000/v1", api_key_env="VLLM_API_KEY")
-    snap = profiles.snapshot(settings)
+    snap = profile_snapshot(settings)
     old_keys = {"profile", "revision", "provider", "model", "base_url", "temperature",
                 "thinking_mode", "context_window", "max_output_tokens", "max_parallel", "at"}
-    assert old_keys <= set(snap) and set(profiles.FIELDS) <= set(snap)
+    assert old_keys <= set(snap) and set(FIELDS) <= set(snap)
     assert (snap["profile"], snap["revision"], snap["api_key_env"]) == ("p", 3, "VLLM_API_KEY")
     json.dumps(snap)  # stored in a JSON column
 
@@ -182,18 +198,18 @@ def test_credentials_written_before_are_masked_everywhere(kg, db: Database) -> N
 def test_unset_api_key_variable_warns_on_set_and_stops_the_preflight(
     kg, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("KG_TEST_UNSET_KEY", raising=False)
+    monkeypatch.delenv("TEST_UNSET_API_KEY", raising=False)
     result = kg("admin", "extraction", "set", "--profile", "v", "--provider", "vllm",
                 "--model", "m", "--base-url", f"http://127.0.0.1:{free_port()}/v1",
-                "--api-key-env", "KG_TEST_UNSET_KEY", "--activate")
+                "--api-key-env", "TEST_UNSET_API_KEY", "--activate")
     assert result.exit_code == 0
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("warning: ")
-    assert "KG_TEST_UNSET_KEY" in result.stderr
+    assert "TEST_UNSET_API_KEY" in result.stderr
     preflight = kg("admin", "extraction", "test")
     assert preflight.exit_code == 1 and preflight.stdout.count("\n") == 1
-    assert "$KG_TEST_UNSET_KEY" in preflight.stdout and "is not set" in preflight.stdout
-    monkeypatch.setenv("KG_TEST_UNSET_KEY", "value-of-key")
-    quiet = kg("admin", "extraction", "set", "--api-key-env", "KG_TEST_UNSET_KEY",
+    assert "$TEST_UNSET_API_KEY" in preflight.stdout and "is not set" in preflight.stdout
+    monkeypatch.setenv("TEST_UNSET_API_KEY", "value-of-key")
+    quiet = kg("admin", "extraction", "set", "--api-key-env", "TEST_UNSET_API_KEY",
                "--max-retries", "3")
     assert quiet.exit_code == 0 and quiet.stderr == ""
 
@@ -254,10 +270,10 @@ def test_concurrent_set_activate_and_use_all_succeed(db: Database) -> None:
             barrier.wait()
             with db.session() as session:
                 if create:
-                    profiles.set_profile(session, {"provider": "ollama", "model": "m"},
-                                         name=name, activate=True, by="t")
+                    storage.set_profile(session, {"provider": "ollama", "model": "m"},
+                                        name=name, activate=True, by="t")
                 else:
-                    profiles.use_profile(session, name, by="t")
+                    storage.use_profile(session, name, by="t")
         except BaseException as exc:  # collected: the assertion below names it
             errors.append(exc)
 
@@ -293,3 +309,122 @@ def test_six_concurrent_cli_activations_on_postgresql(kg_env: dict[str, str],
             "SELECT count(DISTINCT profile_name) FROM profile_changes WHERE field = 'active'"
         )).scalar_one()
     assert revisions == 6
+
+
+# -- derived from the declaration -----------------------------------------------------------------
+
+def test_every_setting_declares_what_it_does() -> None:
+    assert set(DECLARED) == set(FIELDS)
+    assert set(OUTPUT_SETTINGS) >= {"provider", "model", "temperature", "top_p",
+                                    "thinking_mode", "context_window", "max_output_tokens"}
+    assert set(PROVIDER_SPECIFIC_SETTINGS) == {"gpu_layers", "num_threads", "keep_alive"}
+    settings = ProviderSettings(profile_name="p", revision=1, provider="ollama", model="m")
+    recorded = output_settings(settings)
+    assert tuple(recorded) == OUTPUT_SETTINGS and json.loads(json.dumps(recorded)) == recorded
+
+
+def test_clearable_settings_are_the_optional_ones_over_http_too() -> None:
+    from kg.server.routes_profiles import _updates, router  # the server extra
+
+    optional = {n for n, info in ProfileSettings.model_fields.items()
+                if not info.is_required() and info.default is None}
+    assert set(CLEARABLE) == optional and "fallback_profile" in CLEARABLE
+    assert _updates({"fallback_profile": None, "keep_alive": None}) == (
+        {"fallback_profile": "", "keep_alive": ""}, False)
+    with pytest.raises(UsageError, match="model cannot be cleared"):
+        _updates({"model": None})
+    put = next(r for r in router.routes if getattr(r, "methods", None) == {"PUT"})
+    assert ", ".join(CLEARABLE) in str(getattr(put, "description", ""))
+
+
+def test_choice_checks_are_the_enums_in_the_same_sql(db: Database) -> None:
+    checks = {c.name: str(c.sqltext) for c in ExtractionProfile.__table__.constraints
+              if isinstance(c, CheckConstraint)}
+    assert checks["ck_profile_thinking_mode"] == (
+        "thinking_mode IN ('off', 'low', 'medium', 'high')")
+    assert checks["ck_profile_descriptions"] == "descriptions IN ('generate', 'evidence', 'off')"
+    assert checks["ck_profile_grounding"] == "grounding IN ('on', 'off')"
+    live = _check_constraints(db)  # what the migrations created
+    for name, enum in (("descriptions", DescriptionMode), ("grounding", GroundingMode)):
+        assert set(re.findall(r"'(\w+)'", live[f"ck_profile_{name}"])) == {m.value for m in enum}
+
+
+# -- settings only some providers use -------------------------------------------------------------
+
+def test_each_builtin_provider_declares_the_settings_it_sends() -> None:
+    sent = {"ollama": {"gpu_layers", "num_threads", "keep_alive"},
+            "llamacpp": {"gpu_layers", "num_threads"}, "vllm": set(), "openai": set()}
+    assert {s.name: set(s.settings) for s in registry.specs() if s.name in sent} == sent
+
+
+@pytest.mark.parametrize(("spec", "needle"), [
+    ({"settings": frozenset({"temperature"})}, "only provider-specific settings"),
+    ({"defaults": {"keep_alive": "5m"}}, "gives a default for keep_alive"),
+])
+def test_a_spec_may_only_name_provider_specific_settings(spec: dict, needle: str) -> None:
+    with pytest.raises(UsageError, match=needle):
+        registry.register(ProviderSpec(name="badspec", factory=lambda s, _d: None,  # type: ignore
+                                       summary="x", **spec))
+    assert not registry.is_registered("badspec")
+
+
+@pytest.mark.parametrize(("create", "args", "needle"), [
+    ([], ["--keep-alive", "5m"], "provider llamacpp ignores keep_alive (used by ollama); "
+                                 "leave out --keep-alive"),
+    (["--profile", "v", "--provider", "vllm", "--model", "m"], ["--profile", "v", "--gpu-layers",
+     "10"], "provider vllm ignores gpu_layers (used by ollama, llamacpp)"),
+    ([], ["--profile", "o2", "--provider", "openai", "--model", "m", "--num-threads", "4"],
+     "provider openai ignores num_threads"),
+    ([], ["--provider", "vllm", "--model", "m", "--keep-alive", "1h"],
+     "provider vllm ignores keep_alive"),
+])
+def test_a_setting_the_provider_ignores_is_refused_naming_both(
+    kg, db: Database, create: list[str], args: list[str], needle: str
+) -> None:
+    if create:
+        assert kg("admin", "extraction", "set", *create).exit_code == 0
+    before = snapshot(db)
+    result = kg("admin", "extraction", "set", *args)
+    assert result.exit_code == 2, result.stdout
+    assert needle in result.stderr and "--provider" in result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert snapshot(db) == before
+
+
+def test_stored_values_a_new_provider_ignores_are_kept_with_a_warning(kg, db: Database) -> None:
+    assert kg("admin", "extraction", "set", "--profile", "o", "--provider", "ollama", "--model",
+              "m", "--keep-alive", "30m", "--gpu-layers", "20").exit_code == 0
+    moved = kg("admin", "extraction", "set", "--profile", "o", "--provider", "vllm",
+               "--model", "Qwen/Qwen3-8B")
+    assert moved.exit_code == 0, moved.stderr
+    warnings = moved.stderr.splitlines()
+    assert warnings == ["warning: provider vllm ignores gpu_layers (kept: 20)",
+                        "warning: provider vllm ignores keep_alive (kept: 30m); clear it with "
+                        "--keep-alive ''"]
+    shown = json.loads(kg("admin", "extraction", "show", "--profile", "o", "--json").stdout)
+    assert (shown["provider"], shown["keep_alive"], shown["gpu_layers"]) == ("vllm", "30m", 20)
+    # Later changes neither warn nor fail over them; clearing one is allowed.
+    quiet = kg("admin", "extraction", "set", "--profile", "o", "--temperature", "0.3")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    cleared = kg("admin", "extraction", "set", "--profile", "o", "--keep-alive", "")
+    assert cleared.exit_code == 0 and "keep_alive: 30m -> -" in cleared.stdout
+    assert json.loads(kg("admin", "extraction", "show", "--profile", "o", "--json")
+                      .stdout)["keep_alive"] is None
+
+
+def test_api_key_env_takes_only_declared_key_variables(kg, monkeypatch) -> None:
+    for name in ("KG_DATABASE_URL", "KG_HOME", "DATABASE_URL", "PGPASSWORD", "PATH"):
+        result = kg("admin", "extraction", "set", "--api-key-env", name)
+        assert result.exit_code == 2, name
+        assert f"{name} is a variable kg or the system itself uses" in result.stderr
+        assert "Traceback" not in result.stderr
+    refused = kg("admin", "extraction", "set", "--api-key-env", "CORP_SECRET")
+    assert refused.exit_code == 2
+    assert "CORP_SECRET is not an allowed key variable (allowed: *_API_KEY, *_TOKEN)" in \
+        refused.stderr and "KG_API_KEY_VARS=CORP_SECRET" in refused.stderr
+    monkeypatch.setenv("KG_API_KEY_VARS", "CORP_SECRET, OTHER_*")
+    monkeypatch.setenv("CORP_SECRET", "value-of-key")
+    assert kg("admin", "extraction", "set", "--api-key-env", "CORP_SECRET").exit_code == 0
+    # The operator's extension can never reach kg's own variables.
+    monkeypatch.setenv("KG_API_KEY_VARS", "KG_*")
+    assert kg("admin", "extraction", "set", "--api-key-env", "KG_DATABASE_URL").exit_code == 2

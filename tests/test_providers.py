@@ -19,10 +19,11 @@ from kg.errors import (
     ServerFailure,
     ThinkingUnsupported,
 )
-from kg.profiles import ProviderSettings
+from kg.profiles.settings import ProviderSettings
 from kg.providers import build_provider
-from kg.providers.base import redact_url, split_think_tags
+from kg.providers.base import split_think_tags
 from kg.providers.ollama import think_value
+from kg.urls import redact_url
 from tests.fakes import FakeModel, FakeOllama, FakeVLLM, Reply
 
 SCHEMA = {
@@ -276,13 +277,13 @@ def test_vllm_errors_map_to_one_line_messages(monkeypatch: pytest.MonkeyPatch) -
 
 def test_api_key_comes_from_the_named_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     with FakeVLLM(api_key="s3cret-value") as server:
-        monkeypatch.delenv("KG_TEST_KEY", raising=False)
-        keyless = build_provider(vllm_settings(server, api_key_env="KG_TEST_KEY"))
+        monkeypatch.delenv("TEST_SERVER_API_KEY", raising=False)
+        keyless = build_provider(vllm_settings(server, api_key_env="TEST_SERVER_API_KEY"))
         with pytest.raises(AuthenticationFailed) as err:
             keyless.complete(MESSAGES, SCHEMA)
-        assert "$KG_TEST_KEY" in str(err.value) and "s3cret" not in str(err.value)
-        monkeypatch.setenv("KG_TEST_KEY", "s3cret-value")
-        provider = build_provider(vllm_settings(server, api_key_env="KG_TEST_KEY"))
+        assert "$TEST_SERVER_API_KEY" in str(err.value) and "s3cret" not in str(err.value)
+        monkeypatch.setenv("TEST_SERVER_API_KEY", "s3cret-value")
+        provider = build_provider(vllm_settings(server, api_key_env="TEST_SERVER_API_KEY"))
         provider.complete(MESSAGES, SCHEMA)
         assert server.headers[-1]["authorization"] == "Bearer s3cret-value"
         assert "s3cret" not in repr(provider.settings.model_dump())
@@ -395,10 +396,10 @@ def test_ollama_host_is_used_when_the_profile_has_no_base_url(
 
 
 def test_unset_api_key_variable_stops_before_any_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("KG_TEST_MISSING_KEY", raising=False)
+    monkeypatch.delenv("TEST_MISSING_API_KEY", raising=False)
     with FakeVLLM() as server:
-        provider = build_provider(vllm_settings(server, api_key_env="KG_TEST_MISSING_KEY"))
-        with pytest.raises(MissingApiKey, match=r"\$KG_TEST_MISSING_KEY") as err:
+        provider = build_provider(vllm_settings(server, api_key_env="TEST_MISSING_API_KEY"))
+        with pytest.raises(MissingApiKey, match=r"\$TEST_MISSING_API_KEY") as err:
             provider.check()
         assert err.value.fatal
         assert server.requests == []

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import pytest
 
 from kg.db import Database
-from kg.profiles import ProviderSettings
+from kg.profiles.settings import ProviderSettings
 from kg.providers import ProviderSpec, Reload, Thinking, register, registry
 from kg.providers.base import CheckResult, CheckStatus, Completion, Message, ProviderBase
 from tests.fakes import chunk_of, graph_reply

@@ -160,7 +160,7 @@ def test_the_last_chunk_finishes_the_run_exactly_once(db, db_url, tmp_path) -> N
 
 @pytest.mark.parametrize("dialect", ["postgresql"])
 def test_a_profile_change_serves_the_next_job(db, db_url, tmp_path) -> None:
-    from kg import profiles
+    from kg.profiles import storage
 
     files = write_corpus(tmp_path / "docs", files=1, paragraphs=2)
     with FakeOllama(responder=Gate()) as server:
@@ -173,7 +173,7 @@ def test_a_profile_change_serves_the_next_job(db, db_url, tmp_path) -> None:
         worker = ChunkJobs(db, WorkerOptions())
         assert worker.process(queued.run_id, chunks[0]) == "ok"
         with db.session() as session:  # an operator's change while the worker runs
-            profiles.set_profile(session, {"temperature": 0.3}, name="soak", by="operator")
+            storage.set_profile(session, {"temperature": 0.3}, name="soak", by="operator")
         assert worker.process(queued.run_id, chunks[1]) == "ok"
         worker.close()
         bodies = server.chat_bodies()

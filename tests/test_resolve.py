@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from kg.extraction.resolve import ConceptIndex, label_rank, normalise_label
+from kg.extraction.resolve import ConceptIndex, label_rank
 from kg.extraction.schema import bounds_for_budget, output_schema
 from kg.extraction.validate import find_quote, validate_reply
 from kg.extraction.vocabulary import TypeInfo, Vocabulary
+from kg.text import normalise_label
 from tests.fakes import FakeOllama, Reply, chunk_of
 from tests.test_ingest import rows, small_chunks, use_server
 

@@ -155,3 +155,86 @@ def test_sigterm_stops_like_ctrl_c_and_says_how_to_resume(db_url: str, tmp_path:
         assert resumed.exit_code == 0, resumed.stderr
         assert json.loads(resumed.stdout)["status"] == "completed"
         db.dispose()
+
+
+def _kill_after(proc: subprocess.Popen, db: Database, chunks: int) -> int:
+    """SIGKILL `proc` once `chunks` chunks have committed; returns how many had."""
+    committed = 0
+    deadline = time.monotonic() + 60
+    while committed < chunks and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        with db.engine.connect() as conn:
+            committed = conn.execute(text(
+                "SELECT count(*) FROM chunk_extractions WHERE status = 'ok'")).scalar_one()
+    proc.kill()
+    proc.wait(10)
+    return committed
+
+
+@pytest.mark.slow
+def test_resume_beside_a_new_run_of_the_same_file_extracts_no_chunk_twice(
+        db_url: str, tmp_path: Path) -> None:
+    """Issue 19, finding 3: `kg ingest F` killed, `kg ingest F &`, `kg ingest --resume 1`."""
+    doc = tmp_path / "long.txt"
+    doc.write_text(paragraphs(24), encoding="utf-8")
+    responder = lambda body: Reply(graph_reply(chunk_of(body)), delay=0.15)  # noqa: E731
+    with FakeOllama(responder=responder) as server:
+        env = {**os.environ, "KG_DATABASE_URL": db_url, "KG_HOME": str(tmp_path / "home")}
+        setup = cli_run(env, "admin", "extraction", "set", "--profile", "t", "--provider",
+                        "ollama", "--model", "qwen3:8b", "--base-url", server.url,
+                        "--max-parallel", "2", "--activate")
+        assert setup.exit_code == 0, setup.stderr
+        ingest = [sys.executable, "-m", "kg.cli", "ingest", str(doc), *small_chunks()]
+        first = subprocess.Popen(ingest, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+        db = Database(db_url)
+        assert _kill_after(first, db, 3) >= 3
+        second = subprocess.Popen([*ingest, "--json"], cwd=ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the new run has planned the file
+            with db.engine.connect() as conn:
+                if conn.execute(text("SELECT count(*) FROM runs")).scalar_one() == 2:
+                    break
+            time.sleep(0.05)
+        resumed = cli_run(env, "ingest", "--resume", "1", "--json")
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err
+        assert resumed.exit_code == 0, resumed.stderr
+        with db.engine.connect() as conn:
+            total = conn.execute(text("SELECT chunk_count FROM documents")).scalar_one()
+            per_chunk = conn.execute(text(
+                "SELECT count(*) FROM chunk_extractions WHERE status = 'ok' "
+                "GROUP BY chunk_id")).scalars().all()
+            run1 = conn.execute(text("SELECT status FROM runs WHERE id = 1")).scalar_one()
+            twice = conn.execute(text(
+                "SELECT chunk_id FROM calls WHERE chunk_id IS NOT NULL GROUP BY chunk_id "
+                "HAVING count(DISTINCT run_id) > 1")).scalars().all()
+            evidence = conn.execute(text("SELECT count(*) FROM evidence")).scalar_one()
+        db.dispose()
+        # Every chunk committed exactly once, and no chunk was sent by both runs.
+        assert len(per_chunk) == total and set(per_chunk) == {1}
+        assert twice == []
+        assert run1 == "completed"
+        assert "being ingested by run 2" in resumed.stderr
+        assert json.loads(out)["status"] == "completed"
+    # The same evidence as one uninterrupted run (no double counting).
+    assert evidence == len(graph(db_url)["evidence"])
+
+
+def test_resuming_a_completed_run_is_refused_and_changes_nothing(kg, db: Database,
+                                                                  tmp_path: Path) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO runs (status, started_at, finished_at, heartbeat_at, pid, host, "
+            "profile_name, profiles_used, options, documents, chunks_total, chunks_ok, "
+            "chunks_failed) VALUES ('completed', CURRENT_TIMESTAMP, '2026-01-01 00:00:00', "
+            "CURRENT_TIMESTAMP, 4242, 'elsewhere', 'default', '[]', '{}', 0, 0, 0, 0)"))
+    result = kg("ingest", "--resume", "1")
+    assert result.exit_code == 2
+    assert "run 1 is completed: nothing to resume" in result.stderr
+    assert "Traceback" not in result.stderr
+    with db.engine.connect() as conn:
+        row = conn.execute(text("SELECT status, pid, host, finished_at FROM runs")).one()
+    assert (row.status, row.pid, row.host) == ("completed", 4242, "elsewhere")
+    assert str(row.finished_at).startswith("2026-01-01")

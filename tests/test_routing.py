@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from kg import routing
 from kg.errors import UsageError
+from kg.routing import rules as routing
 from tests.fakes import FakeModel, FakeOllama, Reply, chunk_of, graph_reply
 from tests.test_ingest import rows, use_server, write
 

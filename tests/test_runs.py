@@ -10,10 +10,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import CheckConstraint
 
+from kg.db import runstate
 from kg.db.models import ChunkExtraction, Document, Run, utcnow
+from kg.db.runstate import ChunkStatus, DocumentStatus, RunStatus
 from kg.errors import UsageError
 from kg.extraction import runs
-from kg.extraction.runs import ChunkStatus, DocumentStatus, RunStatus
 from tests.fakes import FakeOllama, Reply, chunk_of, graph_reply
 from tests.test_ingest import paragraphs, rows, small_chunks, use_server, write
 
@@ -47,9 +48,9 @@ def test_a_silent_or_dead_run_is_interrupted_a_live_one_running(db) -> None:
     stale = _run(db, heartbeat_at=utcnow() - timedelta(minutes=5))
     dead = _run(db, pid=2 ** 22 + 12345)  # same host, no such process
     with db.session() as session:
-        assert runs.effective_status(session.get(Run, live)) == RunStatus.RUNNING
-        assert runs.effective_status(session.get(Run, stale)) == RunStatus.INTERRUPTED
-        assert runs.effective_status(session.get(Run, dead)) == RunStatus.INTERRUPTED
+        assert runstate.effective_status(session.get(Run, live)) == RunStatus.RUNNING
+        assert runstate.effective_status(session.get(Run, stale)) == RunStatus.INTERRUPTED
+        assert runstate.effective_status(session.get(Run, dead)) == RunStatus.INTERRUPTED
         with pytest.raises(UsageError, match="still running"):
             runs.stopped(session, live)
 
@@ -75,7 +76,7 @@ def test_call_totals_are_named(kg, db, tmp_path) -> None:
         summary = json.loads(kg("ingest", str(write(tmp_path, "a.txt", paragraphs(2))),
                                 "--json").stdout)
     with db.session() as session:
-        totals = runs.call_totals(session, summary["run_id"])
+        totals = runstate.call_totals(session, summary["run_id"])
     assert totals.calls == summary["calls"] == server.chat_count
     assert totals.prompt_tokens == summary["prompt_tokens"] > 0
     assert totals.latency_ms > 0
@@ -108,14 +109,12 @@ def test_a_forced_run_whose_chunks_all_fail_is_failed_not_completed(kg, db, tmp_
     assert rows(db, "SELECT status FROM documents") == [("ingested",)]
 
 
-def test_the_read_side_does_not_import_the_scheduler() -> None:
+def test_the_read_side_does_not_import_the_engine() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, kg.queries; "
-            "print(sorted(m for m in sys.modules if m.startswith('kg.extraction')))")
+    code = ("import sys, kg.queries, kg.graph, kg.curation, kg.call_logs, kg.analytics, "
+            "kg.export; print(sorted(m for m in sys.modules if m.startswith('kg.extraction')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout
-    assert "kg.extraction.runs" in loaded
-    for module in ("scheduler", "ingest", "plan", "extractor", "extract", "store"):
-        assert f"kg.extraction.{module}'" not in loaded
+    assert loaded.strip() == "[]"

@@ -73,6 +73,8 @@ def serve(db: Database, **options: Any) -> ServerThread:
     options.setdefault("token_ttl_s", 0.0)
     options.setdefault("poll_s", 0.1)
     options.setdefault("metrics_ttl_s", 0.0)
+    # Open until a test creates a token (`kg serve` never is: it creates one at first start).
+    options.setdefault("open_until_first_token", True)
     return ServerThread(create_app(db, ServerConfig(**options)))
 
 
@@ -381,6 +383,11 @@ def test_cancel_keeps_what_committed_and_resume_finishes(kg, db, tmp_path) -> No
             final = read_events(client, run_id).of("finished")[0].data
             assert final["status"] == "completed"
             assert final["chunks_ok"] == final["chunks_total"]
+            finished = rows(db, "SELECT finished_at, pid FROM runs WHERE id = :r", r=run_id)
+            # A completed run has nothing to resume: 409, and its row is left as it was.
+            assert_error(client.post(f"/runs/{run_id}/resume"), 409, "nothing to resume")
+            assert rows(db, "SELECT finished_at, pid FROM runs WHERE id = :r", r=run_id) == \
+                finished
     (committed,) = rows(db, "SELECT count(*) FROM chunk_extractions WHERE run_id = :r "
                             "AND status = 'ok'", r=run_id)[0]
     assert committed == final["chunks_total"]
@@ -463,6 +470,41 @@ def test_profiles_change_with_the_cli_rules_and_audit_the_token(kg, db, ollama) 
     actors = {r[0] for r in rows(db, "SELECT DISTINCT changed_by FROM profile_changes "
                                      "WHERE profile_name = 'gpu'")}
     assert actors == {"token:ops"}
+
+
+def test_a_profile_cannot_read_kg_variables_or_move_a_key_over_http(kg, db, ollama,
+                                                                     monkeypatch) -> None:
+    """Issue 19, finding 2: api_key_env named KG_DATABASE_URL sent the database URL away."""
+    use_server(kg, ollama.url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    with db.session() as session:
+        _row, admin = tokens.create(session, "ops", "admin", by="tester")
+    with serve(db) as server, server.client(admin) as client:
+        for name in ("KG_DATABASE_URL", "DATABASE_URL", "PGPASSWORD", "HOME"):
+            assert_error(client.put("/profiles/x", json={
+                "provider": "openai", "model": "m", "base_url": "http://203.0.113.9:9/v1",
+                "api_key_env": name, "activate": True}), 400, name, "never an API key")
+        assert_error(client.put("/profiles/x", json={
+            "provider": "openai", "model": "m", "base_url": "http://203.0.113.9:9/v1",
+            "api_key_env": "SOME_SECRET"}), 400, "not an allowed key variable")
+        # Allowed name, but a key may be pointed at a host only from the command line.
+        assert_error(client.put("/profiles/x", json={
+            "provider": "openai", "model": "m", "base_url": "http://203.0.113.9:9/v1",
+            "api_key_env": "OPENAI_API_KEY"}), 403, "only on the command line")
+        assert rows(db, "SELECT count(*) FROM extraction_profiles WHERE name = 'x'") == [(0,)]
+    made = kg("admin", "extraction", "set", "--profile", "x", "--provider", "openai",
+              "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
+              "--api-key-env", "OPENAI_API_KEY")
+    assert made.exit_code == 0, made.stderr
+    with serve(db) as server, server.client(admin) as client:
+        assert_error(client.put("/profiles/x", json={"base_url": "http://203.0.113.9:9/v1"}),
+                     403, "base_url")
+        assert client.put("/profiles/x", json={"temperature": 0.3}).status_code == 200
+        cleared = client.put("/profiles/x", json={"api_key_env": None})
+        assert cleared.status_code == 200, cleared.text  # dropping the key is always allowed
+        moved = client.put("/profiles/x", json={"base_url": "http://203.0.113.9:9/v1"})
+        assert moved.status_code == 200, moved.text  # no key goes with it any more
+    assert rows(db, "SELECT api_key_env FROM extraction_profiles WHERE name = 'x'") == [(None,)]
 
 
 # -- tokens, health, metrics, headers ------------------------------------------------------------
@@ -597,7 +639,12 @@ def test_kg_serve_refuses_to_listen_openly_and_serves_on_loopback(kg, kg_env, db
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.1)
         assert ready.json()["status"] == "ok"
-        assert httpx.get(f"{url}/concepts").json() == []
+        # No open mode: the first start created an admin token and printed a URL with it.
+        first = re.search(r"Open (http://\S+)#token=(kgt_\S+) ", proc.stderr.readline())
+        assert first and first.group(1) == f"{url}/", first
+        assert_error(httpx.get(f"{url}/concepts"), 401, "needs a token")
+        owner = {"Authorization": f"Bearer {first.group(2)}"}
+        assert httpx.get(f"{url}/concepts", headers=owner).json() == []
         taken = kg("serve", "--port", match.group(1))
         assert taken.exit_code == 2 and "choose another --port" in taken.stderr
     finally:

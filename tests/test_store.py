@@ -16,13 +16,15 @@ import pytest
 from sqlalchemy import insert, text
 
 from kg.db import Database
+from kg.db.locks import lock_graph
 from kg.db.models import Chunk, Document, Run, utcnow
 from kg.extraction.extract import Attempt, CallStatus, ChunkOutcome
 from kg.extraction.schema import bounds_for_budget
-from kg.extraction.store import MAX_ATTEMPTS, ChunkRef, GraphWriter, lock_graph
+from kg.extraction.store import MAX_ATTEMPTS, ChunkRef, GraphWriter
 from kg.extraction.validate import validate_reply
 from kg.extraction.vocabulary import Vocabulary
-from kg.profiles import get_active, provider_settings
+from kg.profiles.storage import get_active
+from kg.profiles.views import provider_settings
 from tests.test_ingest import rows
 
 BOUNDS = bounds_for_budget(2048)

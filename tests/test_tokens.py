@@ -9,7 +9,7 @@ import pytest
 
 from kg import tokens
 from kg.errors import NotFoundError, UsageError
-from kg.tokens import Scope
+from kg.tokens import TokenScope
 from tests.graph_seed import rows
 
 
@@ -62,8 +62,9 @@ def test_authenticate_by_secret_only_while_live(db) -> None:
         row, secret = tokens.create(session, "svc", "read", by="tester")
         principal = tokens.authenticate(session, secret)
         assert principal is not None and principal.name == "svc"
-        assert principal.scope is Scope.READ and principal.actor == "token:svc"
-        assert not principal.scope.allows(Scope.ADMIN) and Scope.ADMIN.allows(Scope.READ)
+        assert principal.scope is TokenScope.READ and principal.actor == "token:svc"
+        assert not principal.scope.allows(TokenScope.ADMIN)
+        assert TokenScope.ADMIN.allows(TokenScope.READ)
         assert tokens.authenticate(session, secret + "x") is None
         assert tokens.authenticate(session, "not-even-a-token") is None
         assert tokens.any_live(session)

@@ -45,9 +45,11 @@ def test_concept_types_and_domain_range_are_checked() -> None:
          rel("Aspirin", "sold_by", "Bayer", "It was first sold by Bayer")])  # Bayer untyped
     verdict = validate_reply(content, TEXT, VOCAB, BOUNDS)
     assert verdict.usable
+    # Bayer's own type is not in the ontology: sold_by's range types it (issue 20: inferred)
     assert [(c.label, c.type) for c in verdict.concepts] == [
-        ("Aspirin", "drug"), ("headache", "condition"), ("Bayer", None),
+        ("Aspirin", "drug"), ("headache", "condition"), ("Bayer", "company"),
         ("migraine", "condition")]
+    assert verdict.dropped["type_inferred"] == 1
     kept = [(r.source, r.type.name, r.target) for r in verdict.relationships]
     assert kept == [("Aspirin", "treats", "headache"), ("migraine", "similar_to", "headache"),
                     ("Aspirin", "sold_by", "Bayer")]
@@ -91,3 +93,81 @@ def test_grounded_ends_the_text_names_become_concepts() -> None:
     assert grounded.concepts[1].description == "It was first sold by Bayer in Germany."
     assert grounded.dropped["end_as_concept"] == 1 and grounded.dropped["unknown_end"] == 1
     assert [(r.source, r.target) for r in grounded.relationships] == [("Aspirin", "Bayer")]
+
+
+# -- issue 20: names as spelled, types inferred, unlisted ends, literals ----------------------
+
+BIO_TEXT = "Ada Lovelace was born in London in 1815. She worked with Charles Babbage."
+BIO = Vocabulary([TypeInfo(1, "birthPlace", "general", "directed", "Person", "City"),
+                  TypeInfo(2, "birthYear", "general", "directed", "Person", "xsd:gYear"),
+                  TypeInfo(3, "Work_With", "general", "symmetric", "Person", "Person"),
+                  TypeInfo(4, "capital", "general", "directed", "City", "City")],
+                 concept_types=["Person", "City"], ontology="bio", mode="strict")
+
+
+def test_relation_names_come_back_as_the_ontology_spells_them() -> None:
+    content = reply([concept("Ada Lovelace", "person"), concept("London", "CITY")],
+                    [rel("Ada Lovelace", "birth_place", "London", "born in London")])
+    verdict = validate_reply(content, BIO_TEXT, BIO, BOUNDS)
+    assert [(c.label, c.type) for c in verdict.concepts] == [
+        ("Ada Lovelace", "Person"), ("London", "City")]
+    assert [r.type.name for r in verdict.relationships] == ["birthPlace"]
+    assert BIO.normalise("work with").name == "Work_With"  # type: ignore[union-attr]
+
+
+def test_untyped_and_unlisted_ends_take_the_relation_types() -> None:
+    content = reply([concept("Ada Lovelace", None)],
+                    [rel("Ada Lovelace", "birthPlace", "London", "born in London"),
+                     rel("Ada Lovelace", "Work_With", "Charles Babbage", "worked with")])
+    verdict = validate_reply(content, BIO_TEXT, BIO, BOUNDS, resolve_ends=True)
+    assert {c.label: c.type for c in verdict.concepts} == {
+        "Ada Lovelace": "Person", "London": "City", "Charles Babbage": "Person"}
+    assert len(verdict.relationships) == 2
+    assert verdict.dropped["type_inferred"] == 3 and verdict.dropped["end_as_concept"] == 2
+
+
+def test_majority_overrides_a_first_guess_and_only_a_stated_conflict_drops() -> None:
+    # London stated Person, but two relations say City: the majority wins (overridden).
+    content = reply([concept("Ada Lovelace", "Person"), concept("London", "Person")],
+                    [rel("Ada Lovelace", "birthPlace", "London", "born in London"),
+                     rel("London", "capital", "London", "born in London"),  # self-loop
+                     rel("Ada Lovelace", "capital", "London", "born in London")])
+    verdict = validate_reply(content, BIO_TEXT, BIO, BOUNDS)
+    assert {c.label: c.type for c in verdict.concepts} == {
+        "Ada Lovelace": "Person", "London": "City"}
+    assert verdict.dropped["type_overridden"] == 1 and verdict.dropped["self_loop"] == 1
+    # Ada was stated Person and stays Person: `capital` wants a City there, a real conflict.
+    assert [r.type.name for r in verdict.relationships] == ["birthPlace"]
+    assert verdict.dropped["domain_range"] == 1
+
+
+def test_an_inferred_type_is_a_preference_not_a_veto() -> None:
+    # Untyped London is a City by birthPlace, yet `Work_With` (Person-Person) may use it:
+    # only a type the model stated can conflict (Text2KGBench uses relations off-domain).
+    content = reply([], [rel("Ada Lovelace", "birthPlace", "London", "born in London"),
+                         rel("London", "Work_With", "Charles Babbage", "worked with")])
+    verdict = validate_reply(content, BIO_TEXT, BIO, BOUNDS, resolve_ends=True)
+    assert len(verdict.relationships) == 2 and verdict.dropped["domain_range"] == 0
+
+
+def test_literal_ranges_make_verbatim_literals_and_invented_values_are_dropped() -> None:
+    content = reply([concept("Ada Lovelace", "Person")],
+                    [rel("Ada Lovelace", "birthYear", "1815", "born in London in 1815"),
+                     rel("Ada Lovelace", "birthYear", "1816", "born in London in 1815")])
+    verdict = validate_reply(content, BIO_TEXT, BIO, BOUNDS)
+    assert verdict.usable and verdict.relationships == []
+    [literal] = verdict.literals
+    assert (literal.subject, literal.type.name, literal.value, literal.normalised,
+            literal.datatype) == ("Ada Lovelace", "birthYear", "1815", "1815", "year")
+    assert BIO_TEXT[literal.value_start:literal.value_end] == "1815"
+    assert literal.quote == "born in London in 1815"
+    assert verdict.dropped["literal_not_in_text"] == 1
+    assert any("'1816' is not in the text" in e for e in verdict.errors)
+
+
+def test_literal_normal_forms() -> None:
+    from kg.extraction.literals import normalise_literal
+    assert normalise_literal("1,250", "number") == "1250"
+    assert normalise_literal("3.5", "number") == "3.5"
+    assert normalise_literal("March 3rd, 1999", "date") == "1999-03-03"
+    assert normalise_literal("  New   York ", "string") == "New York"

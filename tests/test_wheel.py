@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import sysconfig
 import venv
 import zipfile
@@ -17,13 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-def test_wheel_installs_into_fresh_venv_and_migrates(tmp_path: Path) -> None:
-    dist = tmp_path / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)],
-        check=True, capture_output=True,
-    )
-    wheel = next(dist.glob("kg-*.whl"))
+def test_wheel_installs_into_fresh_venv_and_migrates(tmp_path: Path, kg_wheel: Path) -> None:
+    wheel = kg_wheel
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/", 1)[0] for name in names if "/" in name}
     assert "cli" not in top_level  # the CLI lives in kg/cli, not in a package named `cli`

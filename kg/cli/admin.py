@@ -7,13 +7,16 @@ from typing import Any, TypeVar
 
 import click
 
-from kg import profiles
 from kg.cli import context
 from kg.cli.render import as_json, emit, emit_object, emit_rows, key_values, output_option
 from kg.cli.routing import routing
 from kg.cli.tokens import tokens
+from kg.profiles import storage
+from kg.profiles.fields import SETTINGS, Setting
+from kg.profiles.validation import check_actor
+from kg.profiles.views import view
 from kg.providers import registry
-from kg.providers.base import redact_url
+from kg.urls import redact_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 PROFILE_COLUMNS = ["active", "name", "provider", "model", "base_url", "thinking_mode",
@@ -49,7 +52,7 @@ class _Clearable(click.ParamType):
         return self.inner.convert(value, param, ctx)
 
 
-def _click_type(setting: profiles.Setting) -> click.ParamType:
+def _click_type(setting: Setting) -> click.ParamType:
     if setting.kind is str:
         return click.STRING
     number = click.INT if setting.kind is int else click.FLOAT
@@ -57,8 +60,8 @@ def _click_type(setting: profiles.Setting) -> click.ParamType:
 
 
 def setting_options(func: F) -> F:
-    """One flag per profile setting, generated from kg.profiles.ProfileSettings."""
-    for setting in reversed(profiles.SETTINGS.values()):
+    """One flag per profile setting, generated from kg.profiles.settings.ProfileSettings."""
+    for setting in reversed(SETTINGS.values()):
         # base_url: repeated for several endpoints (joined with commas by `set`).
         func = click.option(setting.flag, setting.name, type=_click_type(setting),
                             multiple=setting.name == "base_url", help=setting.help())(func)
@@ -67,7 +70,7 @@ def setting_options(func: F) -> F:
 
 def _actor(by: str | None) -> str:
     """--by as given (checked, so --by '' is refused rather than ignored), else $USER."""
-    return context.actor(profiles.check_actor(by) if by is not None else None)
+    return context.actor(check_actor(by) if by is not None else None)
 
 
 def _display(field: str, value: Any, provider: str | None = None) -> Any:
@@ -93,7 +96,7 @@ def _display(field: str, value: Any, provider: str | None = None) -> Any:
 def show(name: str | None, output: str) -> None:
     """Show every setting of the active (or named) profile."""
     with context.session() as session:
-        data = profiles.view(profiles.get_profile(session, name)).as_dict()
+        data = view(storage.get_profile(session, name)).as_dict()
     if output != "table":
         emit_object(data, output)
         return
@@ -105,7 +108,7 @@ def show(name: str | None, output: str) -> None:
 def list_(output: str) -> None:
     """List profiles; the active one is marked."""
     with context.session() as session:
-        rows = [profiles.view(p).as_dict() for p in profiles.list_profiles(session)]
+        rows = [view(p).as_dict() for p in storage.list_profiles(session)]
     if output == "table":
         rows = [{**r, "active": "*" if r["active"] else ""} for r in rows]
     emit_rows(rows, output, PROFILE_COLUMNS if output == "table" else None)
@@ -125,7 +128,7 @@ def set_(name: str | None, activate: bool, by: str | None, as_json_: bool, **upd
     if isinstance(urls, tuple):  # --base-url repeated: several endpoints of one model
         updates["base_url"] = None if not urls else ",".join(urls) if all(urls) else ""
     with context.session() as session:
-        result = profiles.set_profile(
+        result = storage.set_profile(
             session, updates, name=name, activate=activate, by=_actor(by)
         )
     for warning in result.warnings:
@@ -161,7 +164,7 @@ def _shown(field: str, value: Any) -> Any:
 def use(name: str, by: str | None) -> None:
     """Make NAME the active profile (running ingestions switch on their next chunk)."""
     with context.session() as session:
-        previous, changed = profiles.use_profile(session, name, by=_actor(by))
+        previous, changed = storage.use_profile(session, name, by=_actor(by))
     if changed:
         emit(f"active profile: {previous or '(none)'} -> {name}")
     else:
@@ -169,7 +172,7 @@ def use(name: str, by: str | None) -> None:
 
 
 @extraction.command()
-@click.option("--limit", default=20, show_default=True, type=int)
+@click.option("--limit", default=20, show_default=True, type=context.LIMIT)
 @click.option("--profile", "name",
               shell_complete=context.complete_profile_names,
               help="Only this profile's changes.")
@@ -177,7 +180,7 @@ def use(name: str, by: str | None) -> None:
 def history(limit: int, name: str | None, output: str) -> None:
     """Who changed which setting when, newest first."""
     with context.session() as session:
-        rows = profiles.history(session, limit=limit, name=name)
+        rows = storage.history(session, limit=limit, name=name)
     emit_rows(rows, output)
 
 
@@ -187,7 +190,7 @@ def history(limit: int, name: str | None, output: str) -> None:
 def delete(name: str, by: str | None) -> None:
     """Delete a profile (not the active one)."""
     with context.session() as session:
-        profiles.delete_profile(session, name, by=_actor(by))
+        storage.delete_profile(session, name, by=_actor(by))
     emit(f"profile {name} deleted")
 
 
@@ -292,7 +295,7 @@ def recommend(model: str, params: str | None, vram: str | None, context_window: 
 
     if context_window is None:
         with context.session() as session:
-            context_window = profiles.get_active(session).context_window
+            context_window = storage.get_active(session).context_window
     data = advise(model, params=params, vram=vram, context_window=context_window)
     if as_json_:
         emit(as_json(data))

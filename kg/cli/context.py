@@ -5,8 +5,9 @@ from __future__ import annotations
 import getpass
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import click
 from sqlalchemy import select
@@ -15,6 +16,13 @@ from sqlalchemy.orm import Session
 from kg.db import Database, open_database
 from kg.errors import UsageError
 from kg.settings import Settings, load_settings
+
+T = TypeVar("T")
+# Row ids and limits as the database can hold them (BIGINT): a larger number is a usage error
+# in one line, not an overflow traceback from the driver.
+DB_MAX = 2**63 - 1
+ROW_ID = click.IntRange(1, DB_MAX)
+LIMIT = click.IntRange(0, DB_MAX)
 
 
 def settings() -> Settings:
@@ -32,6 +40,15 @@ def database(check_schema: bool = True) -> Database:
             click.echo(f"note: upgraded the kg database {db.sqlite_path} from schema {before} "
                        f"to {after}", err=True)
     return db
+
+
+def read(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`func(session, *args, **kwargs)` on the configured database: every read command's call."""
+    db = database()
+    try:
+        return db.read(func, *args, **kwargs)
+    finally:
+        db.dispose()
 
 
 @contextmanager

@@ -67,7 +67,7 @@ def concepts_delete(label: str, by: str | None, output: str) -> None:
 
 
 @relationships.command(name="delete")
-@click.argument("relationship_id", type=int, metavar="ID")
+@click.argument("relationship_id", type=context.ROW_ID, metavar="ID")
 @BY
 @json_option
 def relationships_delete(relationship_id: int, by: str | None, output: str) -> None:
@@ -81,7 +81,7 @@ def curation() -> None:
 
 
 @curation.command(name="list")
-@click.option("--limit", default=50, show_default=True, type=int, metavar="N",
+@click.option("--limit", default=50, show_default=True, type=context.LIMIT, metavar="N",
               help="Show at most N decisions.")
 @click.option("--active", is_flag=True, help="Leave out decisions that were undone.")
 @output_option
@@ -93,7 +93,7 @@ def curation_list(limit: int, active: bool, output: str) -> None:
 
 
 @curation.command(name="undo")
-@click.argument("decision_id", type=int, metavar="ID")
+@click.argument("decision_id", type=context.ROW_ID, metavar="ID")
 @BY
 @json_option
 def curation_undo(decision_id: int, by: str | None, output: str) -> None:

@@ -118,9 +118,33 @@ def list_(output: str) -> None:
     emit_rows(rows, output)
 
 
+def _triples(triples: list[list[str]]) -> str:
+    return "\n".join(" | ".join(t) for t in triples) or "-"
+
+
+def _show_records(evaluation_id: int, output: str) -> None:
+    """Each record's predicted triples beside its gold ones (what was missed, what was extra)."""
+    with context.session() as session:
+        rows = ev.record_details(session, ev.get_evaluation(session, evaluation_id))
+    if output == "json":
+        emit_rows(rows, output)
+        return
+    if not rows or not any(r["gold"] for r in rows):
+        raise UsageError(f"evaluation {evaluation_id} has no per-record triples; --records is "
+                         "for a JSONL evaluation (`kg eval FILE.jsonl`) made by this version")
+    emit(table([{"record": r["record"], "matched": _triples(r["matched"]),
+                 "missed": _triples(r["missed"]), "extra": _triples(r["extra"])}
+                for r in rows], ["record", "matched", "missed", "extra"], max_cell=None))
+
+
 @eval_.command()
-@click.argument("evaluation_id", type=int)
+@click.argument("evaluation_id", type=context.ROW_ID)
+@click.option("--records", is_flag=True,
+              help="each record's predicted triples beside its gold ones (JSONL evaluations)")
 @json_option
-def show(evaluation_id: int, output: str) -> None:
+def show(evaluation_id: int, records: bool, output: str) -> None:
     """One stored evaluation, per category and overall."""
+    if records:
+        _show_records(evaluation_id, output)
+        return
     _show(evaluation_id, output)

@@ -11,7 +11,7 @@ import click
 from kg.cli import context
 from kg.cli.render import emit
 from kg.errors import UsageError
-from kg.export import FORMATS, Scope, export_graph
+from kg.export import FORMATS, ExportFilter, export_graph
 from kg.training import export_training
 
 SUFFIXES = {".graphml": "graphml", ".gexf": "gexf", ".jsonl": "jsonl", ".cypher": "cypher",
@@ -32,16 +32,21 @@ def _format(fmt: str | None, output: Path | None) -> str:
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), help=FORMAT_HELP)
 @click.option("-o", "--output", type=click.Path(path_type=Path), metavar="PATH",
               help="File to write (a folder for csv); default: standard output.")
-@click.option("--run", type=int, metavar="N", shell_complete=context.complete_run_ids,
+@click.option("--run", type=context.ROW_ID, metavar="N", shell_complete=context.complete_run_ids,
               help="Only what run N has evidence for.")
 @click.option("--document", metavar="PATH", help="Only what this document has evidence for.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), metavar="X",
               help="Only relationships with at least this confidence.")
 @click.option("--base-iri", default="urn:kg:", show_default=True,
               help="Turtle: the IRI that concept/ID and relationship/ID hang off.")
+@click.option("--escape-formulas/--no-escape-formulas", default=False, show_default=True,
+              help="csv: put ' before text cells starting with = + - @ (tab, CR) so that a "
+                   "spreadsheet shows them instead of running them. Off by default: "
+                   "neo4j-admin would import the ' as part of the label.")
 @click.pass_context
 def export(ctx: click.Context, fmt: str | None, output: Path | None, run: int | None,
-           document: str | None, min_confidence: float | None, base_iri: str) -> None:
+           document: str | None, min_confidence: float | None, base_iri: str,
+           escape_formulas: bool) -> None:
     """Write the graph out for other tools (streams: any size of graph in bounded memory).
 
     \b
@@ -55,11 +60,15 @@ def export(ctx: click.Context, fmt: str | None, output: Path | None, run: int | 
     if ctx.invoked_subcommand is not None:
         return
     chosen = _format(fmt, output)
-    scope = Scope(run=run, document=document, min_confidence=min_confidence)
+    if escape_formulas and chosen != "csv":
+        raise UsageError(f"--escape-formulas is for --format csv; {chosen} has no cells a "
+                         "spreadsheet would run")
+    scope = ExportFilter(run=run, document=document, min_confidence=min_confidence)
     database = context.database()
     try:
         result = export_graph(database, chosen, output, scope=scope, base_iri=base_iri,
-                              stream=None if output else sys.stdout)
+                              stream=None if output else sys.stdout,
+                              escape_formulas=escape_formulas)
     finally:
         database.dispose()
     if output is not None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
-
 import click
 
 from kg import queries
@@ -21,13 +18,7 @@ from kg.cli.render import (
     text_block,
 )
 
-T = TypeVar("T")
 LIMIT_HELP = "Show at most N rows."
-
-
-def _read(func: Callable[..., T], *args: Any) -> T:
-    with context.session() as session:
-        return func(session, *args)
 
 
 @click.group()
@@ -37,11 +28,12 @@ def concepts() -> None:
 
 @concepts.command(name="list")
 @click.option("--search", help="Text to look for in labels and aliases.")
-@click.option("--limit", default=50, show_default=True, type=int, metavar="N", help=LIMIT_HELP)
+@click.option("--limit", default=50, show_default=True,
+              type=context.LIMIT, metavar="N", help=LIMIT_HELP)
 @output_option
 def concepts_list(search: str | None, limit: int, output: str) -> None:
     """Concepts, most mentioned first."""
-    rows = _read(queries.list_concepts, search, limit)
+    rows = context.read(queries.list_concepts, search, limit)
     emit_rows(rows, output, ["id", "label", "description", "mentions", "relationships"])
 
 
@@ -50,7 +42,7 @@ def concepts_list(search: str | None, limit: int, output: str) -> None:
 @json_option
 def concepts_show(name: str, output: str) -> None:
     """One concept (by id, label or alias): aliases, relationships, evidence quotes."""
-    data = _read(queries.concept_detail, name)
+    data = context.read(queries.concept_detail, name)
     if output != "table":
         emit_object(data, output)
         return
@@ -73,19 +65,20 @@ def runs() -> None:
 
 
 @runs.command(name="list")
-@click.option("--limit", default=20, show_default=True, type=int, metavar="N", help=LIMIT_HELP)
+@click.option("--limit", default=20, show_default=True,
+              type=context.LIMIT, metavar="N", help=LIMIT_HELP)
 @output_option
 def runs_list(limit: int, output: str) -> None:
     """Recent runs, newest first; a run whose process died shows as interrupted."""
-    emit_rows(_read(queries.list_runs, limit), output)
+    emit_rows(context.read(queries.list_runs, limit), output)
 
 
 @runs.command(name="show")
-@click.argument("run_id", type=int, shell_complete=complete_run_ids)
+@click.argument("run_id", type=context.ROW_ID, shell_complete=complete_run_ids)
 @json_option
 def runs_show(run_id: int, output: str) -> None:
     """One run: status, totals from its calls, profiles used, failed chunks."""
-    data = _read(queries.run_detail, run_id)
+    data = context.read(queries.run_detail, run_id)
     if output != "table":
         emit_object(data, output)
         return
@@ -104,13 +97,13 @@ def runs_show(run_id: int, output: str) -> None:
 
 
 @runs.command(name="diff")
-@click.argument("run_a", type=int, shell_complete=complete_run_ids)
-@click.argument("run_b", type=int, shell_complete=complete_run_ids)
+@click.argument("run_a", type=context.ROW_ID, shell_complete=complete_run_ids)
+@click.argument("run_b", type=context.ROW_ID, shell_complete=complete_run_ids)
 @json_option
 def runs_diff(run_a: int, run_b: int, output: str) -> None:
     """The graph difference between two runs: concepts and relationships added, removed,
     changed."""
-    data = _read(queries.runs_diff, run_a, run_b)
+    data = context.read(queries.runs_diff, run_a, run_b)
     if output != "table":
         emit_object(data, output)
         return
@@ -143,15 +136,16 @@ def vocab() -> None:
 @output_option
 def vocab_list(output: str) -> None:
     """Relationship types offered to the model."""
-    emit_rows(_read(queries.vocabulary), output)
+    emit_rows(context.read(queries.vocabulary), output)
 
 
 @vocab.command(name="proposals")
-@click.option("--limit", default=50, show_default=True, type=int, metavar="N", help=LIMIT_HELP)
+@click.option("--limit", default=50, show_default=True,
+              type=context.LIMIT, metavar="N", help=LIMIT_HELP)
 @output_option
 def vocab_proposals(limit: int, output: str) -> None:
     """Types models used that are not in the vocabulary (kept for review, not added)."""
-    emit_rows(_read(queries.proposals, limit), output)
+    emit_rows(context.read(queries.proposals, limit), output)
 
 
 @vocab.command(name="accept")
@@ -163,7 +157,7 @@ def vocab_accept(name: str, into: str, output: str) -> None:
     """Promote a proposed type into an ontology (its revision grows)."""
     from kg import ontology
 
-    result = _read(ontology.accept_proposal, name, into)
+    result = context.read(ontology.accept_proposal, name, into)
     if output == "json":
         emit_object(result, output)
         return

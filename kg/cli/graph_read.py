@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
-
 import click
 
 from kg import graph
@@ -20,14 +17,8 @@ from kg.cli.render import (
     text_block,
 )
 
-T = TypeVar("T")
 LIMIT_HELP = "Show at most N rows."
 EDGE_COLUMNS = ["id", "source", "type", "target", "confidence", "evidence"]
-
-
-def _read(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    with context.session() as session:
-        return func(session, *args, **kwargs)
 
 
 @click.group()
@@ -40,12 +31,13 @@ def relationships() -> None:
 @click.option("--concept", metavar="LABEL", help="Only relationships of this concept.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), metavar="X",
               help="Only relationships with at least this confidence.")
-@click.option("--limit", default=100, show_default=True, type=int, metavar="N", help=LIMIT_HELP)
+@click.option("--limit", default=100, show_default=True,
+              type=context.LIMIT, metavar="N", help=LIMIT_HELP)
 @output_option
 def relationships_list(type_: str | None, concept: str | None, min_confidence: float | None,
                        limit: int, output: str) -> None:
     """Relationships with both ends, type, confidence and evidence count, by id."""
-    rows = _read(graph.list_relationships, type=type_, concept=concept,
+    rows = context.read(graph.list_relationships, type=type_, concept=concept,
                  min_confidence=min_confidence, limit=limit)
     emit_rows(rows, output, EDGE_COLUMNS)
 
@@ -59,12 +51,12 @@ def graph_group() -> None:
 @click.argument("label")
 @click.option("--depth", default=1, show_default=True, type=click.IntRange(1, graph.MAX_DEPTH),
               help="How many relationships away.")
-@click.option("--limit", default=500, show_default=True, type=int, metavar="N",
+@click.option("--limit", default=500, show_default=True, type=context.LIMIT, metavar="N",
               help="At most N concepts (closest first).")
 @json_option
 def neighbors(label: str, depth: int, limit: int, output: str) -> None:
     """Concepts within --depth relationships of LABEL (either direction)."""
-    data = _read(graph.neighbors, label, depth=depth, limit=limit)
+    data = context.read(graph.neighbors, label, depth=depth, limit=limit)
     if output != "table":
         emit_object(data, output)
         return
@@ -84,7 +76,7 @@ def neighbors(label: str, depth: int, limit: int, output: str) -> None:
 @json_option
 def path(a: str, b: str, max_depth: int, output: str) -> None:
     """A shortest chain of relationships between A and B (either direction per step)."""
-    data = _read(graph.path, a, b, max_depth=max_depth)
+    data = context.read(graph.path, a, b, max_depth=max_depth)
     if output != "table":
         emit_object(data, output)
         return
@@ -107,11 +99,12 @@ def documents() -> None:
 
 @documents.command(name="list")
 @click.option("--search", help="Text to look for in paths.")
-@click.option("--limit", default=100, show_default=True, type=int, metavar="N", help=LIMIT_HELP)
+@click.option("--limit", default=100, show_default=True,
+              type=context.LIMIT, metavar="N", help=LIMIT_HELP)
 @output_option
 def documents_list(search: str | None, limit: int, output: str) -> None:
     """Documents, newest first, with status, chunks and evidence counts."""
-    rows = _read(graph.list_documents, search=search, limit=limit)
+    rows = context.read(graph.list_documents, search=search, limit=limit)
     emit_rows(rows, output, ["id", "path", "status", "chunks", "evidence", "created_at"])
 
 
@@ -120,7 +113,7 @@ def documents_list(search: str | None, limit: int, output: str) -> None:
 @json_option
 def documents_show(path: str, output: str) -> None:
     """One document (by path or id): versions, runs, its most evidenced concepts."""
-    data = _read(graph.document_detail, path)
+    data = context.read(graph.document_detail, path)
     if output != "table":
         emit_object(data, output)
         return
@@ -144,7 +137,7 @@ def documents_delete(path: str, yes: bool, output: str) -> None:
     if not yes:
         click.confirm(f"delete {path} and what only it supports from the graph?", abort=True,
                       err=True)
-    data = _read(graph.delete_document, path)
+    data = context.read(graph.delete_document, path)
     if output != "table":
         emit_object(data, output)
         return

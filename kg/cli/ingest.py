@@ -18,6 +18,7 @@ from rich.progress import Progress as Bars
 
 from kg.cli import context
 from kg.cli.render import console, emit, emit_object, json_option, key_values
+from kg.db.runstate import RunStatus
 from kg.errors import UsageError
 from kg.extraction.chunking import ChunkingOptions
 from kg.extraction.ingest import (
@@ -29,7 +30,6 @@ from kg.extraction.ingest import (
     Terminated,
 )
 from kg.extraction.ingest import ingest as run_ingest
-from kg.extraction.runs import RunStatus
 
 
 def _duration(seconds: float | None) -> str:
@@ -160,7 +160,8 @@ def _dry_run(request: IngestRequest, compare_to: str | None, output: str) -> Non
               help="Use this profile for this run (and follow its changes) "
                    "without activating it; default $KG_PROFILE, else the active one.")
 @click.option("--force", is_flag=True, help="Re-extract files even if unchanged.")
-@click.option("--resume", type=int, metavar="RUN_ID", help="Redo what a run did not commit.")
+@click.option("--resume", type=context.ROW_ID, metavar="RUN_ID",
+              help="Redo what a run did not commit.")
 @click.option("--chunk-tokens", type=int, default=700, show_default=True,
               help="Target chunk size (estimated tokens).")
 @click.option("--chunk-min", type=int, default=150, show_default=True)

@@ -7,7 +7,7 @@ from rich.console import Group, RenderableType
 from rich.padding import Padding
 from rich.text import Text
 
-from kg import logs as call_logs
+from kg import call_logs
 from kg.cli import context
 from kg.cli.context import complete_profile_names, complete_run_ids
 from kg.cli.render import emit, emit_rows, output_option
@@ -22,9 +22,9 @@ STATUS_STYLE = {"ok": "green", "invalid": "yellow", "error": "red"}
 
 
 @click.command()
-@click.option("--run", "run_id", type=int, metavar="N", shell_complete=complete_run_ids,
+@click.option("--run", "run_id", type=context.ROW_ID, metavar="N", shell_complete=complete_run_ids,
               help="Calls of run N (default: the last run).")
-@click.option("--chunk", "chunk_id", type=int, metavar="N",
+@click.option("--chunk", "chunk_id", type=context.ROW_ID, metavar="N",
               help="Calls for chunk N, in every run.")
 @click.option("--failed", is_flag=True, help="Only calls whose reply was unusable or that "
                                             "failed (status invalid or error).")
@@ -32,7 +32,7 @@ STATUS_STYLE = {"ok": "green", "invalid": "yellow", "error": "red"}
               help="Only calls made with this profile.")
 @click.option("--all", "every_run", is_flag=True,
               help="Calls of every run and of `kg eval`, not only the last run.")
-@click.option("-n", "--limit", type=int, metavar="N",
+@click.option("-n", "--limit", type=context.LIMIT, metavar="N",
               help=f"At most N calls (default: {TERMINAL_LIMIT} in the terminal view, all "
                    "with --json/--jsonl/--csv).")
 @output_option
@@ -45,7 +45,7 @@ def logs(run_id: int | None, chunk_id: int | None, failed: bool, profile: str | 
     """
     human = output == "table"
     wanted = limit if limit is not None or not human else TERMINAL_LIMIT
-    scope = call_logs.Scope(run_id=run_id, chunk_id=chunk_id, failed=failed, profile=profile,
+    scope = call_logs.CallFilter(run_id=run_id, chunk_id=chunk_id, failed=failed, profile=profile,
                             every_run=every_run, limit=limit)
     with context.session() as session:
         scope = call_logs.resolve_scope(session, scope)

@@ -13,8 +13,7 @@ import io
 import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import datetime
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -22,6 +21,8 @@ import click
 from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
+
+from kg.jsonable import json_default
 
 F = TypeVar("F", bound=Callable[..., Any])
 OUTPUTS = ("table", "json", "jsonl", "csv")
@@ -85,24 +86,12 @@ def key_values(pairs: Iterable[tuple[str, Any]]) -> RenderableType:
     return grid
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
 def as_json(data: Any) -> str:
-    return json.dumps(data, indent=2, default=_json_default, ensure_ascii=False)
+    return json.dumps(data, indent=2, default=json_default, ensure_ascii=False)
 
 
 def as_jsonl(rows: Iterable[Any]) -> str:
-    return "\n".join(json.dumps(r, default=_json_default, ensure_ascii=False) for r in rows)
+    return "\n".join(json.dumps(r, default=json_default, ensure_ascii=False) for r in rows)
 
 
 def as_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -119,9 +108,15 @@ def as_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = No
 
 def _csv_cell(value: Any) -> Any:
     if isinstance(value, Mapping | list | tuple):
-        return json.dumps(value, default=_json_default, ensure_ascii=False)
+        value = json.dumps(value, default=json_default, ensure_ascii=False)
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, str):
+        # --csv is for spreadsheets: text that one would run as a formula is made inert
+        # (numbers stay numbers). `kg export --format csv` decides with --escape-formulas.
+        from kg.export.cells import escape_formula
+
+        return escape_formula(value)
     return value
 
 

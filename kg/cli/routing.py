@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from kg import routing as rules_
 from kg.cli import context
 from kg.cli.render import emit, emit_object, emit_rows, json_option, output_option
+from kg.routing import rules as rules_
 
 COLUMNS = ["id", "priority", "when", "profile"]
 
@@ -50,7 +50,7 @@ def list_(output: str) -> None:
 
 
 @routing.command(name="delete")
-@click.argument("rule_id", type=int)
+@click.argument("rule_id", type=context.ROW_ID)
 def delete(rule_id: int) -> None:
     """Delete rule RULE_ID."""
     with context.session() as session:
@@ -66,7 +66,7 @@ def delete(rule_id: int) -> None:
 @output_option
 def test(paths: tuple[Path, ...], recursive: bool, profile: str | None, output: str) -> None:
     """Show which profile each chunk of PATHS would get (nothing is sent or written)."""
-    from kg.extraction.routes import preview
+    from kg.routing.preview import preview
 
     with context.session() as session:
         rows = preview(session, list(paths), recursive, context.profile_choice(profile))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,11 +14,15 @@ from kg.cli import context
 from kg.cli.render import emit
 from kg.errors import UsageError
 
+if TYPE_CHECKING:
+    from kg.db import Database
+
 GRACE_S = 5  # requests still open at shutdown get this long to finish
 # Idle keep-alive connections close after this long. uvicorn's default (5 s) closes connections
 # that clients polling every few seconds are about to reuse, which a loaded server turns into
 # reset connections on the client's side.
 KEEP_ALIVE_S = 30
+FIRST_TOKEN = "kg-serve"  # the admin token a first start creates
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -39,6 +44,25 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _first_token(database: Database, base: str) -> None:
+    """No open mode, as notebook servers do it: when no token was ever created, create an
+    admin token now and print a URL carrying it. The token is in the fragment (`#token=`),
+    which the browser never sends to a server, so it stays out of access logs and Referer
+    headers; the page moves it into sessionStorage and removes it from the address bar."""
+    with database.session() as session:
+        if tokens.any_live(session):
+            return
+        if tokens.any_issued(session):
+            emit("kg serve: every API token is revoked, so every request is refused; create "
+                 "one with `kg admin tokens create NAME --scope admin`", err=True)
+            return
+        _row, secret = tokens.create(session, FIRST_TOKEN, "admin",
+                                     by=context.actor(None))
+    emit(f"kg serve: first start, so it created the admin token {FIRST_TOKEN} (shown only "
+         f"now; revoke it with `kg admin tokens revoke {FIRST_TOKEN}`). Open {base}#token="
+         f"{secret} or send `Authorization: Bearer {secret}`", err=True)
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; any other than loopback needs an API token first.")
@@ -53,18 +77,27 @@ def _listen(host: str, port: int) -> socket.socket:
               help="Ingestions this server runs at once.")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="Let browser pages from ORIGIN call the API (repeatable; off by default).")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Another host name clients may use for this server (repeatable), e.g. the "
+                   "name a reverse proxy forwards; loopback names and --host always work.")
 @click.option("--access-log", is_flag=True, help="Log every request to stderr.")
 def serve(host: str, port: int, roots: tuple[Path, ...], max_upload_mb: float, max_runs: int,
-          cors_origins: tuple[str, ...], access_log: bool) -> None:
+          cors_origins: tuple[str, ...], allowed_hosts: tuple[str, ...],
+          access_log: bool) -> None:
     """Serve the graph over HTTP: JSON API (docs at /docs), run progress as Server-Sent
-    Events, /healthz, /readyz, /metrics, and a web page at / to explore the graph."""
+    Events, /healthz, /readyz, /metrics, and a web page at / to explore the graph.
+
+    Every request needs a token. The first start (no token created yet) creates an admin
+    token and prints a URL that carries it: open it, and the page keeps the token for that
+    browser tab."""
     try:
         import uvicorn
 
         from kg.server import ServerConfig, create_app
         from kg.server.config import MB, is_loopback, resolve_roots
     except ImportError as exc:
-        raise UsageError(f"kg serve needs the server extra ({exc.name} is missing): "
+        missing = exc.name or (str(exc).splitlines() or ["a package"])[0]
+        raise UsageError(f"kg serve needs the server extra ({missing} is missing): "
                          "pip install 'kg[server]'") from None
     allowed = resolve_roots(roots)
     database = context.database()
@@ -79,13 +112,15 @@ def serve(host: str, port: int, roots: tuple[Path, ...], max_upload_mb: float, m
         sock = _listen(host, port)
         config = ServerConfig(host=host, port=sock.getsockname()[1], roots=allowed,
                               max_upload_bytes=int(max_upload_mb * MB), max_runs=max_runs,
-                              cors_origins=cors_origins,
+                              cors_origins=cors_origins, allowed_hosts=allowed_hosts,
                               models_dir=context.settings().models_dir)
         app = create_app(database, config)
         shown = f"[{host}]" if ":" in host else host
-        emit(f"kg serve: http://{shown}:{config.port}/ (API docs at /docs; database "
+        base = f"http://{shown}:{config.port}/"
+        emit(f"kg serve: {base} (API docs at /docs; database "
              f"{database.display_url}; path runs under: "
              f"{', '.join(map(str, allowed)) or 'none (uploads only)'})", err=True)
+        _first_token(database, base)
         state = app.state.kg
 
         class Server(uvicorn.Server):

@@ -14,9 +14,9 @@ from kg import worker as kg_worker
 from kg.cli import context
 from kg.cli.render import console, emit, emit_object, key_values
 from kg.db import Database
+from kg.db.runstate import RunStatus
 from kg.errors import UsageError
 from kg.extraction.ingest import IngestRequest
-from kg.extraction.runs import RunStatus
 
 
 @click.command()

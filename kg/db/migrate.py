@@ -67,6 +67,29 @@ def current_revision(db: Database) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def require_current(db: Database) -> None:
+    """Raise SchemaNotMigrated unless the database is at the newest migration."""
+    db.require_file()
+    db.ping()
+    current = current_revision(db)
+    head = head_revision()
+    log.debug("schema %s (newest %s) at %s", current, head, db.display_url)
+    if current is None:
+        raise SchemaNotMigrated(
+            f"the database at {db.display_url} has no kg schema; run `kg db upgrade`"
+        )
+    if current not in known_revisions():
+        raise SchemaNotMigrated(
+            f"the database at {db.display_url} is at schema {current}, which is newer "
+            f"than this kg ({head}); upgrade kg"
+        )
+    if current != head:
+        raise SchemaNotMigrated(
+            f"the database at {db.display_url} is at schema {current}, this kg needs "
+            f"{head}; run `kg db upgrade`"
+        )
+
+
 def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str | None]:
     """Migrate up (creating a SQLite file and its folder if needed); returns (before, after)."""
     db.ensure_folder()

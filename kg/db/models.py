@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -25,14 +26,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-# Provider names are checked by kg.providers.registry (plug-ins may add some), not by a CHECK.
-THINKING_MODES = ("off", "low", "medium", "high")
-# What sends a chunk to the fallback profile; stored as a comma-separated subset in this order.
-FALLBACK_KINDS = ("unreachable", "timeout", "invalid", "error")
+from kg.profiles.settings import FALLBACK_KINDS, DescriptionMode, GroundingMode, ThinkingMode
+
+# The profile CHECKs' choice lists are the settings' enums (kg.profiles.settings), in their
+# order, so the database cannot drift from the validation. Provider names are checked by
+# kg.providers.registry (plug-ins may add some), not by a CHECK.
+THINKING_MODES = tuple(m.value for m in ThinkingMode)
+# fallback_on is stored as a comma-separated subset of FALLBACK_KINDS, in their order.
 FALLBACK_ON = tuple(",".join(c) for n in range(1, len(FALLBACK_KINDS) + 1)
                     for c in itertools.combinations(FALLBACK_KINDS, n))
-DESCRIPTIONS = ("generate", "evidence", "off")
-GROUNDING = ("on", "off")
+DESCRIPTIONS = tuple(m.value for m in DescriptionMode)
+GROUNDING = tuple(m.value for m in GroundingMode)
 ONTOLOGY_MODES = ("strict", "open")
 
 
@@ -521,3 +525,60 @@ class CachedReply(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CurationDecision(Base):
+    """One curation decision: who, when, what, and enough of the old rows to undo it."""
+
+    __tablename__ = "curation_decisions"
+    __table_args__ = (
+        CheckConstraint(
+            "action IN ('merge', 'rename', 'delete_concept', 'delete_relationship')",
+            name="ck_curation_action",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    action: Mapped[str] = mapped_column(String(32))
+    summary: Mapped[str] = mapped_column(Text)
+    concept_id: Mapped[int | None] = mapped_column()  # the concept that remains, if any
+    norms: Mapped[list[str]] = mapped_column(JSON, default=list)  # labels it decided about
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # what undo restores
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    undone_at: Mapped[datetime | None] = mapped_column()
+    undone_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class GraphEpoch(Base):
+    """One row, bumped by every change that rewrites or removes graph rows (kg.db.locks)."""
+
+    __tablename__ = "graph_epoch"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_graph_epoch_one_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ApiToken(Base):
+    """One API token: its name, scope and the hash of its secret (never the secret)."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        CheckConstraint("scope IN ('read', 'admin')", name="ck_api_token_scope"),
+        # A revoked token keeps its row (audit); its name may be given to a new token.
+        Index("uq_api_tokens_live_name", "name", unique=True,
+              sqlite_where=text("revoked_at IS NULL"),
+              postgresql_where=text("revoked_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(8))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16))  # the first characters, to tell tokens apart
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    revoked_by: Mapped[str | None] = mapped_column(String(128))

@@ -3,28 +3,30 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kg.errors import DatabaseError, SchemaNotMigrated
+from kg.urls import mask_params
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 URL_HINT = (
     "set KG_DATABASE_URL to sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB"
 )
 
 
 def safe_url(url: URL | str) -> str:
-    """The URL with any password masked, for messages."""
+    """The URL with any password (also `?password=` and other secret parameters) masked."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return mask_params(make_url(url).render_as_string(hide_password=True))
     except ArgumentError:
         return "<unparseable URL>"
 
@@ -147,6 +149,12 @@ class Database:
         finally:
             session.close()
 
+    def read(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`func(session, *args, **kwargs)` in a session of its own: how the CLI and the
+        notebook API call the read-side functions."""
+        with self.session() as session:
+            return func(session, *args, **kwargs)
+
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A Core connection in a transaction: the hot path (no ORM unit of work)."""
@@ -157,59 +165,5 @@ class Database:
             reason = _first_line(exc)
             raise DatabaseError(f"database error at {self.display_url}: {reason}") from None
 
-    def require_current_schema(self) -> None:
-        """Raise SchemaNotMigrated unless the database is at the newest migration."""
-        from kg.db.migrate import current_revision, head_revision, known_revisions
-
-        self.require_file()
-        self.ping()
-        current = current_revision(self)
-        head = head_revision()
-        log.debug("schema %s (newest %s) at %s", current, head, self.display_url)
-        if current is None:
-            raise SchemaNotMigrated(
-                f"the database at {self.display_url} has no kg schema; run `kg db upgrade`"
-            )
-        if current not in known_revisions():
-            raise SchemaNotMigrated(
-                f"the database at {self.display_url} is at schema {current}, which is newer "
-                f"than this kg ({head}); upgrade kg"
-            )
-        if current != head:
-            raise SchemaNotMigrated(
-                f"the database at {self.display_url} is at schema {current}, this kg needs "
-                f"{head}; run `kg db upgrade`"
-            )
-
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-def open_database(url: str | None = None, *, check_schema: bool = True,
-                  auto_migrate: bool | None = None) -> Database:
-    """Open a database (default: the configured one) and, by default, insist it is migrated.
-
-    The default database (the SQLite file KG_HOME/kg.db) is kg's own: it is created or upgraded
-    instead (`auto_migrate=None`), and `db.migrated` then holds (before, after). Any other
-    database is changed only by `kg db upgrade`.
-    """
-    from kg.settings import load_settings
-
-    settings = load_settings()
-    db = Database(settings.database_url if url is None else url)
-    if auto_migrate is None:
-        auto_migrate = db.is_file(settings.default_database)
-    try:
-        if check_schema and auto_migrate and db.sqlite_path is not None:
-            from kg.db.migrate import ensure_current
-
-            db.migrated = ensure_current(db)
-        elif check_schema:
-            db.require_current_schema()
-    except SQLAlchemyError as exc:  # pragma: no cover - unexpected driver failures
-        db.dispose()
-        raise DatabaseError(f"database error at {db.display_url}: {exc}") from None
-    except BaseException:
-        db.dispose()
-        raise
-    return db

@@ -18,9 +18,9 @@ from typing import TextIO
 from kg.db import Database
 from kg.errors import UsageError
 from kg.export import cypher, gexf, graphml, jsonl, neo4j_csv, turtle
-from kg.export.source import GraphSource, Scope, snapshot
+from kg.export.source import ExportFilter, GraphSource, snapshot
 
-__all__ = ["FORMATS", "ExportResult", "Scope", "export_graph"]
+__all__ = ["FORMATS", "ExportFilter", "ExportResult", "export_graph"]
 
 Writer = Callable[[GraphSource, TextIO], tuple[int, int]]
 FORMATS: dict[str, str] = {
@@ -68,10 +68,12 @@ def _writer(fmt: str, base_iri: str) -> Writer:
 
 
 def export_graph(db: Database, fmt: str, path: Path | None = None, *,
-                 scope: Scope | None = None, base_iri: str = turtle.DEFAULT_BASE,
-                 stream: TextIO | None = None) -> ExportResult:
+                 scope: ExportFilter | None = None, base_iri: str = turtle.DEFAULT_BASE,
+                 stream: TextIO | None = None, escape_formulas: bool = False) -> ExportResult:
     """Export the graph (or the scope's part of it) to `path`, or to `stream` when no path is
-    given; `csv` needs a folder path and writes two files there."""
+    given; `csv` needs a folder path and writes two files there. `escape_formulas` guards
+    the csv text cells that a spreadsheet would run as formulas (off: the neo4j-admin
+    importer would keep the guard as part of the value)."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "csv" and path is None:
@@ -89,7 +91,8 @@ def export_graph(db: Database, fmt: str, path: Path | None = None, *,
             path.mkdir(parents=True, exist_ok=True)
             nodes_path, edges_path = neo4j_csv.files(path)
             with _atomic(nodes_path) as out:
-                result.concepts = neo4j_csv.write_nodes(source, out)
+                result.concepts = neo4j_csv.write_nodes(source, out,
+                                                        escape_formulas=escape_formulas)
             with _atomic(edges_path) as out:
                 result.relationships = neo4j_csv.write_edges(source, out)
             result.paths = [str(nodes_path), str(edges_path)]

@@ -7,6 +7,10 @@ Import with:
         --relationships=relationships.csv --multiline-fields=true neo4j
 Arrays use the importer's default delimiter `;`; a `;` inside an alias becomes `,` (the
 importer has no escape for its array delimiter).
+
+Text cells are written as they are by default: the importer would keep a formula guard (`'`)
+as part of the label. `escape_formulas` (`kg export --format csv --escape-formulas`) guards
+label, description, aliases and search terms for files that will be opened in a spreadsheet.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import csv
 from pathlib import Path
 from typing import TextIO
 
+from kg.export.cells import escape_formula
 from kg.export.source import TYPE_COLUMN, GraphSource
 
 NODES_FILE = "concepts.csv"
@@ -24,6 +29,9 @@ NODE_HEADER = ["conceptId:ID(Concept)", "label", "description", "aliases:string[
 EDGE_HEADER = [":START_ID(Concept)", ":END_ID(Concept)", ":TYPE", "kgId:long",
                "confidence:double", "evidence:int", "category", "direction"]
 ARRAY_DELIMITER = ";"
+# RFC 4180 line ends. They are also what makes the csv module quote a value holding a bare
+# carriage return: with "\n" it would not, and a reader would split the row there.
+LINE_END = "\r\n"
 
 
 def _array(values: list[str]) -> str:
@@ -35,20 +43,25 @@ def _labels(kind: str | None) -> str:
     return "Concept" if not kind else f"Concept;{kind.replace(';', ',')}"
 
 
-def write_nodes(source: GraphSource, out: TextIO) -> int:
-    writer = csv.writer(out, lineterminator="\n")
+def _same(value: str) -> str:
+    return value
+
+
+def write_nodes(source: GraphSource, out: TextIO, *, escape_formulas: bool = False) -> int:
+    writer = csv.writer(out, lineterminator=LINE_END)
     writer.writerow(NODE_HEADER)
+    text = escape_formula if escape_formulas else _same
     count = 0
     for n in source.nodes():
-        writer.writerow([n.id, n.label, n.description, _array(n.aliases),
-                         _array(n.search_terms), n.evidence, n.documents,
-                         _labels(n.type if TYPE_COLUMN is not None else None)])
+        writer.writerow([n.id, text(n.label), text(n.description or ""),
+                         text(_array(n.aliases)), text(_array(n.search_terms)), n.evidence,
+                         n.documents, _labels(n.type if TYPE_COLUMN is not None else None)])
         count += 1
     return count
 
 
 def write_edges(source: GraphSource, out: TextIO) -> int:
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator=LINE_END)
     writer.writerow(EDGE_HEADER)
     count = 0
     for e in source.edges():

@@ -34,7 +34,7 @@ BATCH = 1000
 
 
 @dataclass(frozen=True)
-class Scope:
+class ExportFilter:
     """Which part of the graph to export; empty means all of it."""
 
     run: int | None = None
@@ -102,10 +102,10 @@ def snapshot(conn: Connection) -> None:
 class GraphSource:
     """Streams nodes and edges of one scope over one connection."""
 
-    def __init__(self, conn: Connection, scope: Scope | None = None, *,
+    def __init__(self, conn: Connection, scope: ExportFilter | None = None, *,
                  quotes: bool = False, batch: int = BATCH) -> None:
         self.conn = conn
-        self.scope = scope or Scope()
+        self.scope = scope or ExportFilter()
         self.quotes = quotes
         self.batch = batch
         self.document_ids = self._documents()

@@ -1,8 +1,8 @@
 """Call cache: a request answered before with a valid reply is answered from the table.
 
-Content-addressed: the key is the SHA-256 of (provider, model, sampling options, output
-budget, thinking, schema, messages), so any change to the prompt, the ontology, the chunk or
-the settings is a different key. Only replies that validated are stored (confirmed after
+Content-addressed: the key is the SHA-256 of (every setting declared to change the model's
+output, the output budget, schema, messages), so any change to the prompt, the ontology, the
+chunk or such a setting is a different key. Only replies that validated are stored (confirmed after
 validation), across documents and runs. A hit sends no request; it is still a `calls` row
 (`cached` true, endpoint `cache`, no tokens, zero latency). `kg ingest --no-cache` neither
 reads nor writes it; `--force` asks the model again (no lookup) and stores the new replies.
@@ -22,7 +22,7 @@ from kg.db import Database
 from kg.db.models import CachedReply, utcnow
 from kg.extraction.extract import CallStatus, ChunkOutcome
 from kg.extraction.extractor import Extractor
-from kg.profiles import ProviderSettings
+from kg.profiles.settings import ProviderSettings, output_settings
 from kg.providers.base import Completion, Message, Provider
 
 CACHE_ENDPOINT = "cache"  # the endpoint recorded for a call answered from the cache
@@ -33,12 +33,10 @@ FLUSH_EVERY = 64
 def request_key(settings: ProviderSettings, messages: list[Message],
                 schema: dict[str, Any]) -> str:
     """The content address of one request."""
-    data = {
-        "provider": settings.provider, "model": settings.model,
-        "temperature": settings.temperature, "top_p": settings.top_p,
-        "budget": settings.output_budget, "thinking": settings.thinking_mode,
-        "context": settings.context_window, "schema": schema, "messages": messages,
-    }
+    # The settings come from their declaration (Declared.changes_output), so a new setting
+    # that changes the reply cannot be forgotten here; the budget is what goes on the wire.
+    data = {"settings": output_settings(settings), "budget": settings.output_budget,
+            "schema": schema, "messages": messages}
     return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False,
                                      separators=(",", ":")).encode()).hexdigest()
 
@@ -60,7 +58,8 @@ class CallCache:
         return extractor
 
     def get(self, key: str) -> str | None:
-        with self.db.engine.connect() as conn:
+        # Autocommit: one read needs no BEGIN and ROLLBACK (two round trips per chunk less).
+        with self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             return conn.scalar(select(REPLIES.c.content).where(REPLIES.c.key == key))
 
     def offer(self, key: str, model: str, completion: Completion) -> None:

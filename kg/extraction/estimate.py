@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import desc, select
 from sqlalchemy.orm import Session
 
-from kg.analytics import cost, money, prices_by_name
 from kg.db import Database
 from kg.db.models import Call, Chunk
+from kg.db.prices import cost, money, prices_by_name
 from kg.errors import NotFoundError
 from kg.extraction import loaders, plan
 from kg.extraction.cache import hits as cache_hits

@@ -18,10 +18,10 @@ from kg.errors import MalformedReply, ProviderError
 from kg.extraction.breaker import CircuitBreaker
 from kg.extraction.grounding import grounded_schema
 from kg.extraction.prompt import messages_for, repair_messages
-from kg.extraction.schema import Bounds, output_schema
+from kg.extraction.schema import OutputBounds, output_schema
 from kg.extraction.validate import Validation, validate_reply
 from kg.extraction.vocabulary import Vocabulary
-from kg.profiles import ProviderSettings
+from kg.profiles.settings import ProviderSettings
 from kg.providers.base import Provider
 
 MAX_BACKOFF_S = 30.0
@@ -93,7 +93,7 @@ def extract_chunk(
     chunk: str,
     system: str,
     vocabulary: Vocabulary,
-    bounds: Bounds,
+    bounds: OutputBounds,
     *,
     backoff_s: float = 1.0,
     breaker: CircuitBreaker | None = None,
@@ -174,7 +174,7 @@ def extract_chunk(
         verdict = validate_reply(
             completion.content, chunk, vocabulary, bounds, finish_reason=completion.finish_reason,
             thinking=completion.thinking, budget=settings.output_budget,
-            descriptions=descriptions, resolve_ends=grounding,
+            descriptions=descriptions, resolve_ends=True,
         )
         outcome.attempts.append(Attempt(
             number, CallStatus.OK if verdict.usable else CallStatus.INVALID, started,

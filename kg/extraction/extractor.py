@@ -12,16 +12,17 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from kg import profiles
 from kg.extraction.breaker import CircuitBreaker
 from kg.extraction.extract import ChunkOutcome, extract_chunk
 from kg.extraction.grounding import grounded_schema
 from kg.extraction.prompt import messages_for, system_prompt
-from kg.extraction.schema import Bounds, bounds_for_budget, output_schema
+from kg.extraction.schema import OutputBounds, bounds_for_budget, output_schema
 from kg.extraction.vocabulary import Vocabulary
-from kg.profiles import ProviderSettings
+from kg.profiles import storage, views
+from kg.profiles.settings import ProviderSettings
 from kg.providers import build_provider
-from kg.providers.base import Completion, Message, Provider, redact_url
+from kg.providers.base import Completion, Message, Provider
+from kg.urls import redact_url
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Extractor:
 
     provider: Provider
     vocabulary: Vocabulary
-    bounds: Bounds
+    bounds: OutputBounds
     system: str
     schema: dict[str, Any]
     closed: bool = False
@@ -111,6 +112,6 @@ def for_settings(settings: ProviderSettings, vocabulary: Vocabulary,
 def build(session: Session, profile: str | None = None, models_dir: Path | None = None, *,
           vocabulary: Vocabulary | None = None, check: bool = True) -> Extractor:
     """The extractor of a named profile (or the active one), with its ontology."""
-    settings = profiles.provider_settings(profiles.get_profile(session, profile))
+    settings = views.provider_settings(storage.get_profile(session, profile))
     return for_settings(settings, vocabulary or Vocabulary.load(session, settings.ontology),
                         models_dir, check=check)

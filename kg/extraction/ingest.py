@@ -15,8 +15,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from kg import fallback, profiles
 from kg.db import Database
+from kg.db.runstate import RunStatus
 from kg.errors import KgError, ProviderUnavailable, UsageError
 from kg.extraction import plan, probes, runs
 from kg.extraction.breaker import FAILURES, WINDOW_S
@@ -24,7 +24,6 @@ from kg.extraction.cache import CallCache
 from kg.extraction.chunking import ChunkingOptions
 from kg.extraction.extractor import Extractor, for_settings
 from kg.extraction.plan import BusyFile, Planning, SkippedFile
-from kg.extraction.runs import RunStatus
 from kg.extraction.scheduler import (
     Limits,
     LiveExtractor,
@@ -34,8 +33,10 @@ from kg.extraction.scheduler import (
 )
 from kg.extraction.store import GraphWriter
 from kg.extraction.vocabulary import Vocabulary
-from kg.fallback import Fallbacks
-from kg.routing import Router
+from kg.profiles import storage, views
+from kg.routing import fallback
+from kg.routing.fallback import Fallbacks
+from kg.routing.rules import Router
 
 __all__ = ["BusyFile", "IngestRequest", "IngestSummary", "Interrupted", "NoRun", "Planning",
            "Progress", "SkippedFile", "Terminated", "ingest"]
@@ -139,8 +140,8 @@ class _Ingestion:
         """Build and check the extractor of the followed profile (fatal errors surface here,
         before anything is written)."""
         with self.db.session() as session:
-            row = profiles.get_profile(session, follow)
-            settings = profiles.provider_settings(row)
+            row = storage.get_profile(session, follow)
+            settings = views.provider_settings(row)
             vocabulary = Vocabulary.load(session, self.request.ontology or row.ontology)
             key = (row.id, row.revision)
         try:
@@ -151,7 +152,7 @@ class _Ingestion:
             # The primary is down but has a fallback: the run starts, and its first chunk
             # finds out (fast: connection refused) and sends the rest to the fallback.
             extractor = for_settings(settings, vocabulary, self.models_dir, check=False)
-        snapshot = profiles.snapshot(extractor.settings)
+        snapshot = views.snapshot(extractor.settings)
         # The ontology actually used (a --ontology for this run wins over the profile's).
         snapshot.update(ontology=vocabulary.ontology, ontology_revision=vocabulary.revision)
         return Opened(extractor, key, snapshot)
@@ -235,6 +236,7 @@ class _Ingestion:
             with self.db.session() as session:
                 runs.reopen(session, run)
                 runs.record_profile(session, run_id, opened.snapshot)
+            self.summary.busy += plan.claim(self.db, run_id)
         except BaseException:
             opened.extractor.close()
             raise

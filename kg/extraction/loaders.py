@@ -10,6 +10,7 @@ import hashlib
 import io
 import logging
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,9 +62,10 @@ def sha256_file(path: Path) -> str | None:
 
 
 def _unreachable(path: Path) -> str | None:
-    """Why a path cannot be followed (missing, symlink loop, broken link), or None."""
+    """Why a path cannot be followed (missing, symlink loop, broken link, not a regular file
+    or folder), or None."""
     try:
-        os.stat(path)
+        mode = os.stat(path).st_mode
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return "symlink loop; point the link at a real file or folder"
@@ -73,6 +75,11 @@ def _unreachable(path: Path) -> str | None:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             return "no such file or directory"
         return f"cannot be read: {exc.strerror or exc}"
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        # Opening a FIFO waits for a writer forever; devices and sockets are no documents.
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special")
+        return f"not a regular file ({kind}); kg reads regular files only"
     return None
 
 
@@ -135,7 +142,10 @@ def load(path: Path) -> LoadedDocument | Skipped:
         return Skipped(path, "empty file")
     sha = hashlib.sha256(data).hexdigest()
     if kind == "pdf":
-        return _pdf(path, data, sha)
+        try:
+            return _pdf(path, data, sha)
+        except ImportError as exc:
+            raise _not_installed(path, "PDF", exc) from None
     if b"\x00" in data[:8192]:
         return Skipped(path, "binary content (NUL bytes) in a text file")
     try:
@@ -144,10 +154,13 @@ def load(path: Path) -> LoadedDocument | Skipped:
         return Skipped(path, f"not UTF-8 text (byte {exc.start}); convert it to UTF-8")
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     boundaries: list[int] = []
-    if kind == "markdown":
-        boundaries = markdown_boundaries(text)
-    elif kind == "html":
-        text, boundaries = html_to_text(text)
+    try:
+        if kind == "markdown":
+            boundaries = markdown_boundaries(text)
+        elif kind == "html":
+            text, boundaries = html_to_text(text)
+    except ImportError as exc:
+        raise _not_installed(path, "HTML" if kind == "html" else "Markdown", exc) from None
     if not text.strip():
         return Skipped(path, "no text content")
     return LoadedDocument(path, kind, text, sha, len(data), boundaries)
@@ -157,6 +170,25 @@ def _one_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     message = lines[0] if lines else type(exc).__name__
     return message if len(message) <= 160 else message[:157] + "..."
+
+
+# What reading a file imports (itself or through trafilatura and jusText), longest name first:
+# a library's own ImportError (lxml.html.clean) names the missing package only in its text.
+_LIBRARIES = ("lxml_html_clean", "trafilatura", "justext", "lxml", "pypdf", "markdown_it")
+_DISTRIBUTIONS = {"justext": "jusText", "markdown_it": "markdown-it-py"}
+
+
+def _not_installed(path: Path, what: str, exc: ImportError) -> UsageError:
+    """A library this type of file needs does not import: one line (exit 2), not a traceback.
+    These are dependencies of kg itself, so installing the package is the fix, not an extra."""
+    named = exc.name or next((m for m in _LIBRARIES if m in str(exc)), "")
+    module = named.partition(".")[0]
+    if not module:
+        return UsageError(f"cannot read {path}: {what} needs a library that does not import "
+                          f"({_one_line(exc)}); reinstall kg with its dependencies")
+    package = _DISTRIBUTIONS.get(module, module)
+    return UsageError(f"cannot read {path}: {what} needs the Python package {package}, which "
+                      f"is not installed; pip install {package}")
 
 
 def _pdf_pages(path: Path, data: bytes) -> list[str] | str:

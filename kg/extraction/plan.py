@@ -19,15 +19,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import NamedTuple, Protocol, cast
 
-from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kg.db import Database
 from kg.db.models import Chunk, Document, Run, RunDocument, utcnow
+from kg.db.runstate import DocumentStatus, RunStatus, effective_status
 from kg.errors import UsageError
 from kg.extraction import loaders
 from kg.extraction.chunking import ChunkingOptions, chunk_text
-from kg.extraction.runs import DocumentStatus, RunStatus, committed, effective_status
+from kg.extraction.runs import committed, left_to_others, mine
 from kg.extraction.store import ChunkRef
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,35 @@ def _rechunk(conn: Connection, document_id: int, doc: loaders.LoadedDocument,
     return count
 
 
+def claim(db: Database, run_id: int) -> list[BusyFile]:
+    """Resume: take each unfinished document of the run under its planning lock, unless another
+    live run took it meanwhile (a new `kg ingest` of the same file): that one is left to it.
+
+    The resumed run is already `running` when this is called, so a planner that takes the lock
+    after us sees it and leaves the document to us: one owner per chunk, in either order."""
+    with db.transaction() as conn:
+        docs = conn.execute(
+            select(DOCUMENTS.c.id, DOCUMENTS.c.path, DOCUMENTS.c.sha256)
+            .join(RUN_DOCUMENTS, RUN_DOCUMENTS.c.document_id == DOCUMENTS.c.id)
+            .where(RUN_DOCUMENTS.c.run_id == run_id,
+                   DOCUMENTS.c.status != DocumentStatus.INGESTED)).all()
+    left: dict[str, int] = {}
+    busy: list[BusyFile] = []
+    for doc in docs:
+        with db.transaction() as conn:
+            _lock(conn, run_id, doc.path, doc.sha256)
+            owner = _live_owner(conn, doc.id, run_id)
+            if owner is None:
+                continue
+            left[str(doc.id)] = owner
+            options = conn.scalar(select(RUNS.c.options).where(RUNS.c.id == run_id)) or {}
+            conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(
+                options={**options, "left_to": {**options.get("left_to", {}), **left}}))
+        log.info("%s is being ingested by run %d: left to it", doc.path, owner)
+        busy.append(BusyFile(doc.path, owner))
+    return busy
+
+
 @dataclass(frozen=True)
 class DocumentWork:
     """One document of a run as progress reports it: its name, size and what is left."""
@@ -261,17 +291,18 @@ class Pending:
 def pending(db: Database, run_id: int) -> Pending:
     """Chunks of the run's documents not yet committed (by any run, or by this run if forced)."""
     with db.transaction() as conn:
-        force = bool((conn.scalar(select(RUNS.c.options).where(RUNS.c.id == run_id)) or {})
-                     .get("force"))
-        mine = and_(RunDocument.document_id == Chunk.document_id, RunDocument.run_id == run_id)
+        options = conn.scalar(select(RUNS.c.options).where(RUNS.c.id == run_id)) or {}
+        force = bool(options.get("force"))
+        left = left_to_others(options)
         rows = conn.execute(
-            select(Chunk.id, Chunk.document_id, Chunk.char_start).join(RunDocument, mine)
+            select(Chunk.id, Chunk.document_id, Chunk.char_start)
+            .join(RunDocument, mine(run_id, left))
             .where(~committed(run_id, force))
             .order_by(Chunk.document_id, Chunk.ordinal)).all()
         docs = conn.execute(
             select(Document.id, Document.path, Document.chunk_count)
             .join(RunDocument, RunDocument.document_id == Document.id)
-            .where(RunDocument.run_id == run_id)).all()
+            .where(RunDocument.run_id == run_id, RunDocument.document_id.not_in(left))).all()
     counts: dict[int, int] = {}
     for r in rows:
         counts[r.document_id] = counts.get(r.document_id, 0) + 1

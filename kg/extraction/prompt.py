@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from kg.extraction.schema import Bounds
+from kg.extraction.schema import OutputBounds
 from kg.extraction.vocabulary import TypeInfo, Vocabulary
 from kg.providers.base import Message
+from kg.text import chunk_prompt
 
 INSTRUCTIONS = """Extract a knowledge graph from the user's text. Answer with JSON only.
 concepts (at most {max_concepts}): people, places, things and ideas named in the text.
@@ -39,7 +40,8 @@ def types_text(vocabulary: Vocabulary) -> str:
         f"{key}: {', '.join(names)}" for key, names in grouped.items())
 
 
-def system_prompt(vocabulary: Vocabulary, bounds: Bounds, descriptions: str = "generate") -> str:
+def system_prompt(vocabulary: Vocabulary, bounds: OutputBounds,
+                  descriptions: str = "generate") -> str:
     """Instructions plus the ontology, compact enough to stay well under 600 tokens."""
     concept_type = (f"- type: one of {', '.join(vocabulary.concept_types)}\n"
                     if vocabulary.concept_types else "")
@@ -51,7 +53,7 @@ def system_prompt(vocabulary: Vocabulary, bounds: Bounds, descriptions: str = "g
 
 
 def messages_for(system: str, chunk: str) -> list[Message]:
-    return [{"role": "system", "content": system}, {"role": "user", "content": f"Text:\n{chunk}"}]
+    return [{"role": "system", "content": system}, {"role": "user", "content": chunk_prompt(chunk)}]
 
 
 def repair_messages(messages: list[Message], reply: str, errors: list[str]) -> list[Message]:

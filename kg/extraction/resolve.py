@@ -8,7 +8,6 @@ does not depend on the order chunks arrive in; `store.GraphWriter` writes the pl
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,25 +18,8 @@ from sqlalchemy import Connection, select
 
 from kg.db.models import Concept, ConceptAlias, utcnow
 
-ARTICLES = ("the ", "a ", "an ")
 MAX_TERMS = 10
 EdgeKey = tuple[int, int, int]  # (source id, type id, target id)
-
-
-def normalise_label(label: str) -> str:
-    """Case, accents-preserving Unicode form, punctuation and 'Last, First' order folded away."""
-    text = unicodedata.normalize("NFKC", label).strip()
-    parts = [p.strip() for p in text.split(",")]
-    # "Holmes, Sherlock" -> "Sherlock Holmes"; only for two short name-like parts.
-    if len(parts) == 2 and all(1 <= len(p.split()) <= 3 for p in parts):
-        text = f"{parts[1]} {parts[0]}"
-    text = text.casefold()
-    text = re.sub(r"[^\w]+", " ", text).strip()
-    for article in ARTICLES:
-        if text.startswith(article) and len(text) > len(article) + 2:
-            text = text[len(article):]
-            break
-    return text[:200]
 
 
 def label_rank(label: str) -> tuple[bool, int, int, str]:

@@ -1,6 +1,6 @@
-"""Run bookkeeping: statuses, heartbeat, call totals, resume and finish, from committed rows.
+"""Run bookkeeping: start, heartbeat, resume and finish, from committed rows.
 
-The read side (`kg.queries`, `kg runs ...`) uses this module; it never imports the scheduler.
+Statuses, liveness and call totals, which the read side needs too, are in `kg.db.runstate`.
 A run's verdict comes from its own chunks: a `--force` run whose chunks all fail is failed,
 whatever earlier runs committed for the same document.
 """
@@ -8,104 +8,24 @@ whatever earlier runs committed for the same document.
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from kg.db import Database
-from kg.db.models import Call, Chunk, ChunkExtraction, Document, Run, RunDocument, utcnow
+from kg.db.models import Chunk, ChunkExtraction, Document, Run, RunDocument, utcnow
+from kg.db.runstate import (
+    HOST,
+    CallTotals,
+    ChunkStatus,
+    DocumentStatus,
+    RunStatus,
+    call_totals,
+    check_resumable,
+)
 from kg.errors import NotFoundError, UsageError
-
-# A run that has not written a heartbeat for this long has lost its process.
-STALE_AFTER = timedelta(seconds=60)
-HOST = socket.gethostname()
-
-
-class RunStatus(StrEnum):
-    """`runs.status` (the strings are the database's, see ck_run_status)."""
-
-    RUNNING = "running"
-    COMPLETED = "completed"
-    PARTIAL = "partial"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"
-
-
-class DocumentStatus(StrEnum):
-    """`documents.status`: whether every chunk of the document is in the graph (any run)."""
-
-    PENDING = "pending"
-    INGESTED = "ingested"
-    PARTIAL = "partial"
-    FAILED = "failed"
-
-
-class ChunkStatus(StrEnum):
-    """`chunk_extractions.status`: the chunk committed whole, or was recorded as failed."""
-
-    OK = "ok"
-    FAILED = "failed"
-
-
-class CallTotals(NamedTuple):
-    """What a run's `calls` rows add up to."""
-
-    calls: int
-    prompt_tokens: int
-    completion_tokens: int
-    thinking_tokens: int
-    latency_ms: float
-
-
-class RunLike(Protocol):
-    """The columns liveness is judged from (an ORM Run or a Core row)."""
-
-    @property
-    def status(self) -> str: ...
-    @property
-    def heartbeat_at(self) -> datetime: ...
-    @property
-    def pid(self) -> int: ...
-    @property
-    def host(self) -> str: ...
-
-
-def call_totals(session: Session, run_id: int) -> CallTotals:
-    """Calls, tokens and LLM latency of a run, summed from its calls rows."""
-    row = session.execute(select(
-        func.count(Call.id), func.coalesce(func.sum(Call.prompt_tokens), 0),
-        func.coalesce(func.sum(Call.completion_tokens), 0),
-        func.coalesce(func.sum(Call.thinking_tokens), 0),
-        func.coalesce(func.sum(Call.latency_ms), 0)).where(Call.run_id == run_id)).one()
-    return CallTotals(int(row[0]), int(row[1]), int(row[2]), int(row[3]), float(row[4]))
-
-
-def effective_status(run: RunLike, now: datetime | None = None) -> RunStatus:
-    """A 'running' run whose process is gone (or silent) is reported as interrupted."""
-    if run.status != RunStatus.RUNNING:
-        return RunStatus(run.status)
-    now = now or utcnow()
-    beat = run.heartbeat_at if run.heartbeat_at.tzinfo else run.heartbeat_at.replace(tzinfo=UTC)
-    if now - beat > STALE_AFTER:
-        return RunStatus.INTERRUPTED
-    if run.host == HOST and run.pid != os.getpid() and not _alive(run.pid):
-        return RunStatus.INTERRUPTED
-    return RunStatus.RUNNING
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def start(session: Session, *, profile_name: str, snapshot: dict[str, Any],
@@ -140,10 +60,7 @@ def stopped(session: Session, run_id: int) -> Run:
         raise UsageError(
             f"run {run_id} is queued; its chunks are done by `kg worker` processes (start one: "
             "`kg worker`), not by `kg ingest --resume`")
-    if effective_status(run) == RunStatus.RUNNING:
-        raise UsageError(
-            f"run {run_id} is still running (pid {run.pid} on {run.host}); wait for it "
-            "or stop it first")
+    check_resumable(run, run_id)
     return run
 
 
@@ -172,6 +89,17 @@ def heartbeat(db: Database, run_id: int) -> None:
     """Tell other processes this run is alive (they judge it by this timestamp)."""
     with db.transaction() as conn:
         conn.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow()))
+
+
+def left_to_others(options: dict[str, Any] | None) -> list[int]:
+    """Documents a resumed run found in another live run's hands and left to it."""
+    return [int(d) for d in (options or {}).get("left_to", {})]
+
+
+def mine(run_id: int, left: list[int]) -> ColumnElement[bool]:
+    """SQL join condition: the chunk's document belongs to the run (and was not left to another)."""
+    clause = and_(RunDocument.document_id == Chunk.document_id, RunDocument.run_id == run_id)
+    return and_(clause, RunDocument.document_id.not_in(left)) if left else clause
 
 
 def committed(run_id: int, force: bool) -> ColumnElement[bool]:
@@ -216,9 +144,9 @@ def finish(db: Database, run_id: int, status: RunStatus | None = None,
             missing = session.scalar(select(func.count()).select_from(Chunk).where(
                 Chunk.document_id == doc.id, any_ok == 0)) or 0
             doc.status = DocumentStatus.INGESTED if missing == 0 else DocumentStatus.PARTIAL
-        mine = and_(RunDocument.document_id == Chunk.document_id, RunDocument.run_id == run_id)
         remaining = session.scalar(select(func.count()).select_from(Chunk).join(
-            RunDocument, mine).where(~committed(run_id, force))) or 0
+            RunDocument, mine(run_id, left_to_others(run.options)))
+            .where(~committed(run_id, force))) or 0
         ok_here = session.scalar(select(func.count()).select_from(ChunkExtraction).where(
             ChunkExtraction.run_id == run_id, ChunkExtraction.status == ChunkStatus.OK)) or 0
         if status is None:

@@ -9,6 +9,7 @@ only user of the run's `GraphWriter`) while requests keep flowing.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -17,11 +18,11 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 from sqlalchemy import Connection, Table, select
+from sqlalchemy.exc import DBAPIError
 
-from kg import fallback, profiles
 from kg.db import Database
 from kg.db.models import Chunk
 from kg.errors import ProviderError
@@ -32,13 +33,17 @@ from kg.extraction.extract import ChunkOutcome
 from kg.extraction.extractor import Extractor, for_settings
 from kg.extraction.plan import Pending
 from kg.extraction.store import ChunkRef, Committed, GraphWriter
-from kg.fallback import Fallbacks
-from kg.routing import Router
+from kg.profiles import storage, views
+from kg.routing import fallback
+from kg.routing.fallback import Fallbacks
+from kg.routing.rules import Router
 
 log = logging.getLogger(__name__)
 CHUNKS = cast(Table, Chunk.__table__)
+T = TypeVar("T")
 MAX_WORKERS = 64  # the ceiling of max_parallel
 COMMIT_QUEUE = 256  # outcomes waiting for the database; beyond it, requests wait (flat memory)
+TEXTS_AHEAD = 64  # chunk texts read ahead of the requests, in one query
 
 
 @dataclass(frozen=True)
@@ -134,13 +139,13 @@ class LiveExtractor:
 
     def refresh(self, conn: Connection) -> Extractor:
         """The extractor for the profile as it is now (one indexed query when unchanged)."""
-        if profiles.revision_key(conn, self.follow) == self.key:
+        if storage.revision_key(conn, self.follow) == self.key:
             return self.current
         with self.db.session() as session:
-            row = profiles.get_profile(session, self.follow)
-            fresh = for_settings(profiles.provider_settings(row), self.current.vocabulary,
+            row = storage.get_profile(session, self.follow)
+            fresh = for_settings(views.provider_settings(row), self.current.vocabulary,
                                  self.models_dir)
-            runs.record_profile(session, self.run_id, profiles.snapshot(fresh.settings))
+            runs.record_profile(session, self.run_id, views.snapshot(fresh.settings))
         log.info("run %d: profile %s revision %d now serves the next chunks (%s %s)",
                  self.run_id, row.name, row.revision, fresh.settings.provider,
                  fresh.settings.model)
@@ -175,6 +180,36 @@ class LiveExtractor:
             if self._in_flight.get(id(extractor), 0) == 0:
                 extractor.close()
         self._retired.clear()
+
+
+class Reads:
+    """The request loop's reads (the profile's revision before each round, chunk texts) on one
+    connection kept for the run, in autocommit: one round trip per read, where a connection
+    from the pool costs a ping, a BEGIN and a ROLLBACK besides (and each round trip, under
+    load, waits for the GIL to come back). No snapshot is held between reads, so SQLite's
+    writers are not held back. A connection that broke is replaced once, as the pool would."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.conn: Connection | None = None
+
+    def __call__(self, read: Callable[[Connection], T]) -> T:
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = self.db.engine.connect().execution_options(
+                    isolation_level="AUTOCOMMIT")
+            try:
+                return read(self.conn)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated or attempt == 2:
+                    raise
+                self.close()
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 class CommitThread(threading.Thread):
@@ -320,6 +355,8 @@ class Scheduler:
         last_beat = time.monotonic()
         commit = CommitThread(self.writer, self.run_id, tracker)
         pool = ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="kg-chunk")
+        reads = Reads(self.db)
+        texts: dict[int, str] = {}  # read ahead: chunk id -> text
 
         def room(extractor: Extractor) -> int:
             limit = extractor.settings.max_parallel
@@ -342,21 +379,22 @@ class Scheduler:
                 return
             if room(self.route(self.live.current)[0]) <= 0:
                 return
-            with self.db.engine.connect() as conn:
-                # Hot reload: the revision is read right before this round is sent, so every
-                # chunk goes out with the settings current at that time.
-                try:
-                    extractor, spare = self.route(self.live.refresh(conn))
-                except ProviderError as exc:
-                    fatal = exc
-                    return
-                free = room(extractor)
-                batch = [pending.popleft() for _ in range(min(max(free, 0), len(pending)))]
-                texts = dict(conn.execute(select(CHUNKS.c.id, CHUNKS.c.text).where(
-                    CHUNKS.c.id.in_([ref.id for ref in batch]))).all()) if batch else {}
-                conn.rollback()  # end the read transaction: SQLite must not pin old snapshots
+            # Hot reload: the revision is read right before this round is sent, so every
+            # chunk goes out with the settings current at that time.
+            try:
+                extractor, spare = self.route(reads(self.live.refresh))
+            except ProviderError as exc:
+                fatal = exc
+                return
+            free = room(extractor)
+            batch = [pending.popleft() for _ in range(min(max(free, 0), len(pending)))]
+            missing = [ref.id for ref in batch if ref.id not in texts]
+            if missing:
+                ahead = missing + [ref.id for ref in itertools.islice(pending, TEXTS_AHEAD)]
+                texts.update(reads(lambda conn: conn.execute(select(
+                    CHUNKS.c.id, CHUNKS.c.text).where(CHUNKS.c.id.in_(ahead))).all()))
             for ref in batch:
-                text = texts.get(ref.id, "")
+                text = texts.pop(ref.id, "")
                 routed = self.router.route(text, ref.document_id) if self.router else None
                 if routed is None:
                     submit(extractor, ref, text, spare)
@@ -398,10 +436,12 @@ class Scheduler:
                     last_beat = time.monotonic()
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
+            reads.close()
             commit.close()  # what already landed is complete: it still commits
             self.live.close()
             self._close_extras()
             raise
+        reads.close()
         pool.shutdown(wait=True)
         commit.close()
         self.live.close()

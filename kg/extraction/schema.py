@@ -21,7 +21,7 @@ MAX_RELATIONSHIPS = 20
 
 
 @dataclass(frozen=True)
-class Bounds:
+class OutputBounds:
     """Length and count limits for one output budget."""
 
     max_concepts: int
@@ -31,7 +31,7 @@ class Bounds:
     term_len: int = 30
     max_terms: int = 3
     quote_len: int = 160
-    type_len: int = 32
+    type_len: int = 64  # relationship_types.name is String(64)
 
     @property
     def concept_chars(self) -> int:
@@ -49,15 +49,15 @@ class Bounds:
         return chars // WORST_CHARS_PER_TOKEN + 1
 
 
-def bounds_for_budget(max_output_tokens: int) -> Bounds:
+def bounds_for_budget(max_output_tokens: int) -> OutputBounds:
     """The largest item counts whose worst case fits the budget (at least one of each)."""
-    probe = Bounds(1, 1)
+    probe = OutputBounds(1, 1)
     budget_chars = (max_output_tokens - 20) * WORST_CHARS_PER_TOKEN
     concepts = max(1, min(MAX_CONCEPTS, int(budget_chars * 0.55) // probe.concept_chars))
     relationships = max(1, min(MAX_RELATIONSHIPS,
                                (budget_chars - concepts * probe.concept_chars)
                                // probe.relationship_chars))
-    return Bounds(concepts, relationships)
+    return OutputBounds(concepts, relationships)
 
 
 def _strict(name: str, **fields: Any) -> type[BaseModel]:
@@ -65,7 +65,7 @@ def _strict(name: str, **fields: Any) -> type[BaseModel]:
 
 
 @lru_cache(maxsize=32)
-def item_models(bounds: Bounds) -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
+def item_models(bounds: OutputBounds) -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
     """(Concept, Relationship, Reply) pydantic models for these bounds."""
     label = Annotated[str, Field(min_length=1, max_length=bounds.label_len)]
     concept = _strict(
@@ -117,7 +117,7 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
 
 
 @lru_cache(maxsize=64)
-def _schema(bounds: Bounds, descriptions: str, concept_types: tuple[str, ...],
+def _schema(bounds: OutputBounds, descriptions: str, concept_types: tuple[str, ...],
             relation_types: tuple[str, ...]) -> str:
     raw = item_models(bounds)[2].model_json_schema()
     schema = _inline(raw, raw.get("$defs", {}))
@@ -139,7 +139,7 @@ def _schema(bounds: Bounds, descriptions: str, concept_types: tuple[str, ...],
     return json.dumps(schema)
 
 
-def output_schema(bounds: Bounds, descriptions: str = "generate",
+def output_schema(bounds: OutputBounds, descriptions: str = "generate",
                   concept_types: tuple[str, ...] = (),
                   relation_types: tuple[str, ...] = ()) -> dict[str, Any]:
     """Self-contained JSON Schema (no $ref: some grammar compilers do not follow them).

@@ -7,7 +7,7 @@ Any number of writers (threads, processes, machines) may share one database. Eac
 takes the graph lock (PostgreSQL: a transaction-level advisory lock; SQLite: the database write
 lock, taken because the commit's first statement is a write), then brings this writer's
 in-memory index up to date with what others committed since (rows above its id watermarks; a
-full reload when the graph epoch says rows were changed or removed, see `lock_graph`), and only
+full reload when the graph epoch says rows were changed or removed, see `kg.db.locks`), and only
 then resolves; new rows get their ids there, under the lock, so ids grow in commit order. So
 every commit decides against the graph all earlier commits left, exactly as in a serial run;
 and resolution does not depend on the order of commits (`label_rank` picks labels, descriptions
@@ -21,42 +21,57 @@ milliseconds while an LLM call takes seconds. Inserts still carry ON CONFLICT cl
 written by anything that skipped the lock makes the commit start over with a fresh index
 instead of failing, and a commit that keeps failing is split until only the chunk at fault is
 recorded as failed.
+
+Round trips, not rows, are what a commit costs on PostgreSQL: each wait for the server lets the
+request threads take the GIL, and getting it back takes up to a switch interval (5 ms) while
+they compute, so under load every statement costs milliseconds whatever it does. A commit there
+is a fixed handful of round trips, whatever the group's size: the lock, the run's counters and
+the newest ids in one pipeline; the rows other writers added, in one pipeline (only when there
+are some); the stored details of known concepts that gained some (only then); every write of
+the group in one pipeline, one statement per table whose rows travel as one JSON parameter
+(`json_populate_recordset`: a fixed text the driver prepares, no per-row work in Python); the
+COMMIT. SQLite, in process, keeps SQLAlchemy's executemany.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, cast
 
+import psycopg
 from sqlalchemy import (
-    BigInteger,
-    CheckConstraint,
     Connection,
     Table,
+    any_,
     bindparam,
     case,
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import ClauseElement
 
-from kg import curation
-from kg.db import Database
+from kg.db import Database, curation_rules
+from kg.db.locks import EPOCH, GRAPH_LOCK, GRAPH_LOCK_SQL, lock_graph
 from kg.db.models import (
-    Base,
     Call,
     ChunkExtraction,
     Concept,
@@ -74,23 +89,11 @@ from kg.extraction.resolve import (
     EdgeKey,
     GroupPlan,
     merge_details,
-    normalise_label,
 )
 from kg.extraction.validate import Validation
+from kg.text import normalise_label
 
 log = logging.getLogger(__name__)
-
-
-
-class GraphEpoch(Base):
-    """One row, bumped by every change that rewrites or removes graph rows (`lock_graph`)."""
-
-    __tablename__ = "graph_epoch"
-    __table_args__ = (CheckConstraint("id = 1", name="ck_graph_epoch_one_row"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    epoch: Mapped[int] = mapped_column(BigInteger, default=0)
-
 
 CALLS = cast(Table, Call.__table__)
 CONCEPTS = cast(Table, Concept.__table__)
@@ -100,12 +103,127 @@ EVIDENCE = cast(Table, Evidence.__table__)
 EXTRACTIONS = cast(Table, ChunkExtraction.__table__)
 PROPOSALS = cast(Table, RelationshipTypeProposal.__table__)
 RUNS = cast(Table, Run.__table__)
-EPOCH = cast(Table, GraphEpoch.__table__)
-GRAPH_LOCK = int.from_bytes(b"kg-graph", "big")  # the pg_advisory_xact_lock key
 MAX_ATTEMPTS = 5
 # Worth a second try with fresh state: serialization failure, deadlock, lock not available,
 # a unique or foreign key violation (a row written or removed by a writer outside the lock).
 RETRY_SQLSTATES = frozenset({"40001", "40P01", "55P03", "23505", "23503"})
+
+# -- the statements of a commit, defined once for both databases ------------------------------
+NEWEST = (select(func.max(CONCEPTS.c.id)).scalar_subquery(),
+          select(func.max(ALIASES.c.id)).scalar_subquery(),
+          select(func.max(EDGES.c.id)).scalar_subquery(),
+          select(EPOCH.c.epoch).scalar_subquery())
+# Counts the group's chunks into its run and reads the newest ids and the graph epoch. On
+# SQLite this write, the transaction's first statement, takes the database write lock (waiting
+# up to busy_timeout); a read first would make SQLite refuse the upgrade. On PostgreSQL it
+# starts after the graph lock is held, so it sees every earlier commit.
+COUNT = update(RUNS).where(RUNS.c.id == bindparam("run")).values(
+    heartbeat_at=bindparam("now"), chunks_ok=RUNS.c.chunks_ok + bindparam("ok"),
+    chunks_failed=RUNS.c.chunks_failed + bindparam("failed")).returning(*NEWEST)
+# Rows other writers added above this writer's watermarks. Concepts: new ones, and those that
+# gained an alias (a relabel always turns the old label into an alias, so this is also how a
+# changed label is seen).
+NEW_LABELS = select(CONCEPTS.c.id, CONCEPTS.c.label, CONCEPTS.c.norm_label).where(or_(
+    CONCEPTS.c.id > bindparam("concepts"), CONCEPTS.c.id.in_(select(ALIASES.c.concept_id).where(
+        ALIASES.c.id > bindparam("aliases"))))).order_by(CONCEPTS.c.id)
+NEW_ALIASES = select(ALIASES.c.concept_id, ALIASES.c.alias, ALIASES.c.norm_alias).where(
+    ALIASES.c.id > bindparam("aliases")).order_by(ALIASES.c.id)
+NEW_EDGES = select(EDGES.c.id, EDGES.c.source_id, EDGES.c.type_id, EDGES.c.target_id,
+                   EDGES.c.confidence).where(EDGES.c.id > bindparam("edges"))
+ADVANCE = text(" ".join(["SELECT", ", ".join(
+    f"setval(pg_get_serial_sequence('{table}', 'id'), GREATEST(:{key}, COALESCE("
+    f"pg_sequence_last_value(pg_get_serial_sequence('{table}', 'id')::regclass), 1)))"
+    for table, key in (("concepts", "concepts"), ("relationships", "edges")))]))
+
+
+@dataclass(frozen=True)
+class _Sql:
+    """A statement as psycopg's own text, for a pipeline, with the values SQLAlchemy bound
+    itself (a LIMIT, a literal)."""
+
+    text: str
+    defaults: dict[str, Any]
+
+    def params(self, **values: Any) -> dict[str, Any]:
+        return {**self.defaults, **values}
+
+
+def _for_psycopg(statement: ClauseElement) -> _Sql:
+    compiled = statement.compile(dialect=psycopg_dialect.dialect())
+    return _Sql(compiled.string, dict(compiled.params))
+
+
+PG_LOCK = _Sql(GRAPH_LOCK_SQL, {"graph_lock": GRAPH_LOCK})
+PG_COUNT = _for_psycopg(COUNT)
+PG_STORED = _for_psycopg(select(literal(1)).where(
+    EXTRACTIONS.c.run_id == bindparam("run"),
+    EXTRACTIONS.c.chunk_id == any_(bindparam("chunks"))).limit(1))
+PG_NEW = (_for_psycopg(NEW_LABELS), _for_psycopg(NEW_ALIASES), _for_psycopg(NEW_EDGES))
+PG_ADVANCE = _for_psycopg(ADVANCE)
+PG_DELETE_RETRIED = _for_psycopg(delete(EXTRACTIONS).where(
+    EXTRACTIONS.c.run_id == bindparam("run"),
+    EXTRACTIONS.c.chunk_id == any_(bindparam("chunks"))))
+# Statements over a set of rows given as one JSON parameter (`x`): the rows of a group reach
+# the server in one message whatever their number, and the text never changes (prepared).
+PG_RELABEL = (f"UPDATE {CONCEPTS.name} AS c SET label = x.label, norm_label = x.norm_label "
+              "FROM json_to_recordset(%s::json) AS x(id integer, label text, norm_label text, "
+              "before text) WHERE c.id = x.id AND c.label = x.before")
+PG_UNALIAS = (f"DELETE FROM {ALIASES.name} AS a USING json_to_recordset(%s::json) AS "
+              "x(concept_id integer, alias text) WHERE a.concept_id = x.concept_id AND "
+              "a.alias = x.alias RETURNING a.id")
+PG_DETAILS = (f"UPDATE {CONCEPTS.name} AS c SET description = x.description, search_terms = "
+              "x.search_terms FROM json_to_recordset(%s::json) AS x(cid integer, description "
+              "text, search_terms json) WHERE c.id = x.cid")
+PG_TYPES = (f'UPDATE {CONCEPTS.name} AS c SET "type" = x.ctype FROM json_to_recordset(%s::json) '
+            'AS x(cid integer, ctype text) WHERE c.id = x.cid AND c."type" IS NULL')
+PG_RAISES = (f"UPDATE {EDGES.name} AS r SET confidence = x.conf FROM json_to_recordset(%s::json)"
+             " AS x(rid integer, conf double precision) WHERE r.id = x.rid AND r.confidence < "
+             "x.conf")
+PROPOSALS_UPSERT = ("ON CONFLICT (name) DO UPDATE SET occurrences = "
+                    f"{PROPOSALS.name}.occurrences + excluded.occurrences, "
+                    "last_seen = excluded.last_seen")
+
+
+@functools.cache
+def _pg_insert_rows(table: str, columns: tuple[str, ...], tail: str = "") -> str:
+    """INSERT of rows given as one JSON array of objects, typed by the table's own row type."""
+    names = ", ".join(columns)
+    return (f"INSERT INTO {table} ({names}) SELECT {names} FROM "
+            f"json_populate_recordset(NULL::{table}, %s::json) {tail}").strip()
+
+
+def _rows_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, default=_json_value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json_value(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} cannot be sent as JSON")
+
+
+@contextmanager
+def _pipeline(conn: Connection) -> Iterator[psycopg.Connection[Any]]:
+    """psycopg's pipeline mode on the transaction of `conn`: the statements go out together
+    and their results come back in one round trip (read them after the block). A failure comes
+    out as SQLAlchemy's exception, as from any other statement."""
+    driver = cast("psycopg.Connection[Any]", conn.connection.driver_connection)
+    try:
+        with driver.pipeline():
+            yield driver
+    except psycopg.Error as exc:
+        raise DBAPIError.instance("(pipelined statements)", None, exc, psycopg.Error) from None
+
+
+@dataclass
+class _GroupRows:
+    """The rows of a group that do not depend on resolution."""
+
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    extractions: list[dict[str, Any]] = field(default_factory=list)
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+    proposals: dict[str, tuple[int, str]] = field(default_factory=dict)
+    retried: list[int] = field(default_factory=list)  # chunks whose failure rows go
 
 
 @dataclass(frozen=True)
@@ -134,32 +252,33 @@ class _Unstorable(Exception):
         self.row_conflict = row_conflict  # a row at fault (not a lock): worth splitting the group
 
 
-def lock_graph(conn: Connection, *, rewrites: bool = False) -> None:
-    """Hold the graph lock until the transaction ends (on SQLite the transaction's first write
-    holds the whole database). Anything besides GraphWriter that writes concepts, aliases or
-    relationships takes it first; with `rewrites` (the transaction changes or removes existing
-    rows: curation's merge, rename, delete, undo) every writer reloads its caches afterwards."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": GRAPH_LOCK})
-    if rewrites:
-        conn.execute(update(EPOCH).values(epoch=EPOCH.c.epoch + 1))
+class AlreadyStored(Exception):
+    """A chunk of the group has an outcome in this run already (a `kg worker` job that ran
+    before, its worker killed after committing)."""
 
 
 class GraphWriter:
-    """Commits chunk outcomes; its caches are brought up to date inside each commit's lock."""
+    """Commits chunk outcomes; its caches are brought up to date inside each commit's lock.
 
-    def __init__(self, db: Database, fuzzy_threshold: float = 92.0) -> None:
+    `worker` (a `kg worker`'s name) makes it name the worker on each chunk's outcome row and
+    store a chunk at most once per run: a group with a chunk stored already raises
+    AlreadyStored, checked under the lock, so every earlier commit of it is visible.
+    """
+
+    def __init__(self, db: Database, fuzzy_threshold: float = 92.0,
+                 worker: str | None = None) -> None:
         self.db = db
         self.fuzzy_threshold = fuzzy_threshold
+        self.worker = worker
         self.index: ConceptIndex | None = None
         self.edges: dict[EdgeKey, tuple[int, float]] = {}
         self.marks = (0, 0, 0)  # highest concept, alias and relationship id the caches hold
         self.epoch = -1  # the graph epoch the caches were loaded at
-        self.rules = curation.Rules()  # what curation decided, read with the caches
+        self.rules = curation_rules.Rules()  # what curation decided, read with the caches
         self.failed_before: dict[int, set[int]] = {}  # run -> chunks with a failure row
         self.retries = 0  # commits started over (figures and tests)
-        self._insert: Callable[..., Any] = (
-            pg_insert if db.dialect == "postgresql" else sqlite_insert)
+        self.pg = db.dialect == "postgresql"
+        self._insert: Callable[..., Any] = pg_insert if self.pg else sqlite_insert
 
     # -- the transaction ---------------------------------------------------------------------
     def commit(self, run_id: int, items: list[tuple[ChunkRef, ChunkOutcome]]) -> list[Committed]:
@@ -214,6 +333,8 @@ class GraphWriter:
                 log.info("commit attempt %d: %s; starting over", attempt, _first_line(exc))
                 time.sleep(random.uniform(0, 0.01 * 2 ** attempt))
                 continue
+            except AlreadyStored:
+                raise  # found before anything was planned: the caches are sound
             except BaseException:
                 self._forget()
                 raise
@@ -229,22 +350,31 @@ class GraphWriter:
         self.edges = {}
         self.marks = (0, 0, 0)
 
-    def _lock(self, conn: Connection, run_id: int, ok: int,
-              failed: int) -> Sequence[Any]:
+    def _lock(self, conn: Connection, run_id: int, ok: int, failed: int,
+              chunk_ids: list[int]) -> Sequence[Any]:
         """Take the graph lock, count the group's chunks into its run, and read the newest
         concept, alias and relationship ids and the graph epoch (one round trip)."""
-        lock_graph(conn)
-        newest = (select(func.max(CONCEPTS.c.id)).scalar_subquery(),
-                  select(func.max(ALIASES.c.id)).scalar_subquery(),
-                  select(func.max(EDGES.c.id)).scalar_subquery(),
-                  select(EPOCH.c.epoch).scalar_subquery())
-        # On SQLite this write, the transaction's first statement, takes the database write
-        # lock (waiting up to busy_timeout); a read first would make SQLite refuse the upgrade.
-        # On PostgreSQL it starts after the lock is held, so it sees every earlier commit.
-        row = conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(
-            heartbeat_at=utcnow(), chunks_ok=RUNS.c.chunks_ok + ok,
-            chunks_failed=RUNS.c.chunks_failed + failed).returning(*newest)).first()
-        return row if row is not None else conn.execute(select(*newest)).one()
+        values = {"run": run_id, "now": utcnow(), "ok": ok, "failed": failed,
+                  "chunks": chunk_ids}
+        if self.pg:
+            # One pipeline: each statement starts once the one before it is done, so the
+            # counting UPDATE reads the newest ids after the lock is held.
+            with _pipeline(conn) as driver:
+                driver.execute(PG_LOCK.text, PG_LOCK.params())
+                stored = (driver.execute(PG_STORED.text, PG_STORED.params(**values))
+                          if self.worker else None)
+                counted = driver.execute(PG_COUNT.text, PG_COUNT.params(**values))
+            if stored is not None and stored.fetchone() is not None:
+                raise AlreadyStored(f"run {run_id}: chunk already stored")
+            row = counted.fetchone()
+        else:
+            lock_graph(conn)
+            row = conn.execute(COUNT, values).first()
+            if self.worker and conn.scalar(select(literal(1)).where(
+                    EXTRACTIONS.c.run_id == run_id,
+                    EXTRACTIONS.c.chunk_id.in_(chunk_ids)).limit(1)):
+                raise AlreadyStored(f"run {run_id}: chunk already stored")
+        return row if row is not None else conn.execute(select(*NEWEST)).one()
 
     def _sync(self, conn: Connection, newest: Sequence[Any]) -> tuple[int, int]:
         """Bring the caches up to date with every commit so far; returns the next free ids."""
@@ -252,86 +382,81 @@ class GraphWriter:
         if self.index is None or newest[3] != self.epoch:
             # Rows were changed or removed (not only added) since: new rows would not tell.
             self.epoch = newest[3]
-            self.rules = curation.rules(conn)
+            self.rules = curation_rules.rules(conn)
             self.index = ConceptIndex.load(conn, self.fuzzy_threshold)
             self.edges = {}
             self.marks = (top[0], top[1], 0)  # edges: all of them, below
         index = self.index
         concepts, aliases, edges = self.marks
-        if top[0] > concepts or top[1] > aliases:
-            # Concepts created since, and those that gained an alias: a relabel always turns
-            # the old label into an alias, so this is also how a changed label is seen.
-            for cid, label, norm in conn.execute(
-                select(CONCEPTS.c.id, CONCEPTS.c.label, CONCEPTS.c.norm_label).where(or_(
-                    CONCEPTS.c.id > concepts,
-                    CONCEPTS.c.id.in_(select(ALIASES.c.concept_id).where(
-                        ALIASES.c.id > aliases)))).order_by(CONCEPTS.c.id)):
+        since = {"concepts": concepts, "aliases": aliases, "edges": edges}
+        wanted = (top[0] > concepts or top[1] > aliases, top[1] > aliases, top[2] > edges)
+        if any(wanted):
+            labels, spellings, links = self._read(conn, wanted, since)
+            for cid, label, norm in labels:
                 index.add_label(norm, cid, label)
-            for cid, alias, norm in conn.execute(
-                select(ALIASES.c.concept_id, ALIASES.c.alias, ALIASES.c.norm_alias)
-                .where(ALIASES.c.id > aliases).order_by(ALIASES.c.id)):
+            for cid, alias, norm in spellings:
                 index.add_alias(norm, cid, alias)
-        if top[2] > edges:
-            for rid, s, t, g, conf in conn.execute(select(
-                    EDGES.c.id, EDGES.c.source_id, EDGES.c.type_id, EDGES.c.target_id,
-                    EDGES.c.confidence).where(EDGES.c.id > edges)):
+            for rid, s, t, g, conf in links:
                 self.edges[(s, t, g)] = (rid, conf)
         self.marks = top
         return top[0] + 1, top[2] + 1
+
+    def _read(self, conn: Connection, wanted: tuple[bool, bool, bool],
+              since: dict[str, int]) -> list[Sequence[Any]]:
+        """The new labels, aliases and edges asked for (`wanted`), in one round trip on
+        PostgreSQL."""
+        if not self.pg:
+            return [conn.execute(query, since).all() if want else []
+                    for query, want in zip((NEW_LABELS, NEW_ALIASES, NEW_EDGES), wanted,
+                                           strict=True)]
+        with _pipeline(conn) as driver:
+            cursors = [driver.execute(sql.text, sql.params(**since)) if want else None
+                       for sql, want in zip(PG_NEW, wanted, strict=True)]
+        return [cursor.fetchall() if cursor is not None else [] for cursor in cursors]
 
     # -- one commit -------------------------------------------------------------------------
     def _write(self, conn: Connection, run_id: int,
                items: list[tuple[ChunkRef, ChunkOutcome]]) -> list[Committed]:
         failed_before = self.failed_before[run_id]
-        retried = [chunk.id for chunk, _o in items if chunk.id in failed_before]
+        group = _GroupRows(retried=[chunk.id for chunk, _o in items if chunk.id in failed_before])
         ok_count = sum(1 for _c, o in items if o.validation is not None)
-        newest = self._lock(conn, run_id, ok_count, len(items) - ok_count - len(retried))
+        newest = self._lock(conn, run_id, ok_count, len(items) - ok_count - len(group.retried),
+                            [chunk.id for chunk, _o in items])
         next_concept, next_edge = self._sync(conn, newest)
         assert self.index is not None
         plan = GroupPlan(self.index, self.edges, next_concept, next_edge, self.rules.renamed)
 
-        calls: list[dict[str, Any]] = []
-        extractions: list[dict[str, Any]] = []
-        evidence: list[dict[str, Any]] = []
-        proposals: dict[str, tuple[int, str]] = {}
         results: list[Committed] = []
         for chunk, outcome in items:
-            calls += call_rows(run_id, chunk.id, outcome)
+            group.calls += call_rows(run_id, chunk.id, outcome)
             row = {"run_id": run_id, "chunk_id": chunk.id, "attempts": len(outcome.attempts),
                    "profile_revision": outcome.settings.revision, "finished_at": utcnow(),
-                   "ontology": outcome.ontology, "ontology_revision": outcome.ontology_revision}
+                   "ontology": outcome.ontology, "ontology_revision": outcome.ontology_revision,
+                   "worker": self.worker}
             verdict = outcome.validation
             if verdict is None:
-                extractions.append({**row, "status": "failed", "concepts": 0,
-                                    "relationships": 0, "dropped": {}, "error": outcome.error})
+                group.extractions.append({**row, "status": "failed", "concepts": 0,
+                                          "relationships": 0, "dropped": {},
+                                          "error": outcome.error})
                 results.append(Committed(ok=False))
                 continue
             concepts_before, edges_before = len(plan.new_concepts), len(plan.new_edges)
             dropped = Counter(verdict.dropped)
-            evidence += self._plan_chunk(plan, run_id, chunk, verdict, dropped)
-            extractions.append({**row, "status": "ok", "concepts": len(verdict.concepts),
-                                "relationships": len(verdict.relationships),
-                                "dropped": dict(dropped), "error": None})
+            group.evidence += self._plan_chunk(plan, run_id, chunk, verdict, dropped)
+            group.extractions.append({**row, "status": "ok", "concepts": len(verdict.concepts),
+                                      "relationships": len(verdict.relationships),
+                                      "dropped": dict(dropped), "error": None})
             results.append(Committed(True, len(plan.new_concepts) - concepts_before,
                                      len(plan.new_edges) - edges_before))
             for name, example in verdict.proposals:
-                count, first = proposals.get(name[:64], (0, example))
-                proposals[name[:64]] = (count + 1, first)
+                count, first = group.proposals.get(name[:64], (0, example))
+                group.proposals[name[:64]] = (count + 1, first)
 
-        if calls:
-            conn.execute(insert(CALLS), calls)
-        if retried:
-            # A resumed run retries chunks that failed before: replace their failure records.
-            conn.execute(delete(EXTRACTIONS).where(EXTRACTIONS.c.run_id == run_id,
-                                                   EXTRACTIONS.c.chunk_id.in_(retried)))
-        self._write_concepts(conn, plan)
-        self._write_edges(conn, plan)
-        if evidence:
-            conn.execute(insert(EVIDENCE), evidence)
-        if proposals:
-            self._write_proposals(conn, proposals)
-        conn.execute(insert(EXTRACTIONS), extractions)
-        _advance(conn, plan)
+        changes = self._changed_details(conn, plan)
+        if self.pg:
+            self._store_pipelined(conn, run_id, plan, group, changes)
+        else:
+            self._store(conn, run_id, plan, group, changes)
         # What this commit added is in the caches already: the next sync starts above it.
         self.marks = (plan.next_concept - 1, self.marks[1], plan.next_edge - 1)
         return results
@@ -378,26 +503,39 @@ class GraphWriter:
                              "char_end": chunk.char_start + r.end})
         return evidence
 
-    # -- writing ----------------------------------------------------------------------------
-    def _write_concepts(self, conn: Connection, plan: GroupPlan) -> None:
-        current: dict[int, tuple[str, list[str]]] = {}
+    def _changed_details(self, conn: Connection, plan: GroupPlan) -> list[dict[str, Any]]:
+        """Known concepts whose description or search terms the group changes (their stored
+        details read first: other writers may have merged theirs since)."""
         known = [cid for cid, seen in plan.seen.items()
                  if cid not in plan.new_concepts and any(d or t for d, t in seen)]
-        if known:
-            current = {cid: (description, list(terms or [])) for cid, description, terms in
-                       conn.execute(select(CONCEPTS.c.id, CONCEPTS.c.description,
-                                           CONCEPTS.c.search_terms)
-                                    .where(CONCEPTS.c.id.in_(known)))}
-        if plan.new_concepts:
-            rows = []
-            for cid, row in plan.new_concepts.items():
-                description, terms = merge_details("", [], plan.seen.get(cid, []))
-                rows.append({**row, "description": description, "search_terms": terms,
-                             "type": plan.types.get(cid)})
+        if not known:
+            return []
+        changes = []
+        for cid, description, terms in conn.execute(
+                select(CONCEPTS.c.id, CONCEPTS.c.description, CONCEPTS.c.search_terms)
+                .where(CONCEPTS.c.id.in_(known))):
+            stored = (description, list(terms or []))
+            merged = merge_details(*stored, plan.seen[cid])
+            if merged != stored:
+                changes.append({"cid": cid, "description": merged[0], "search_terms": merged[1]})
+        return changes
+
+    # -- writing ----------------------------------------------------------------------------
+    def _store(self, conn: Connection, run_id: int, plan: GroupPlan, group: _GroupRows,
+               changes: list[dict[str, Any]]) -> None:
+        """The group's rows through SQLAlchemy, one executemany per table (SQLite)."""
+        if group.calls:
+            conn.execute(insert(CALLS), group.calls)
+        if group.retried:
+            # A resumed run retries chunks that failed before: replace their failure records.
+            conn.execute(delete(EXTRACTIONS).where(EXTRACTIONS.c.run_id == run_id,
+                                                   EXTRACTIONS.c.chunk_id.in_(group.retried)))
+        new_concepts = _new_concept_rows(plan)
+        if new_concepts:
             stored = conn.execute(
                 self._insert(CONCEPTS).on_conflict_do_nothing(index_elements=["norm_label"])
-                .returning(CONCEPTS.c.id), rows).all()
-            if len(stored) != len(rows):
+                .returning(CONCEPTS.c.id), new_concepts).all()
+            if len(stored) != len(new_concepts):
                 raise _Stale("a concept was created outside the graph lock")
         for cid, (label, norm, before) in plan.relabels.items():
             # Only from the label the cache knows: a concept renamed by hand stays renamed.
@@ -406,39 +544,27 @@ class GraphWriter:
                 label=label, norm_label=norm))
             if changed.rowcount != 1:
                 raise _Stale(f"concept {cid} changed outside the graph lock")
-        alias_mark = self.marks[1]
+        gone: Sequence[int] = []
         if plan.unalias:
             gone = conn.execute(delete(ALIASES).where(or_(*(
                 (ALIASES.c.concept_id == cid) & (ALIASES.c.alias == alias)
                 for cid, alias in plan.unalias))).returning(ALIASES.c.id)).scalars().all()
-            if gone:  # SQLite hands a deleted top id out again: look from below it next time
-                alias_mark = min(alias_mark, min(gone) - 1)
+        added: Sequence[int] = []
         if plan.aliases:
             added = conn.execute(
                 self._insert(ALIASES).on_conflict_do_nothing(
                     index_elements=["concept_id", "alias"]).returning(ALIASES.c.id),
-                [{"concept_id": cid, "alias": alias, "norm_alias": norm}
-                 for (cid, alias), norm in plan.aliases.items()]).scalars().all()
-            if added:  # each above every id that exists: none was missed below them
-                alias_mark = max(added)
-        self.marks = (self.marks[0], alias_mark, self.marks[2])
-        changes = []
-        for cid, (description, terms) in current.items():
-            merged = merge_details(description, terms, plan.seen[cid])
-            if merged != (description, terms):
-                changes.append({"cid": cid, "description": merged[0], "search_terms": merged[1]})
+                _alias_rows(plan)).scalars().all()
+        self._mark_aliases(gone, added)
         if changes:
             conn.execute(update(CONCEPTS).where(CONCEPTS.c.id == bindparam("cid")).values(
                 description=bindparam("description"), search_terms=bindparam("search_terms")),
                 changes)
-        typed = [{"cid": cid, "ctype": t} for cid, t in plan.types.items()
-                 if cid not in plan.new_concepts]
+        typed = _typed_rows(plan)
         if typed:  # a concept keeps the first type it was given
             conn.execute(update(CONCEPTS).where(CONCEPTS.c.id == bindparam("cid"),
                                                 CONCEPTS.c.type.is_(None))
                          .values(type=bindparam("ctype")), typed)
-
-    def _write_edges(self, conn: Connection, plan: GroupPlan) -> None:
         if plan.new_edges:
             rows = list(plan.new_edges.values())
             stored = conn.execute(
@@ -451,33 +577,109 @@ class GraphWriter:
             conn.execute(
                 update(EDGES).where(EDGES.c.id == bindparam("rid")).values(confidence=case(
                     (EDGES.c.confidence < bindparam("conf"), bindparam("conf")),
-                    else_=EDGES.c.confidence)),
-                [{"rid": rid, "conf": conf} for rid, conf in plan.raises.items()])
+                    else_=EDGES.c.confidence)), _raised_rows(plan))
+        if group.evidence:
+            conn.execute(insert(EVIDENCE), group.evidence)
+        if group.proposals:
+            statement = self._insert(PROPOSALS)
+            conn.execute(statement.on_conflict_do_update(
+                index_elements=["name"],
+                set_={"occurrences": PROPOSALS.c.occurrences + statement.excluded.occurrences,
+                      "last_seen": statement.excluded.last_seen}),
+                _proposal_rows(group.proposals))
+        conn.execute(insert(EXTRACTIONS), group.extractions)
 
-    def _write_proposals(self, conn: Connection, proposals: dict[str, tuple[int, str]]) -> None:
-        now = utcnow()
-        statement = self._insert(PROPOSALS)
-        conn.execute(statement.on_conflict_do_update(
-            index_elements=["name"],
-            set_={"occurrences": PROPOSALS.c.occurrences + statement.excluded.occurrences,
-                  "last_seen": statement.excluded.last_seen}),
-            [{"name": name, "occurrences": count, "example": example[:300],
-              "first_seen": now, "last_seen": now}
-             for name, (count, example) in sorted(proposals.items())])
+    def _store_pipelined(self, conn: Connection, run_id: int, plan: GroupPlan,
+                         group: _GroupRows, changes: list[dict[str, Any]]) -> None:
+        """The same writes, in the same order, as `_store`, in one PostgreSQL pipeline: one
+        statement per table, its rows one JSON parameter; the results are checked once the
+        pipeline is back (a failure anywhere rolls the whole commit back, as before)."""
+        new_concepts = _new_concept_rows(plan)
+        new_edges = list(plan.new_edges.values())
+        with _pipeline(conn) as driver:
+            def rows(table: Table, batch: list[dict[str, Any]], tail: str = "") -> Any:
+                if not batch:
+                    return None
+                sql = _pg_insert_rows(table.name, tuple(batch[0]), tail)
+                return driver.execute(sql, (_rows_json(batch),))
+
+            def each(sql: str, batch: list[dict[str, Any]]) -> Any:
+                return driver.execute(sql, (_rows_json(batch),)) if batch else None
+
+            rows(CALLS, group.calls)
+            if group.retried:
+                driver.execute(PG_DELETE_RETRIED.text,
+                               PG_DELETE_RETRIED.params(run=run_id, chunks=group.retried))
+            concepts = rows(CONCEPTS, new_concepts, "ON CONFLICT (norm_label) DO NOTHING")
+            relabeled = each(PG_RELABEL, [
+                {"id": cid, "label": label, "norm_label": norm, "before": before}
+                for cid, (label, norm, before) in plan.relabels.items()])
+            unaliased = each(PG_UNALIAS, [{"concept_id": cid, "alias": alias}
+                                          for cid, alias in plan.unalias])
+            aliased = rows(ALIASES, _alias_rows(plan),
+                           "ON CONFLICT (concept_id, alias) DO NOTHING RETURNING id")
+            each(PG_DETAILS, changes)
+            each(PG_TYPES, _typed_rows(plan))
+            edges = rows(EDGES, new_edges,
+                         "ON CONFLICT (source_id, type_id, target_id) DO NOTHING")
+            each(PG_RAISES, _raised_rows(plan))
+            rows(EVIDENCE, group.evidence)
+            rows(PROPOSALS, _proposal_rows(group.proposals), PROPOSALS_UPSERT)
+            rows(EXTRACTIONS, group.extractions)
+            if new_concepts or new_edges:
+                # Ids were given out under the lock (max + 1): move the sequences past them,
+                # for whatever inserts with the default.
+                driver.execute(PG_ADVANCE.text, PG_ADVANCE.params(
+                    concepts=plan.next_concept - 1, edges=plan.next_edge - 1))
+        if concepts is not None and concepts.rowcount != len(new_concepts):
+            raise _Stale("a concept was created outside the graph lock")
+        if relabeled is not None and relabeled.rowcount != len(plan.relabels):
+            # Only from the label the cache knows: a concept renamed by hand stays renamed.
+            raise _Stale("a concept changed outside the graph lock")
+        if edges is not None and edges.rowcount != len(new_edges):
+            raise _Stale("a relationship was created outside the graph lock")
+        self._mark_aliases([r[0] for r in unaliased.fetchall()] if unaliased else [],
+                           [r[0] for r in aliased.fetchall()] if aliased else [])
+
+    def _mark_aliases(self, gone: Sequence[int], added: Sequence[int]) -> None:
+        """Where the next sync looks for new aliases from."""
+        mark = self.marks[1]
+        if gone:  # SQLite hands a deleted top id out again: look from below it next time
+            mark = min(mark, min(gone) - 1)
+        if added:  # each above every id that exists: none was missed below them
+            mark = max(added)
+        self.marks = (self.marks[0], mark, self.marks[2])
 
 
-def _advance(conn: Connection, plan: GroupPlan) -> None:
-    """Ids were given out under the lock (max + 1): move PostgreSQL's sequences past them, for
-    whatever inserts with the default."""
-    if conn.dialect.name != "postgresql" or not (plan.new_concepts or plan.new_edges):
-        return
-    conn.execute(ADVANCE, {"concepts": plan.next_concept - 1, "edges": plan.next_edge - 1})
+def _new_concept_rows(plan: GroupPlan) -> list[dict[str, Any]]:
+    rows = []
+    for cid, row in plan.new_concepts.items():
+        description, terms = merge_details("", [], plan.seen.get(cid, []))
+        rows.append({**row, "description": description, "search_terms": terms,
+                     "type": plan.types.get(cid)})
+    return rows
 
 
-ADVANCE = text(" ".join(["SELECT", ", ".join(
-    f"setval(pg_get_serial_sequence('{table}', 'id'), GREATEST(:{key}, COALESCE("
-    f"pg_sequence_last_value(pg_get_serial_sequence('{table}', 'id')::regclass), 1)))"
-    for table, key in (("concepts", "concepts"), ("relationships", "edges")))]))
+def _alias_rows(plan: GroupPlan) -> list[dict[str, Any]]:
+    return [{"concept_id": cid, "alias": alias, "norm_alias": norm}
+            for (cid, alias), norm in plan.aliases.items()]
+
+
+def _typed_rows(plan: GroupPlan) -> list[dict[str, Any]]:
+    """Known concepts given a type (a concept keeps the first type it was given)."""
+    return [{"cid": cid, "ctype": t} for cid, t in plan.types.items()
+            if cid not in plan.new_concepts]
+
+
+def _raised_rows(plan: GroupPlan) -> list[dict[str, Any]]:
+    return [{"rid": rid, "conf": conf} for rid, conf in plan.raises.items()]
+
+
+def _proposal_rows(proposals: dict[str, tuple[int, str]]) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [{"name": name, "occurrences": count, "example": example[:300],
+             "first_seen": now, "last_seen": now}
+            for name, (count, example) in sorted(proposals.items())]
 
 
 def _retryable(exc: DBAPIError) -> bool:

@@ -15,9 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from kg.extraction.resolve import normalise_label
-from kg.extraction.schema import Bounds, item_models
-from kg.extraction.vocabulary import TypeInfo, Vocabulary, snake
+from kg.extraction.literals import normalise_literal
+from kg.extraction.schema import OutputBounds, item_models
+from kg.extraction.vocabulary import TypeInfo, Vocabulary
+from kg.text import normalise_label, snake
 
 FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 QUOTE_MARKS = "\"'“”‘’«»"
@@ -34,6 +35,7 @@ class ValidConcept:
     start: int
     end: int
     type: str | None = None  # the ontology's concept type; None when it has none
+    stated: str | None = None  # the type the model wrote (None: untyped, so inferred)
 
 
 @dataclass
@@ -41,6 +43,26 @@ class ValidRelationship:
     source: str
     target: str
     type: TypeInfo
+    confidence: float
+    quote: str
+    start: int
+    end: int
+
+
+@dataclass
+class ValidLiteral:
+    """An attribute of a concept: `subject -relation-> value`, where the relation's range is a
+    datatype. `value` is verbatim chunk text at [value_start, value_end); `normalised` is its
+    canonical form (numbers without separators, ISO dates, four-digit years); quote/start/end
+    are the evidence in the chunk, as for a relationship."""
+
+    subject: str  # the label of a concept of the same verdict
+    type: TypeInfo  # the relation (type.id: the registry row, type.range: the datatype name)
+    datatype: str  # string | number | date | year
+    value: str
+    normalised: str
+    value_start: int
+    value_end: int
     confidence: float
     quote: str
     start: int
@@ -57,6 +79,7 @@ class Validation:
     errors: list[str] = field(default_factory=list)
     concepts: list[ValidConcept] = field(default_factory=list)
     relationships: list[ValidRelationship] = field(default_factory=list)
+    literals: list[ValidLiteral] = field(default_factory=list)
     dropped: Counter[str] = field(default_factory=Counter)
     proposals: list[tuple[str, str]] = field(default_factory=list)
     lenient_json: bool = False
@@ -146,7 +169,7 @@ def _parse(content: str) -> tuple[Any, bool, str | None]:
 # Drops that mean the model got something wrong (as opposed to duplicates, self-loops or
 # types outside the vocabulary, which are fair answers): they decide "mostly invalid".
 INVALID_REASONS = ("schema", "label_not_in_text", "quote_not_found", "unknown_end",
-                   "domain_range")
+                   "domain_range", "literal_not_in_text")
 
 
 def evidence_sentence(text: str, start: int, end: int) -> str:
@@ -157,26 +180,75 @@ def evidence_sentence(text: str, start: int, end: int) -> str:
     return text[start:end]
 
 
-def _end_concept(label: str, chunk: str, descriptions: str, result: Validation,
-                 names: dict[str, str]) -> str | None:
-    """A concept made from a relationship end that stands in the text (counted apart)."""
+@dataclass
+class _Reading:
+    """One reply being judged: the chunk, the ontology, and what was kept so far."""
+
+    chunk: str
+    vocabulary: Vocabulary
+    bounds: OutputBounds
+    descriptions: str
+    resolve_ends: bool
+    result: Validation
+    names: dict[str, str] = field(default_factory=dict)  # normalised label/term -> label
+    by_label: dict[str, ValidConcept] = field(default_factory=dict)
+    listed: set[str] = field(default_factory=set)  # normalised labels of listed concepts
+
+
+@dataclass
+class _Candidate:
+    """A relationship that passed every check but domain/range (decided once types are)."""
+
+    index: int
+    source: str
+    target: str
+    type: TypeInfo
+    confidence: float
+    quote: str
+    start: int
+    end: int
+
+
+def _end_concept(label: str, reading: _Reading) -> str | None:
+    """A concept made from a relationship end that stands in the text (counted apart); its
+    type is inferred later from the relations it is used in."""
+    result, chunk = reading.result, reading.chunk
     norm = normalise_label(label)
     span = find_mention(label, chunk) if norm else None
     if span is None or len(result.concepts) >= MAX_END_CONCEPTS:
         return None
     text = chunk[span[0]:span[1]]
-    description = evidence_sentence(chunk, *span) if descriptions == "evidence" else ""
-    result.concepts.append(ValidConcept(text, description, [], text, span[0], span[1]))
+    description = evidence_sentence(chunk, *span) if reading.descriptions == "evidence" else ""
+    concept = ValidConcept(text, description, [], text, span[0], span[1])
+    result.concepts.append(concept)
+    reading.by_label[text] = concept
     result.dropped["end_as_concept"] += 1
-    names[norm] = text
+    reading.names[norm] = text
     return text
 
 
-def _ends_conform(rel: TypeInfo, source: ValidConcept, target: ValidConcept) -> str | None:
+def _resolve(label: str, reading: _Reading) -> str | None:
+    found = reading.names.get(normalise_label(label))
+    if found is None and reading.resolve_ends:
+        found = _end_concept(label, reading)
+    return found
+
+
+def _conflicts(concept: ValidConcept, required: str | None, vocabulary: Vocabulary) -> bool:
+    """Only a type the model stated can conflict, and only when the chunk's evidence did not
+    settle the concept on the required type: an inferred type is a preference, never a veto
+    (Text2KGBench-style ontologies give every relation one domain, yet use it on others)."""
+    if required is None or required not in vocabulary.concept_types:
+        return False
+    return concept.stated is not None and required not in (concept.stated, concept.type)
+
+
+def _ends_conform(rel: TypeInfo, source: ValidConcept, target: ValidConcept,
+                  vocabulary: Vocabulary) -> str | None:
     """Why the ends' concept types break the relation's domain/range, or None if they fit."""
     def fits(a: ValidConcept, b: ValidConcept) -> bool:
-        return ((rel.domain is None or a.type is None or a.type == rel.domain)
-                and (rel.range is None or b.type is None or b.type == rel.range))
+        return not (_conflicts(a, rel.domain, vocabulary)
+                    or _conflicts(b, rel.range, vocabulary))
 
     if fits(source, target) or (rel.direction == "symmetric" and fits(target, source)):
         return None
@@ -201,21 +273,10 @@ def _pydantic_error(prefix: str, exc: ValidationError) -> str:
     return f"{prefix}.{where}: {err['msg']}" if where else f"{prefix}: {err['msg']}"
 
 
-def validate_reply(
-    content: str,
-    chunk: str,
-    vocabulary: Vocabulary,
-    bounds: Bounds,
-    *,
-    finish_reason: str | None = None,
-    thinking: str = "",
-    budget: int | None = None,
-    descriptions: str = "generate",
-    resolve_ends: bool = False,
-) -> Validation:
-    """Judge one reply for one chunk (`descriptions`: generate keeps the model's, evidence
-    uses the quoted sentence, off stores none). With `resolve_ends` (grounded decoding: ends
-    are spans of the text), an end the text names but the concepts omit becomes a concept.)"""
+def _envelope(content: str, finish_reason: str | None, thinking: str,
+              budget: int | None) -> tuple[dict[str, Any], bool] | Validation:
+    """The reply's JSON object and whether it needed lenient parsing, or the verdict that it
+    is unusable as a whole."""
     if not content.strip():
         if thinking:
             return Validation(False, "thinking_only", [
@@ -234,127 +295,214 @@ def validate_reply(
     if not isinstance(data, dict) or not isinstance(data.get("concepts"), list):
         return Validation(False, "schema", [
             'the reply must be an object {"concepts": [...], "relationships": [...]}'])
-    raw_relationships = data.get("relationships", [])
-    if not isinstance(raw_relationships, list):
+    if not isinstance(data.get("relationships", []), list):
         return Validation(False, "schema", ['"relationships" must be a list'])
+    return data, lenient
 
-    concept_model, relationship_model, _ = item_models(bounds)
-    result = Validation(True, lenient_json=lenient)
-    by_norm: dict[str, ValidConcept] = {}
-    chunk_words = words_of(chunk)
-    names: dict[str, str] = {}  # normalised label or search term -> canonical label in reply
-    for i, raw in enumerate(data["concepts"][: bounds.max_concepts * 2]):
-        item = _item(concept_model, raw, f"concepts[{i}]", result)
-        if item is None:
-            continue
-        if not label_grounded(item.label, chunk_words):
-            result.dropped["label_not_in_text"] += 1
-            result.errors.append(f"concepts[{i}].label {item.label[:60]!r} does not occur in "
-                                 "the text; use the name as the text writes it")
-            continue
-        span = find_quote(item.quote, chunk)
-        from_label = span is None
+
+def _read_concept(i: int, raw: Any, model: type[BaseModel], reading: _Reading,
+                  chunk_words: set[str]) -> None:
+    """Keep one listed concept if its label and quote stand in the text."""
+    result, chunk, vocabulary = reading.result, reading.chunk, reading.vocabulary
+    item = _item(model, raw, f"concepts[{i}]", result)
+    if item is None:
+        return
+    if not label_grounded(item.label, chunk_words):
+        result.dropped["label_not_in_text"] += 1
+        result.errors.append(f"concepts[{i}].label {item.label[:60]!r} does not occur in "
+                             "the text; use the name as the text writes it")
+        return
+    span = find_quote(item.quote, chunk)
+    from_label = span is None
+    if span is None:
+        # Grounded fallback: the label itself stands in the text, so its mention is
+        # verbatim evidence. Counted apart (once kept) so quote fidelity stays measurable.
+        span = find_mention(item.label, chunk)
         if span is None:
-            # Grounded fallback: the label itself stands in the text, so its mention is
-            # verbatim evidence. Counted apart (once kept) so quote fidelity stays measurable.
-            span = find_mention(item.label, chunk)
-            if span is None:
-                result.dropped["quote_not_found"] += 1
-                result.errors.append(
-                    f"concepts[{i}].quote is not in the text: {item.quote[:60]!r}")
-                continue
-        norm = normalise_label(item.label)
-        if not norm:
-            result.dropped["schema"] += 1
-            result.errors.append(f"concepts[{i}].label has no letters or digits")
-            continue
-        if norm in by_norm:
-            result.dropped["duplicate"] += 1
-            continue
-        concept_type = None
-        if item.type is not None and vocabulary.concept_types:
-            concept_type = vocabulary.normalise_concept_type(item.type)
-            if concept_type is None:
-                result.dropped["unknown_concept_type"] += 1
-                result.errors.append(f"concepts[{i}].type {item.type[:40]!r} is not one of "
-                                     f"{', '.join(vocabulary.concept_types)}")
-        if descriptions == "generate":
-            description = item.description.strip()
-        elif descriptions == "evidence":
-            description = evidence_sentence(chunk, span[0], span[1])
-        else:
-            description = ""
-        concept = ValidConcept(item.label.strip(), description,
-                               [t.strip() for t in item.search_terms if t.strip()],
-                               chunk[span[0]:span[1]], span[0], span[1], concept_type)
-        by_norm[norm] = concept
-        result.concepts.append(concept)
-        if from_label:
-            result.dropped["quote_from_label"] += 1
-        names[norm] = concept.label
-        for term in concept.search_terms:
-            names.setdefault(normalise_label(term), concept.label)
+            result.dropped["quote_not_found"] += 1
+            result.errors.append(f"concepts[{i}].quote is not in the text: {item.quote[:60]!r}")
+            return
+    norm = normalise_label(item.label)
+    if not norm:
+        result.dropped["schema"] += 1
+        result.errors.append(f"concepts[{i}].label has no letters or digits")
+        return
+    if norm in reading.listed:
+        result.dropped["duplicate"] += 1
+        return
+    stated = None
+    if item.type is not None and vocabulary.concept_types:
+        stated = vocabulary.normalise_concept_type(item.type)
+        if stated is None:
+            result.dropped["unknown_concept_type"] += 1
+            result.errors.append(f"concepts[{i}].type {item.type[:40]!r} is not one of "
+                                 f"{', '.join(vocabulary.concept_types)}")
+    if reading.descriptions == "generate":
+        description = item.description.strip()
+    elif reading.descriptions == "evidence":
+        description = evidence_sentence(chunk, span[0], span[1])
+    else:
+        description = ""
+    concept = ValidConcept(item.label.strip(), description,
+                           [t.strip() for t in item.search_terms if t.strip()],
+                           chunk[span[0]:span[1]], span[0], span[1], stated, stated)
+    result.concepts.append(concept)
+    reading.by_label[concept.label] = concept
+    reading.listed.add(norm)
+    if from_label:
+        result.dropped["quote_from_label"] += 1
+    reading.names[norm] = concept.label
+    for term in concept.search_terms:
+        reading.names.setdefault(normalise_label(term), concept.label)
 
-    by_label = {concept.label: concept for concept in result.concepts}
-    seen_edges: set[tuple[str, str, str]] = set()
-    for i, raw in enumerate(raw_relationships[: bounds.max_relationships * 2]):
-        fixed = _fix_confidence(raw)
-        if fixed is not raw:
-            result.dropped["confidence_fixed"] += 1
-        item = _item(relationship_model, fixed, f"relationships[{i}]", result)
-        if item is None:
+
+def _evidence(quote: str, chunk: str, fallback: tuple[int, int] | None,
+              reading: _Reading) -> tuple[int, int] | None:
+    """The quote's span, else the fallback sentence (counted: not verbatim)."""
+    span = find_quote(quote, chunk)
+    if span is None and fallback is not None:
+        reading.result.dropped["quote_from_sentence"] += 1
+        return fallback
+    return span
+
+
+def _read_literal(i: int, item: Any, source: str, type_info: TypeInfo, reading: _Reading,
+                  seen: set[tuple[str, str, str]]) -> None:
+    """A datatype-range relation: its target is a value the text must contain verbatim."""
+    result, chunk = reading.result, reading.chunk
+    kind = type_info.literal or "string"
+    where = find_quote(item.target, chunk)
+    if where is None:
+        result.dropped["literal_not_in_text"] += 1
+        result.errors.append(f"relationships[{i}].target {item.target[:60]!r} is not in the "
+                             f"text; a {kind} value must be written as the text writes it")
+        return
+    value = chunk[where[0]:where[1]]
+    normalised = normalise_literal(value, kind)
+    key = (source, type_info.name, normalised)
+    if key in seen:
+        result.dropped["duplicate"] += 1
+        return
+    sentence = evidence_sentence(chunk, *where)
+    s_start = chunk.find(sentence)
+    span = _evidence(item.quote, chunk,
+                     (s_start, s_start + len(sentence)) if s_start >= 0 else where, reading)
+    assert span is not None  # a fallback was given
+    seen.add(key)
+    result.literals.append(ValidLiteral(
+        source, type_info, kind, value, normalised, where[0], where[1], item.confidence,
+        chunk[span[0]:span[1]], span[0], span[1]))
+
+
+def _read_relationship(i: int, raw: Any, model: type[BaseModel], reading: _Reading,
+                       seen: set[tuple[str, str, str]]) -> _Candidate | None:
+    """One relationship with its ends resolved and its quote found (domain/range later); a
+    literal-range one goes to the verdict's literals instead."""
+    result, chunk, vocabulary = reading.result, reading.chunk, reading.vocabulary
+    fixed = _fix_confidence(raw)
+    if fixed is not raw:
+        result.dropped["confidence_fixed"] += 1
+    item = _item(model, fixed, f"relationships[{i}]", result)
+    if item is None:
+        return None
+    type_info = vocabulary.normalise(item.type)
+    source = _resolve(item.source, reading)
+    if source is not None and type_info is not None and type_info.literal:
+        _read_literal(i, item, source, type_info, reading, seen)
+        return None
+    target = _resolve(item.target, reading)
+    if source is None or target is None:
+        result.dropped["unknown_end"] += 1
+        missing = item.source if source is None else item.target
+        result.errors.append(
+            f"relationships[{i}] refers to {missing[:60]!r}, which is not in concepts")
+        return None
+    if source == target:
+        result.dropped["self_loop"] += 1
+        return None
+    if type_info is None:
+        # Kept as a proposal for review either way; a strict ontology also calls it an
+        # error (its schema offered only its own types).
+        if vocabulary.strict:
+            result.errors.append(f"relationships[{i}].type {item.type[:40]!r} is not a type "
+                                 f"of the ontology {vocabulary.ontology!r}")
+        result.dropped["unknown_type"] += 1
+        result.proposals.append((snake(item.type) or item.type[:64],
+                                 f"{source} -[{item.type}]-> {target}"[:300]))
+        return None
+    span = _evidence(item.quote, chunk, sentence_with(
+        chunk, reading.by_label[source], reading.by_label[target]), reading)
+    if span is None:
+        result.dropped["quote_not_found"] += 1
+        result.errors.append(f"relationships[{i}].quote is not in the text: {item.quote[:60]!r}")
+        return None
+    edge = (source, type_info.name, target)
+    if edge in seen:
+        result.dropped["duplicate"] += 1
+        return None
+    seen.add(edge)
+    return _Candidate(i, source, target, type_info, item.confidence, chunk[span[0]:span[1]],
+                      span[0], span[1])
+
+
+def _decide_types(candidates: list[_Candidate], reading: _Reading) -> None:
+    """Each concept's type by the evidence of the chunk: its stated type and the domain/range
+    of every relation it is used in, one vote each; the majority wins, ties go to the type the
+    ontology lists first. Counted: inferred (no stated type), overridden (stated type lost)."""
+    vocabulary, result = reading.vocabulary, reading.result
+    known = set(vocabulary.concept_types)
+    votes: dict[str, Counter[str]] = {c.label: Counter() for c in result.concepts}
+
+    def vote(label: str, kind: str | None) -> None:
+        if kind in known and label in votes:
+            votes[label][kind] += 1
+
+    for concept in result.concepts:
+        vote(concept.label, concept.stated)
+    for cand in candidates:
+        if cand.type.direction == "symmetric" and cand.type.domain != cand.type.range:
+            continue  # either end may be either type: no evidence for one
+        vote(cand.source, cand.type.domain)
+        vote(cand.target, cand.type.range)
+    for literal in result.literals:
+        vote(literal.subject, literal.type.domain)
+    for concept in result.concepts:
+        tally = votes[concept.label]
+        if not tally:
             continue
-        source = names.get(normalise_label(item.source))
-        target = names.get(normalise_label(item.target))
-        if resolve_ends:
-            source = source or _end_concept(item.source, chunk, descriptions, result, names)
-            target = target or _end_concept(item.target, chunk, descriptions, result, names)
-            by_label = {concept.label: concept for concept in result.concepts}
-        if source is None or target is None:
-            result.dropped["unknown_end"] += 1
-            missing = item.source if source is None else item.target
-            result.errors.append(
-                f"relationships[{i}] refers to {missing[:60]!r}, which is not in concepts")
-            continue
-        if source == target:
-            result.dropped["self_loop"] += 1
-            continue
-        type_info = vocabulary.normalise(item.type)
-        if type_info is None:
-            # Kept as a proposal for review either way; a strict ontology also calls it an
-            # error (its schema offered only its own types).
-            if vocabulary.strict:
-                result.errors.append(f"relationships[{i}].type {item.type[:40]!r} is not a type "
-                                     f"of the ontology {vocabulary.ontology!r}")
-            result.dropped["unknown_type"] += 1
-            result.proposals.append((snake(item.type) or item.type[:64],
-                                     f"{source} -[{item.type}]-> {target}"[:300]))
-            continue
-        violation = _ends_conform(type_info, by_label[source], by_label[target])
+        concept.type = max(tally, key=lambda k: (tally[k], -vocabulary.concept_rank(k)))
+        if concept.stated is None:
+            result.dropped["type_inferred"] += 1
+        elif concept.type != concept.stated:
+            result.dropped["type_overridden"] += 1
+
+
+def _keep_conforming(candidates: list[_Candidate], reading: _Reading) -> None:
+    """Relationships (and literals) whose stated end types do not contradict the relation."""
+    result, by_label, vocabulary = reading.result, reading.by_label, reading.vocabulary
+    for cand in candidates:
+        violation = _ends_conform(cand.type, by_label[cand.source], by_label[cand.target],
+                                  vocabulary)
         if violation is not None:
             result.dropped["domain_range"] += 1
-            result.errors.append(f"relationships[{i}]: {violation}")
+            result.errors.append(f"relationships[{cand.index}]: {violation}")
             continue
-        span = find_quote(item.quote, chunk)
-        from_sentence = span is None
-        if span is None:
-            span = sentence_with(chunk, by_label[source], by_label[target])
-            if span is None:
-                result.dropped["quote_not_found"] += 1
-                result.errors.append(
-                    f"relationships[{i}].quote is not in the text: {item.quote[:60]!r}")
-                continue
-        edge = (source, type_info.name, target)
-        if edge in seen_edges:
-            result.dropped["duplicate"] += 1
-            continue
-        seen_edges.add(edge)
-        if from_sentence:
-            result.dropped["quote_from_sentence"] += 1
         result.relationships.append(ValidRelationship(
-            source, target, type_info, item.confidence, chunk[span[0]:span[1]], span[0], span[1]))
+            cand.source, cand.target, cand.type, cand.confidence, cand.quote, cand.start,
+            cand.end))
+    kept = []
+    for literal in result.literals:
+        if _conflicts(by_label[literal.subject], literal.type.domain, vocabulary):
+            result.dropped["domain_range"] += 1
+            result.errors.append(f"{literal.type.name} belongs to {literal.type.domain}, but "
+                                 f"{literal.subject[:40]!r} is {by_label[literal.subject].type}")
+            continue
+        kept.append(literal)
+    result.literals = kept
 
-    total = len(data["concepts"]) + len(raw_relationships)
+
+def _judge(result: Validation, total: int, chunk: str, vocabulary: Vocabulary) -> Validation:
+    """Usable, or mostly invalid / empty (then sent back to the model with the errors)."""
     invalid = sum(result.dropped[reason] for reason in INVALID_REASONS)
     if vocabulary.strict:
         invalid += result.dropped["unknown_type"]
@@ -372,3 +520,38 @@ def validate_reply(
         result.errors.insert(0, f"{invalid} of {total} items were invalid"
                              if total else "no items")
     return result
+
+
+def validate_reply(
+    content: str,
+    chunk: str,
+    vocabulary: Vocabulary,
+    bounds: OutputBounds,
+    *,
+    finish_reason: str | None = None,
+    thinking: str = "",
+    budget: int | None = None,
+    descriptions: str = "generate",
+    resolve_ends: bool = False,
+) -> Validation:
+    """Judge one reply for one chunk (`descriptions`: generate keeps the model's, evidence
+    uses the quoted sentence, off stores none). With `resolve_ends`, an end the text names
+    but the concepts omit becomes a concept, typed by inference."""
+    envelope = _envelope(content, finish_reason, thinking, budget)
+    if isinstance(envelope, Validation):
+        return envelope
+    data, lenient = envelope
+    raw_relationships = data.get("relationships", [])
+    concept_model, relationship_model, _ = item_models(bounds)
+    reading = _Reading(chunk, vocabulary, bounds, descriptions, resolve_ends,
+                       Validation(True, lenient_json=lenient))
+    chunk_words = words_of(chunk)
+    for i, raw in enumerate(data["concepts"][: bounds.max_concepts * 2]):
+        _read_concept(i, raw, concept_model, reading, chunk_words)
+    seen: set[tuple[str, str, str]] = set()
+    candidates = [cand for i, raw in enumerate(raw_relationships[: bounds.max_relationships * 2])
+                  if (cand := _read_relationship(i, raw, relationship_model, reading, seen))]
+    _decide_types(candidates, reading)
+    _keep_conforming(candidates, reading)
+    total = len(data["concepts"]) + len(raw_relationships)
+    return _judge(reading.result, total, chunk, vocabulary)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from rapidfuzz import fuzz, process
@@ -11,13 +10,9 @@ from sqlalchemy.orm import Session
 
 from kg.db.models import Ontology, OntologyConceptType, OntologyRelationType
 from kg.errors import NotFoundError
+from kg.text import datatype_of, label_key, snake
 
 SUFFIXES = ("ing", "es", "ed", "s")
-
-
-def snake(raw: str) -> str:
-    """'Is Part Of' / 'is-part-of' -> 'is_part_of'."""
-    return re.sub(r"[^a-z0-9]+", "_", raw.casefold()).strip("_")[:64]
 
 
 def _stem_word(word: str) -> str:
@@ -46,6 +41,11 @@ class TypeInfo:
     range: str | None = None
     description: str = ""
 
+    @property
+    def literal(self) -> str | None:
+        """The literal kind of the range (string, number, date, year), None for a concept."""
+        return datatype_of(self.range)
+
 
 class Vocabulary:
     """Maps whatever a model wrote to a type of the ontology, or None (a proposal)."""
@@ -54,10 +54,18 @@ class Vocabulary:
                  concept_types: list[str] | None = None, ontology: str = "default",
                  revision: int = 1, mode: str = "open") -> None:
         self.types = {t.name: t for t in types}
-        self.by_stem = {stem(t.name): t for t in types}
+        # Names come back as the ontology spells them; a model's spelling meets them by key
+        # (first one wins on a clash: `kg ontology import` refuses clashes, records may not).
+        self.by_key: dict[str, TypeInfo] = {}
+        for t in types:
+            self.by_key.setdefault(label_key(t.name), t)
+        self.by_stem = {stem(t.name): t for t in reversed(types)}
         self.fuzzy_threshold = fuzzy_threshold
         self._stems = list(self.by_stem)
         self.concept_types = list(concept_types or [])
+        self._concept_keys: dict[str, str] = {}
+        for name in self.concept_types:
+            self._concept_keys.setdefault(label_key(name), name)
         self.ontology = ontology
         self.revision = revision
         self.mode = mode  # strict: unknown types are errors; open: they become proposals
@@ -83,15 +91,21 @@ class Vocabulary:
                    mode=row.mode)
 
     def normalise_concept_type(self, raw: str) -> str | None:
-        """The ontology's concept type a model meant (exact or snake-cased), else None."""
-        key = snake(raw)
-        return key if key in self.concept_types else None
+        """The ontology's concept type a model meant (any case or separators), else None."""
+        return self._concept_keys.get(label_key(raw))
+
+    def concept_rank(self, name: str) -> int:
+        """The type's place in the ontology (ties between types go to the earlier one)."""
+        try:
+            return self.concept_types.index(name)
+        except ValueError:
+            return len(self.concept_types)
 
     def normalise(self, raw: str) -> TypeInfo | None:
-        key = snake(raw)
-        if key in self.types:
-            return self.types[key]
-        stemmed = stem(key)
+        found = self.by_key.get(label_key(raw))
+        if found is not None:
+            return found
+        stemmed = stem(raw)
         if stemmed in self.by_stem:
             return self.by_stem[stemmed]
         if len(stemmed) >= 4:

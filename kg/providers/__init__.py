@@ -9,7 +9,7 @@ from kg.providers.base import Provider
 from kg.providers.registry import ProviderSpec, Reload, Thinking, register, spec
 
 if TYPE_CHECKING:
-    from kg.profiles import ProviderSettings
+    from kg.profiles.settings import ProviderSettings
 
 
 def build_provider(settings: ProviderSettings, models_dir: Path | None = None) -> Provider:

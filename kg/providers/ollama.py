@@ -28,16 +28,16 @@ from kg.providers.base import (
     ModelEntry,
     ProviderBase,
     estimate_tokens,
-    redact_url,
     unreadable_detail,
 )
 from kg.providers.registry import ProviderSpec, Reload, Thinking, register
 from kg.settings import load_settings
+from kg.urls import redact_url
 
 if TYPE_CHECKING:
     import ollama
 
-    from kg.profiles import ProviderSettings
+    from kg.profiles.settings import ProviderSettings
 
 # The client libraries (httpx, ollama) are imported where they are used: registering this
 # provider must not cost their import time to every `kg` command that reads the registry.
@@ -355,6 +355,7 @@ SPEC = register(ProviderSpec(
     summary="Ollama server (/api/chat through the official client)",
     defaults={"base_url": None, "context_window": 8192, "max_output_tokens": 2048,
               "max_parallel": 2, "keep_alive": "10m", "timeout_s": 300.0},
+    settings=frozenset({"gpu_layers", "num_threads", "keep_alive"}),  # num_gpu, num_thread
     needs_base_url=False,
     base_url_fallback=f"$OLLAMA_HOST, else {DEFAULT_HOST}",
     structured_output="`format`: JSON Schema",

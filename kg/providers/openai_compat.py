@@ -29,18 +29,18 @@ from kg.providers.base import (
     ModelEntry,
     ProviderBase,
     estimate_tokens,
-    redact_url,
     split_think_tags,
     unreadable_detail,
 )
 from kg.providers.registry import ProviderSpec, Reload, Thinking, register
 from kg.providers.styles import MEMO, Style, is_format_rejection, rejected_everywhere
 from kg.providers.styles import apply as styles_apply
+from kg.urls import redact_url
 
 if TYPE_CHECKING:
     import openai
 
-    from kg.profiles import ProviderSettings
+    from kg.profiles.settings import ProviderSettings
 
 # The client libraries (openai ~0.5 s, httpx) are imported where they are used: registering
 # these providers must not cost that to every `kg` command that reads the registry.
@@ -365,8 +365,10 @@ def _openai(settings: ProviderSettings, _models_dir: Path | None) -> OpenAICompa
     return OpenAICompatProvider(settings)
 
 
+# No provider-specific settings: the server decides threads, GPU layers and how long it keeps
+# the model (the OpenAI API has no field for them).
 _SERVER_DEFAULTS = {"base_url": DEFAULT_URL, "context_window": 8192, "max_output_tokens": 2048,
-                    "keep_alive": None, "timeout_s": 300.0}
+                    "timeout_s": 300.0}
 _ONE_MODEL = ("a vLLM server serves the model it was started with: kg cannot switch it; "
               "checked that the endpoint serves the configured model")
 

@@ -31,11 +31,11 @@ from kg.providers.base import (
     Message,
     ModelEntry,
     Provider,
-    redact_url,
 )
+from kg.urls import redact_url
 
 if TYPE_CHECKING:
-    from kg.profiles import ProviderSettings
+    from kg.profiles.settings import ProviderSettings
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kg.errors import UsageError
+from kg.profiles.settings import PROVIDER_SPECIFIC_SETTINGS
 
 if TYPE_CHECKING:
-    from kg.profiles import ProviderSettings
+    from kg.profiles.settings import ProviderSettings
     from kg.providers.base import Provider
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ class ProviderSpec:
     summary: str
     # Settings a new profile of this provider starts from (others: the profile model's defaults).
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    # The provider-specific settings it puts on the wire (see Declared.provider_specific in
+    # kg.profiles.settings); `kg admin extraction set` refuses the others for this provider.
+    settings: frozenset[str] = frozenset()
     needs_base_url: bool = True
     # Where the requests go when the profile has no base URL (shown by `show`).
     base_url_fallback: str | None = None
@@ -77,7 +81,7 @@ class ProviderSpec:
             "base_url_fallback": self.base_url_fallback,
             "structured_output": self.structured_output, "thinking": self.thinking.value,
             "reload": self.reload.value, "uses_api_key": self.uses_api_key,
-            "defaults": dict(self.defaults),
+            "settings": sorted(self.settings), "defaults": dict(self.defaults),
         }
 
 
@@ -93,6 +97,16 @@ def register(spec: ProviderSpec, *, replace: bool = False) -> ProviderSpec:
             f"provider name {spec.name!r} is not allowed; use 1 to 16 lower-case letters, "
             "digits, '_' or '-', starting with a letter"
         )
+    unknown = sorted(set(spec.settings) - set(PROVIDER_SPECIFIC_SETTINGS))
+    if unknown:
+        raise UsageError(
+            f"provider {spec.name} lists {', '.join(unknown)} in its settings, but only "
+            f"provider-specific settings belong there ({', '.join(PROVIDER_SPECIFIC_SETTINGS)})"
+        )
+    unused = sorted((set(spec.defaults) & set(PROVIDER_SPECIFIC_SETTINGS)) - set(spec.settings))
+    if unused:
+        raise UsageError(f"provider {spec.name} gives a default for {', '.join(unused)}, which "
+                         "it does not use; add it to its settings or drop the default")
     with _lock:
         if spec.name in _specs and not replace and _specs[spec.name] is not spec:
             raise UsageError(f"provider {spec.name!r} is already registered")
@@ -122,7 +136,10 @@ def _load() -> None:
                 log.warning("provider plug-in %s could not be loaded: %s", entry.name, exc)
                 continue
             if isinstance(target, ProviderSpec):
-                register(target, replace=True)
+                try:
+                    register(target, replace=True)
+                except UsageError as exc:  # a badly declared plug-in must not break kg either
+                    log.warning("provider plug-in %s was not registered: %s", entry.name, exc)
 
 
 def names() -> list[str]:

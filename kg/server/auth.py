@@ -1,9 +1,11 @@
 """Bearer tokens: who a request acts as, and whether its scope allows the endpoint.
 
-Until the first token is created, a loopback server is open (like the CLI on the same machine);
-from then on every API request needs a live token, even once all are revoked. A server bound to
-any other address always needs one. Lookups are cached for `token_ttl_s`, so a revoked token
-stops working within that time without a database query per request.
+Every API request needs a live token. Without any token there is no open mode: `kg serve`
+creates one on its first start and prints a URL carrying it; until then (and once all tokens are
+revoked) every request is refused. Only an app built with `open_until_first_token` on a
+loopback address (tests, embedding programs) lets requests in without a token until the first
+one exists. Lookups are cached for `token_ttl_s`, so a revoked token stops working within that
+time without a database query per request.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from kg import tokens
 from kg.db import Database
 from kg.server.errors import ApiError
-from kg.tokens import Principal, Scope
+from kg.tokens import Principal, TokenScope
 
 log = logging.getLogger(__name__)
-OPEN = Principal(None, "api", Scope.ADMIN)  # a loopback server without tokens
+OPEN = Principal(None, "api", TokenScope.ADMIN)  # an app opened until the first token (tests)
 CACHE_MAX = 1024
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
@@ -34,9 +36,10 @@ bearer = HTTPBearer(auto_error=False, description="A token from `kg admin tokens
 class Authenticator:
     """Turns an Authorization header into a Principal, with short-lived caches."""
 
-    def __init__(self, db: Database, *, loopback: bool, ttl_s: float = 2.0) -> None:
+    def __init__(self, db: Database, *, open_until_first_token: bool,
+                 ttl_s: float = 2.0) -> None:
         self.db = db
-        self.loopback = loopback
+        self.open_until_first_token = open_until_first_token
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
         self._exists: tuple[bool, float] | None = None
@@ -49,7 +52,7 @@ class Authenticator:
 
     def required(self) -> bool:
         """Whether requests must carry a token."""
-        if not self.loopback:
+        if not self.open_until_first_token:
             return True
         now = time.monotonic()
         with self._lock:
@@ -66,8 +69,9 @@ class Authenticator:
         if not self.required():
             return OPEN
         if not header:
-            raise ApiError(401, "this server needs a token: send `Authorization: Bearer TOKEN` "
-                                "(an operator creates one with `kg admin tokens create NAME`)",
+            raise ApiError(401, "this server needs a token: open the URL `kg serve` printed at "
+                                "its first start, or send `Authorization: Bearer TOKEN` (an "
+                                "operator creates one with `kg admin tokens create NAME`)",
                            CHALLENGE)
         scheme, _, secret = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
@@ -77,6 +81,13 @@ class Authenticator:
             raise ApiError(401, "the token is not valid (unknown or revoked); ask an operator "
                                 "for one (`kg admin tokens list`)", CHALLENGE)
         return found
+
+    def optional(self, header: str | None) -> Principal | None:
+        """The caller, or None for one without a token on a server that needs tokens (probes
+        answer those too, with less); a token that is sent must be valid (else 401)."""
+        if not header and self.required():
+            return None
+        return self.principal(header)
 
     def _lookup(self, secret: str) -> Principal | None:
         key = tokens.hash_secret(secret)
@@ -110,7 +121,7 @@ class Authenticator:
             log.info("could not record the use of token %d: %s", token_id, exc)
 
 
-def require(needed: Scope) -> Callable[..., Principal]:
+def require(needed: TokenScope) -> Callable[..., Principal]:
     """A dependency: the caller, if its scope allows `needed` (else 401 or 403)."""
 
     def dependency(request: Request,
@@ -126,7 +137,7 @@ def require(needed: Scope) -> Callable[..., Principal]:
     return dependency
 
 
-read_access = require(Scope.READ)
-admin_access = require(Scope.ADMIN)
+read_access = require(TokenScope.READ)
+admin_access = require(TokenScope.ADMIN)
 Reader = Annotated[Principal, Depends(read_access)]
 Admin = Annotated[Principal, Depends(admin_access)]

@@ -25,6 +25,11 @@ class ServerConfig:
     max_upload_bytes: int = 50 * MB
     max_runs: int = 4  # ingestions this server runs at once
     cors_origins: tuple[str, ...] = ()  # CORS is off unless origins are given
+    allowed_hosts: tuple[str, ...] = ()  # Host names besides loopback and `host` (a proxy's)
+    # Whether a loopback server answers without a token until the first one is created. Off:
+    # `kg serve` creates a token on its first start instead; only tests and embedding
+    # programs turn this on.
+    open_until_first_token: bool = False
     health_ttl_s: float = 5.0
     metrics_ttl_s: float = 5.0  # several scrapers within this time share one set of queries
     health_timeout_s: float = 3.0

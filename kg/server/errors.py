@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from kg.errors import (
+    ConflictError,
     DatabaseError,
     KgError,
     NotFoundError,
@@ -44,6 +45,8 @@ def status_of(exc: KgError) -> int:
     """The HTTP status of one of kg's own errors."""
     if isinstance(exc, NotFoundError):
         return 404
+    if isinstance(exc, ConflictError):
+        return 409
     if isinstance(exc, UsageError):
         return 400
     if isinstance(exc, DatabaseError):

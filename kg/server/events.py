@@ -19,7 +19,6 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from anyio import to_thread
@@ -27,8 +26,9 @@ from sqlalchemy import Connection, select
 
 from kg.db import Database
 from kg.db.models import Chunk, ChunkExtraction, Document, Run
+from kg.db.runstate import RunStatus, call_totals, effective_status
 from kg.errors import NotFoundError
-from kg.extraction.runs import RunStatus, call_totals, effective_status
+from kg.jsonable import json_default
 
 log = logging.getLogger(__name__)
 PAGE = 500  # rows per catch-up query
@@ -40,14 +40,8 @@ RETRY_MS = 2000
 def sse(event: str, data: dict[str, Any], event_id: int | None = None) -> str:
     """One Server-Sent Event as text."""
     head = f"id: {event_id}\n" if event_id is not None else ""
-    body = json.dumps(data, default=_default, separators=(",", ":"))
+    body = json.dumps(data, default=json_default, separators=(",", ":"))
     return f"{head}event: {event}\ndata: {body}\n\n"
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 # -- reading ------------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kg import profiles
 from kg.db import Database
 from kg.errors import KgError
+from kg.profiles import storage, views
 from kg.providers import build_provider
 
 
@@ -59,7 +59,7 @@ class HealthProbe:
             return database
         try:
             with self.db.session() as session:
-                settings = profiles.provider_settings(profiles.get_active(session))
+                settings = views.provider_settings(storage.get_active(session))
             quick = settings.model_copy(update={"timeout_s": min(settings.timeout_s,
                                                                  self.timeout_s)})
             provider = build_provider(quick, self.models_dir)

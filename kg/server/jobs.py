@@ -14,16 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kg.api import IngestRequest, IngestSummary, Interrupted, Planning, Progress, ingest
 from kg.db import Database
 from kg.errors import KgError
-from kg.extraction.ingest import (
-    IngestRequest,
-    IngestSummary,
-    Interrupted,
-    Planning,
-    Progress,
-    ingest,
-)
 from kg.server.errors import ApiError
 
 log = logging.getLogger(__name__)

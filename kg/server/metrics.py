@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kg.db import Database
 from kg.db.models import Call, ChunkExtraction, Run
-from kg.extraction.runs import RunStatus, effective_status
+from kg.db.runstate import RunStatus, effective_status
 
 CALLS = cast(Table, Call.__table__)
 # Seconds; LLM calls range from a cached tiny model to minutes of thinking.

@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 from kg import graph, queries
 from kg.db.models import Concept
 from kg.errors import UsageError
-from kg.export import FORMATS, Scope, export_graph
+from kg.export import FORMATS, ExportFilter, export_graph
 from kg.export.source import TYPE_COLUMN
 from kg.server.auth import read_access
+from kg.server.limits import OptionalRowIdQuery
 from kg.server.state import ServerState, State, json_response
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ class _Pipe(io.TextIOBase):
             pass
 
 
-def _export(state: ServerState, fmt: str, scope: Scope, base_iri: str, pipe: _Pipe) -> None:
+def _export(state: ServerState, fmt: str, scope: ExportFilter, base_iri: str, pipe: _Pipe) -> None:
     try:
         export_graph(state.db, fmt, scope=scope, base_iri=base_iri, stream=cast(TextIO, pipe))
     except _Abandoned:
@@ -187,7 +188,7 @@ def _drain(first: bytes, pipe: _Pipe) -> Iterator[bytes]:
             description="Formats: " + "; ".join(f"{k}: {v}" for k, v in FORMATS.items()
                                                 if k in MEDIA))
 def export(format: Annotated[str, Query(description="graphml, gexf, jsonl, cypher or turtle")],
-           state: State, run: Annotated[int | None, Query(ge=1)] = None,
+           state: State, run: OptionalRowIdQuery = None,
            document: str | None = None, min_confidence: float | None = None,
            base_iri: Annotated[str, Query(max_length=1000)] = "urn:kg:") -> Response:
     if format == "csv":
@@ -195,7 +196,7 @@ def export(format: Annotated[str, Query(description="graphml, gexf, jsonl, cyphe
                          f"or one of {', '.join(MEDIA)} here")
     if format not in MEDIA:
         raise UsageError(f"unknown export format {format!r}; choose one of {', '.join(MEDIA)}")
-    scope = Scope(run=run, document=document, min_confidence=min_confidence)
+    scope = ExportFilter(run=run, document=document, min_confidence=min_confidence)
     pipe = _Pipe()
     threading.Thread(target=_export, args=(state, format, scope, base_iri, pipe),
                      name="kg-export", daemon=True).start()

@@ -1,31 +1,48 @@
-"""`/healthz`, `/readyz` (no token: probes), `/metrics` and `/whoami` (read scope)."""
+"""`/healthz`, `/readyz` (no token: probes), `/metrics` and `/whoami` (read scope).
+
+A probe without a token learns only ok / not ok: the profile, provider, model, backend URL and
+the backend's or database's error text are for callers with a token (read scope and above).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kg.server.auth import Reader
 from kg.server.errors import error_response
-from kg.server.state import State, json_response
+from kg.server.health import Verdict
+from kg.server.state import ServerState, State, json_response
 
 router = APIRouter(tags=["health"])
+NOT_OK = "not ok (a token of read scope or above gets the reason)"
 
 
-@router.get("/healthz", summary="Database answers and the active profile's backend is reachable")
-def healthz(state: State) -> Response:
+def _detailed(request: Request, state: ServerState) -> bool:
+    """Whether the caller may see what the probe found (a valid token, or an open app)."""
+    return state.auth.optional(request.headers.get("authorization")) is not None
+
+
+def _answer(verdict: Verdict, detailed: bool, details: dict[str, str]) -> Response:
+    if not verdict.ok:
+        return error_response(503, verdict.detail if detailed else NOT_OK)
+    return json_response({"status": "ok", **details} if detailed else {"status": "ok"})
+
+
+@router.get("/healthz", summary="Database answers and the active profile's backend is reachable",
+            description="Without a token only `{\"status\": \"ok\"}` or a 503; with a token "
+                        "of read scope or above also the database and backend it checked.")
+def healthz(request: Request, state: State) -> Response:
+    detailed = _detailed(request, state)
     verdict = state.health.check()
-    if not verdict.ok:
-        return error_response(503, verdict.detail)
-    return json_response({"status": "ok", "database": "ok", "backend": verdict.detail})
+    return _answer(verdict, detailed, {"database": "ok", "backend": verdict.detail})
 
 
-@router.get("/readyz", summary="The database answers")
-def readyz(state: State) -> Response:
-    verdict = state.health.database()
-    if not verdict.ok:
-        return error_response(503, verdict.detail)
-    return json_response({"status": "ok", "database": "ok"})
+@router.get("/readyz", summary="The database answers",
+            description="Without a token only `{\"status\": \"ok\"}` or a 503.")
+def readyz(request: Request, state: State) -> Response:
+    detailed = _detailed(request, state)
+    return _answer(state.health.database(), detailed, {"database": "ok"})
 
 
 @router.get("/metrics", summary="Prometheus metrics, computed from the database")

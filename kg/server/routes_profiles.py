@@ -6,12 +6,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from kg import profiles
+from kg.db.models import ExtractionProfile
 from kg.errors import UsageError
-from kg.providers.base import redact_url
+from kg.profiles import storage
+from kg.profiles.fields import CLEARABLE, SETTINGS
+from kg.profiles.settings import key_var_problem
+from kg.profiles.views import view
 from kg.server.auth import Admin, Reader
+from kg.server.errors import ApiError
 from kg.server.state import State, json_response
+from kg.urls import redact_url
 
 router = APIRouter(prefix="/profiles", tags=["profiles"])
 
@@ -23,7 +30,7 @@ SETTINGS_EXAMPLE = {"provider": "ollama", "model": "qwen3:8b",
 def list_profiles(state: State,
                   _who: Reader) -> Response:
     with state.db.session() as session:
-        rows = [profiles.view(p).as_dict() for p in profiles.list_profiles(session)]
+        rows = [view(p).as_dict() for p in storage.list_profiles(session)]
     return json_response(rows)
 
 
@@ -31,7 +38,7 @@ def list_profiles(state: State,
 def show_profile(name: str, state: State,
                  _who: Reader) -> Response:
     with state.db.session() as session:
-        data = profiles.view(profiles.get_profile(session, name)).as_dict()
+        data = view(storage.get_profile(session, name)).as_dict()
     return json_response(data)
 
 
@@ -39,8 +46,8 @@ def show_profile(name: str, state: State,
 def profile_history(name: str, state: State, _who: Reader,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> Response:
     with state.db.session() as session:
-        profiles.get_profile(session, name)
-        rows = profiles.history(session, limit=limit, name=name)
+        storage.get_profile(session, name)
+        rows = storage.history(session, limit=limit, name=name)
     return json_response(rows)
 
 
@@ -52,13 +59,28 @@ def _updates(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         raise UsageError(f"activate must be true or false (got {activate!r})")
     updates: dict[str, Any] = {}
     for field, value in values.items():
-        setting = profiles.SETTINGS.get(field)
-        if value is None and setting is not None:
-            if not setting.nullable:
+        if value is None and field in SETTINGS:
+            if field not in CLEARABLE:
                 raise UsageError(f"{field} cannot be cleared; give a value")
             value = ""
         updates[field] = value
     return updates, activate
+
+
+KEY_ROUTE = ("base_url", "api_key_env")
+
+
+def _refuse_key_redirect(session: Session, name: str, updates: dict[str, Any]) -> None:
+    """A profile that sends an API key gets where it sends it only from the CLI: over HTTP, a
+    stolen or forged admin token could otherwise send the operator's key to any host."""
+    existing = session.scalar(select(ExtractionProfile).where(ExtractionProfile.name == name))
+    stored = {f: getattr(existing, f) if existing else None for f in KEY_ROUTE}
+    changed = [f for f in KEY_ROUTE if f in updates and (updates[f] or None) != stored[f]]
+    key = updates["api_key_env"] if "api_key_env" in updates else stored["api_key_env"]
+    if changed and key and key_var_problem(key) is None:  # a bad name: 400 from validation
+        raise ApiError(403, f"{' and '.join(changed)} of a profile that sends an API key "
+                            f"change only on the command line: `kg admin extraction set "
+                            f"--profile {name} ...` on the server's machine")
 
 
 def _shown(field: str, value: Any) -> Any:
@@ -67,16 +89,17 @@ def _shown(field: str, value: Any) -> Any:
 
 @router.put("/{name}", summary="Create a profile or change some of its settings",
             description="Settings not given keep their value; null clears an optional one "
-                        "(base_url, api_key_env, num_threads, keep_alive). `activate: true` "
-                        "also makes it the active profile. Nothing is written unless the "
-                        "whole resulting profile is valid.")
+                        f"({', '.join(CLEARABLE)}). `activate: true` also makes it the active "
+                        "profile. Nothing is written unless the whole resulting profile is "
+                        "valid; a setting the profile's provider ignores is refused.")
 def put_profile(name: str,
                 body: Annotated[dict[str, Any], Body(examples=[SETTINGS_EXAMPLE])],
                 state: State,
                 who: Admin) -> Response:
     updates, activate = _updates(body)
     with state.db.session() as session:
-        result = profiles.set_profile(session, updates, name=name, activate=activate,
+        _refuse_key_redirect(session, name, updates)
+        result = storage.set_profile(session, updates, name=name, activate=activate,
                                       by=who.actor)
     data = {"name": result.name, "created": result.created, "activated": result.activated,
             "revision": result.revision, "warnings": result.warnings,
@@ -90,7 +113,7 @@ def put_profile(name: str,
 def activate_profile(name: str, state: State,
                      who: Admin) -> Response:
     with state.db.session() as session:
-        previous, changed = profiles.use_profile(session, name, by=who.actor)
+        previous, changed = storage.use_profile(session, name, by=who.actor)
     return json_response({"active": name, "previous": previous, "changed": changed})
 
 
@@ -98,5 +121,5 @@ def activate_profile(name: str, state: State,
 def delete_profile(name: str, state: State,
                    who: Admin) -> Response:
     with state.db.session() as session:
-        profiles.delete_profile(session, name, by=who.actor)
+        storage.delete_profile(session, name, by=who.actor)
     return json_response({"deleted": name})

@@ -17,16 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from kg import queries
+from kg.api import FILE_KINDS, ChunkingOptions, IngestRequest, NoRun, discover_files
 from kg.db.models import Run
+from kg.db.runstate import RunStatus, check_resumable, effective_status
 from kg.errors import NotFoundError, UsageError
-from kg.extraction import plan
-from kg.extraction.chunking import ChunkingOptions
-from kg.extraction.ingest import IngestRequest, NoRun
-from kg.extraction.loaders import KINDS
-from kg.extraction.runs import RunStatus, effective_status
 from kg.server.auth import Admin, Reader
 from kg.server.errors import ApiError
 from kg.server.jobs import Job
+from kg.server.limits import MAX_ID, EventIdQuery, RowId
 from kg.server.state import ServerState, State, json_response
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -101,7 +99,7 @@ def allowed_files(paths: list[str], recursive: bool, roots: tuple[Path, ...]) ->
             raise ApiError(403, f"{raw} is outside the folders this server may read "
                                 f"({', '.join(map(str, roots))})")
         given.append(real)
-    files = plan.discover(given, recursive)
+    files = discover_files(given, recursive)
     for f in files:
         if not _inside(f.resolve(), roots):
             raise ApiError(403, f"{f} leads outside the folders this server may read (a "
@@ -109,9 +107,11 @@ def allowed_files(paths: list[str], recursive: bool, roots: tuple[Path, ...]) ->
     return [f.resolve() for f in files]
 
 
-async def _save_uploads(request: Request, folder: Path) -> tuple[list[Path], dict[str, Any]]:
+async def _save_uploads(request: Request, folder: Path,
+                        created: list[Path]) -> tuple[list[Path], dict[str, Any]]:
     """Uploaded files stored under names the server chooses (their SHA-256: the same content
-    uploaded twice is the same document); the client's file names are never used as paths."""
+    uploaded twice is the same document); the client's file names are never used as paths.
+    The files this request added (not those already there) are appended to `created`."""
     form = await request.form(max_files=MAX_FILES, max_fields=20)
     options: dict[str, Any] = {}
     uploads: list[tuple[UploadFile, str]] = []
@@ -128,7 +128,7 @@ async def _save_uploads(request: Request, folder: Path) -> tuple[list[Path], dic
         raise UsageError("no files were uploaded; send them in the `files` field")
     # Every upload was checked before the first one is kept; copying and hashing happen in
     # a worker thread, not on the event loop.
-    saved = [await to_thread.run_sync(_store, upload, suffix, folder)
+    saved = [await to_thread.run_sync(_store, upload, suffix, folder, created)
              for upload, suffix in uploads]
     return saved, options
 
@@ -136,13 +136,13 @@ async def _save_uploads(request: Request, folder: Path) -> tuple[list[Path], dic
 def _suffix(upload: UploadFile) -> str:
     """The file type, the only thing taken from the client's file name."""
     suffix = Path(upload.filename or "").suffix.lower()
-    if suffix not in KINDS:
+    if suffix not in FILE_KINDS:
         raise UsageError(f"upload {upload.filename!r}: unsupported file type "
-                         f"{suffix or '(none)'!r}; kg reads {', '.join(sorted(KINDS))}")
+                         f"{suffix or '(none)'!r}; kg reads {', '.join(sorted(FILE_KINDS))}")
     return suffix
 
 
-def _store(upload: UploadFile, suffix: str, folder: Path) -> Path:
+def _store(upload: UploadFile, suffix: str, folder: Path, created: list[Path]) -> Path:
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     digest = hashlib.sha256()
     handle, temp = tempfile.mkstemp(prefix=".upload-", dir=folder)
@@ -153,11 +153,24 @@ def _store(upload: UploadFile, suffix: str, folder: Path) -> Path:
                 digest.update(block)
                 out.write(block)
         target = folder / f"{digest.hexdigest()}{suffix}"
+        new = not target.exists()
         os.replace(temp, target)
+        if new:
+            created.append(target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
     return target
+
+
+def _discard(created: list[Path], job: Job | None) -> None:
+    """Delete what a request uploaded when no run took it (refused, or nothing to do: empty
+    or unreadable files). Files that were there before belong to earlier documents: they
+    stay, like everything a run that started (or is still planning) may read."""
+    taken = job is not None and (job.run_id is not None or job.summary is None)
+    if not taken:
+        for path in created:
+            path.unlink(missing_ok=True)
 
 
 def _started(job: Job) -> Response:
@@ -187,7 +200,7 @@ def list_runs(state: State, _who: Reader,
 
 
 @router.get("/{run_id}", summary="One run: status, totals from its calls, failed chunks")
-def show_run(run_id: int, state: State,
+def show_run(run_id: RowId, state: State,
              _who: Reader) -> Response:
     with state.db.session() as session:
         data = queries.run_detail(session, run_id)
@@ -203,37 +216,50 @@ def show_run(run_id: int, state: State,
              openapi_extra=RUN_BODIES, status_code=202)
 async def start_run(request: Request, state: State,
                     who: Admin) -> Response:
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        files, options = await _save_uploads(request, state.upload_dir)
-        force = str(options.get("force", "false")).lower() in ("1", "true", "yes", "on")
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media == "multipart/form-data":
+        created: list[Path] = []
+        job: Job | None = None
         try:
-            chunking_values = json.loads(options["chunking"]) if "chunking" in options else None
-        except json.JSONDecodeError:
-            raise UsageError("chunking must be a JSON object of chunk sizes") from None
-        ingest = IngestRequest(paths=files, profile=options.get("profile") or None,
-                               force=force, chunking=_chunking(chunking_values))
-    else:
-        raw = await request.body()
-        try:
-            body = RunBody.model_validate_json(raw or b"{}")
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            if first["type"] == "json_invalid":
-                raise UsageError(f"malformed JSON body: {first['msg']}") from None
-            where = ".".join(str(p) for p in first["loc"]) or "body"
-            raise ApiError(422, f"body field {where}: {first['msg']}") from None
-        files = await to_thread.run_sync(allowed_files, body.paths, body.recursive,
-                                         state.config.roots)
-        ingest = IngestRequest(paths=files, profile=body.profile, force=body.force,
-                               chunking=_chunking(body.chunking))
+            files, options = await _save_uploads(request, state.upload_dir, created)
+            force = str(options.get("force", "false")).lower() in ("1", "true", "yes", "on")
+            try:
+                chunking_values = (json.loads(options["chunking"]) if "chunking" in options
+                                   else None)
+            except json.JSONDecodeError:
+                raise UsageError("chunking must be a JSON object of chunk sizes") from None
+            ingest = IngestRequest(paths=files, profile=options.get("profile") or None,
+                                   force=force, chunking=_chunking(chunking_values))
+            started = await to_thread.run_sync(lambda: state.jobs.start(ingest, by=who.actor))
+            job = started
+        finally:
+            _discard(created, job)
+        return _started(started)
+    if media not in ("application/json", ""):
+        # The request guard refuses these first; the endpoint never reads them as JSON.
+        raise ApiError(415, f"POST /runs accepts application/json or multipart/form-data "
+                            f"(got {media[:100]})")
+    raw = await request.body()
+    try:
+        body = RunBody.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            raise UsageError(f"malformed JSON body: {first['msg']}") from None
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ApiError(422, f"body field {where}: {first['msg']}") from None
+    files = await to_thread.run_sync(allowed_files, body.paths, body.recursive,
+                                     state.config.roots)
+    ingest = IngestRequest(paths=files, profile=body.profile, force=body.force,
+                           chunking=_chunking(body.chunking))
     job = await to_thread.run_sync(lambda: state.jobs.start(ingest, by=who.actor))
     return _started(job)
 
 
 @router.post("/{run_id}/resume", summary="Redo what a stopped run did not commit",
              status_code=202)
-def resume_run(run_id: int, state: State, who: Admin, body: ResumeBody | None = None) -> Response:
+def resume_run(run_id: RowId, state: State, who: Admin,
+               body: ResumeBody | None = None) -> Response:
     _stopped(state, run_id)
     request = IngestRequest(resume=run_id, profile=body.profile if body else None)
     return _started(state.jobs.start(request, by=who.actor))
@@ -244,13 +270,12 @@ def _stopped(state: ServerState, run_id: int) -> None:
         run = session.get(Run, run_id)
         if run is None:
             raise NotFoundError(f"no run {run_id}; see GET /runs")
-        if effective_status(run) == RunStatus.RUNNING:
-            raise ApiError(409, f"run {run_id} is still running; cancel it first or wait")
+        check_resumable(run, run_id)  # 409 for a running or completed run
 
 
 @router.post("/{run_id}/cancel", summary="Stop a run this server is running (committed chunks "
              "are kept; it can be resumed)", status_code=202)
-def cancel_run(run_id: int, state: State,
+def cancel_run(run_id: RowId, state: State,
                _who: Admin) -> Response:
     if state.jobs.cancel(run_id):
         return json_response({"run_id": run_id, "status": "cancelling"}, 202)
@@ -272,11 +297,16 @@ def cancel_run(run_id: int, state: State,
                         "reason), `finished` (final status and totals; the stream ends). "
                         "Reconnect with `Last-Event-ID` (or `?after=`) to get only what was "
                         "missed.")
-async def run_events(run_id: int, state: State, _who: Reader,
-                     after: Annotated[int, Query(ge=0)] = 0,
-                     last_event_id: Annotated[str | None, Header()] = None) -> Response:
-    if last_event_id and last_event_id.isdigit():
-        after = max(after, int(last_event_id))
+async def run_events(run_id: RowId, state: State, _who: Reader,
+                     after: EventIdQuery = 0,
+                     last_event_id: Annotated[str | None, Header(max_length=100)] = None
+                     ) -> Response:
+    last = (last_event_id or "").strip()
+    if last.isascii() and last.isdigit():  # anything else is not an id this server sent
+        if len(last) > len(str(MAX_ID)) or int(last) > MAX_ID:
+            raise ApiError(422, f"header Last-Event-ID: no event has an id that large "
+                                f"(got {last[:30]}…)")
+        after = max(after, int(last))
     feed = await state.events.open(run_id)
     return StreamingResponse(state.events.stream(feed, after), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +12,7 @@ from fastapi import Depends, Request, Response
 from prometheus_client import CollectorRegistry
 
 from kg.db import Database
+from kg.jsonable import json_default
 from kg.server.auth import Authenticator
 from kg.server.config import ServerConfig
 from kg.server.events import EventHub
@@ -51,21 +49,7 @@ def server(request: Request) -> ServerState:
 State = Annotated[ServerState, Depends(server)]
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
 def json_response(data: Any, status: int = 200) -> Response:
     """Plain JSON (datetimes as ISO 8601), without FastAPI's slower generic encoder."""
-    body = json.dumps(data, default=_default, ensure_ascii=False, separators=(",", ":"))
+    body = json.dumps(data, default=json_default, ensure_ascii=False, separators=(",", ":"))
     return Response(body, status_code=status, media_type="application/json")

@@ -1,6 +1,9 @@
 // The kg web page: search, a force-directed graph around a concept (cytoscape, vendored),
 // a concept's evidence, runs with live progress (Server-Sent Events read through fetch, so the
 // bearer token travels in a header, never in a URL), and the active profile.
+// The token lives in sessionStorage: this tab only, gone when it closes. The URL `kg serve`
+// prints at its first start carries one in the fragment (#token=...); the page moves it into
+// sessionStorage and removes it from the address bar and the history.
 // Everything shown comes from the JSON API; text is always set with textContent.
 "use strict";
 
@@ -28,8 +31,20 @@
 
   // -- talking to the API -----------------------------------------------------------------
   function authHeaders() {
-    const token = localStorage.getItem(TOKEN_KEY);
+    const token = sessionStorage.getItem(TOKEN_KEY);
     return token ? { Authorization: "Bearer " + token } : {};
+  }
+
+  function takeToken() {
+    // Earlier versions kept the token in localStorage (every tab, no expiry): never again.
+    localStorage.removeItem(TOKEN_KEY);
+    const params = new URLSearchParams(location.hash.slice(1));
+    const token = params.get("token");
+    if (token === null) return;
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    params.delete("token");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
   }
 
   async function api(path, options) {
@@ -497,6 +512,7 @@
 
   // -- start ----------------------------------------------------------------------------------
   async function start() {
+    takeToken();
     $("search-form").addEventListener("submit", async (event) => {
       event.preventDefault();
       try {
@@ -509,8 +525,8 @@
     $("token-form").addEventListener("submit", (event) => {
       event.preventDefault();
       const token = $("token").value.trim();
-      if (token) localStorage.setItem(TOKEN_KEY, token);
-      else localStorage.removeItem(TOKEN_KEY);
+      if (token) sessionStorage.setItem(TOKEN_KEY, token);
+      else sessionStorage.removeItem(TOKEN_KEY);
       $("token").value = "";
       load();
     });

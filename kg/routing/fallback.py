@@ -16,7 +16,7 @@ from kg.errors import KgError, ProviderError, ProviderTimeout, ProviderUnavailab
 from kg.extraction.breaker import CircuitOpen
 from kg.extraction.extract import CallStatus, ChunkOutcome
 from kg.extraction.extractor import Extractor, build
-from kg.profiles import ProviderSettings
+from kg.profiles.settings import ProviderSettings
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from kg.db.models import Call, Chunk, Document, Run
 from kg.errors import NotFoundError, UsageError
-from kg.extraction.prompt import messages_for
-from kg.log import redact
+from kg.text import chunk_prompt
+from kg.urls import redact
 
 FAILED = ("invalid", "error")
 
@@ -52,7 +52,7 @@ class CallLog(BaseModel):
     response: str | None
 
 
-class Scope(BaseModel):
+class CallFilter(BaseModel):
     """Which calls were asked for; `run_id` is filled in with the last run by default."""
 
     run_id: int | None = None
@@ -68,7 +68,7 @@ def last_run_id(session: Session) -> int | None:
     return session.scalar(select(Run.id).order_by(Run.id.desc()).limit(1))
 
 
-def resolve_scope(session: Session, scope: Scope) -> Scope:
+def resolve_scope(session: Session, scope: CallFilter) -> CallFilter:
     """Check the filters; without --run, --chunk or --all the scope is the last run."""
     if scope.limit is not None and scope.limit < 1:
         raise UsageError(f"--limit must be at least 1 (got {scope.limit})")
@@ -82,7 +82,7 @@ def resolve_scope(session: Session, scope: Scope) -> Scope:
     return scope
 
 
-def list_calls(session: Session, scope: Scope) -> list[CallLog]:
+def list_calls(session: Session, scope: CallFilter) -> list[CallLog]:
     """Calls in `scope`, newest first (resolve the scope first with `resolve_scope`)."""
     if (scope.run_id is None and scope.chunk_id is None and not scope.every_run):
         return []  # no run yet
@@ -133,7 +133,7 @@ def _repairs(session: Session, calls: list[Call]) -> dict[int, int]:
 
 def _log(call: Call, text: str | None, ordinal: int | None, path: str | None,
          repair_of: int | None) -> CallLog:
-    prompt = None if text is None else messages_for("", text)[1]["content"]
+    prompt = None if text is None else chunk_prompt(text)
     return CallLog(
         id=call.id, run_id=call.run_id, chunk_id=call.chunk_id, document=path,
         chunk_ordinal=ordinal, attempt=call.attempt, provider=call.provider, model=call.model,

@@ -7,17 +7,18 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from kg import profiles, routing
 from kg.extraction import loaders, plan
 from kg.extraction.chunking import ChunkingOptions, chunk_text
+from kg.profiles import storage
+from kg.routing.rules import choose, features, rules
 
 
 def preview(session: Session, paths: list[Path], recursive: bool = False,
             profile: str | None = None,
             chunking: ChunkingOptions | None = None) -> list[dict[str, Any]]:
     """One row per chunk: path, ordinal, features, matching rule and profile."""
-    table = routing.rules(session)
-    default = profiles.get_profile(session, profile).name
+    table = rules(session)
+    default = storage.get_profile(session, profile).name
     rows: list[dict[str, Any]] = []
     for path in plan.discover(paths, recursive):
         loaded = loaders.load(path)
@@ -26,8 +27,8 @@ def preview(session: Session, paths: list[Path], recursive: bool = False,
                          "profile": f"skipped: {loaded.reason}"})
             continue
         for chunk in chunk_text(loaded.text, chunking or ChunkingOptions(), loaded.boundaries):
-            found = routing.features(chunk.text, str(path.resolve()), loaded.kind)
-            rule = routing.choose(table, found)
+            found = features(chunk.text, str(path.resolve()), loaded.kind)
+            rule = choose(table, found)
             rows.append({"path": str(path), "chunk": chunk.ordinal, **found.as_dict(),
                          "rule": rule.id if rule else None,
                          "profile": rule.profile if rule else default})

@@ -234,7 +234,7 @@ class Rule:
 def add_rule(session: Session, expr: str, profile: str, priority: int = 100,
              by: str = "") -> RoutingRule:
     """Store a rule after checking its expression and that the profile exists."""
-    from kg.profiles import get_profile
+    from kg.profiles.storage import get_profile
 
     parse(expr)
     get_profile(session, profile)  # NotFoundError names the known profiles

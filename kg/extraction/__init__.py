@@ -1,0 +1,1 @@
+"""The engine: load -> read -> chunk -> prompt -> call -> validate -> resolve -> store."""
