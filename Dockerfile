@@ -9,6 +9,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 
+# Tesseract reads images and scanned PDF pages (English; add tesseract-ocr-LANG packs for
+# KG_OCR_LANGUAGES). Debian's package, from the base image's pinned release.
+RUN apt-get update && apt-get install -y --no-install-recommends tesseract-ocr \
+    && rm -rf /var/lib/apt/lists/*
+
 # Dependencies first: this layer is rebuilt only when requirements.txt changes.
 COPY requirements.txt ./
 # --no-deps: nothing unpinned comes in; `pip check` below proves the list is complete.

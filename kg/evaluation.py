@@ -31,7 +31,13 @@ from kg.extraction.extractor import build as build_extractor
 from kg.extraction.store import call_rows
 from kg.extraction.vocabulary import TypeInfo, Vocabulary
 from kg.profiles.settings import ProviderSettings, output_settings
-from kg.text import datatype_of, label_key, normalise_label
+from kg.text import (
+    datatype_of,
+    known_datatypes,
+    label_key,
+    looks_like_datatype,
+    normalise_label,
+)
 
 JSON_KINDS = {"not_json", "truncated", "thinking_only", "schema", MALFORMED}
 
@@ -187,7 +193,7 @@ def prediction_from(outcomes: list[ChunkOutcome]) -> Prediction:
             pred.chunks_failed += 1
             continue
         fallbacks = verdict.dropped["quote_from_label"] + verdict.dropped["quote_from_sentence"]
-        kept = len(verdict.concepts) + len(verdict.relationships)
+        kept = len(verdict.concepts) + len(verdict.relationships) + len(verdict.literals)
         pred.quotes_verbatim += kept - fallbacks
         pred.quotes_total += kept + verdict.dropped["quote_not_found"]
         for c in verdict.concepts:
@@ -439,6 +445,9 @@ def record_vocabulary(record: Record) -> Vocabulary:
     def end(name: str | None) -> str | None:
         # A datatype range makes literals; another name outside the record's concept list
         # cannot be checked: leave it open.
+        if name and name not in known and looks_like_datatype(name) and not datatype_of(name):
+            raise UsageError(f"record {record.id}: range {name!r} is a datatype kg does not "
+                             f"know (known: {known_datatypes()})")
         return name if name in known or datatype_of(name) else None
 
     # Names as the ontology spells them: the benchmark compares relation labels as strings.

@@ -142,11 +142,11 @@ def _check_names(path: Path, spec: OntologySpec, lines: dict[tuple[Any, ...], in
     relations: dict[str, tuple[str, int]] = {}
     for i, relation in enumerate(spec.relation_types):
         line = lines.get(("relation_types", i, "name"))
-        clash = relations.get(label_key(relation.name))
-        if clash is not None:
-            same = "" if clash[0] == relation.name else f"same as {clash[0]!r}, "
+        first = relations.get(label_key(relation.name))
+        if first is not None:
+            same = "" if first[0] == relation.name else f"same as {first[0]!r}, "
             raise _bad(path, line, f"duplicate relation type {relation.name!r} "
-                                   f"({same}first at line {clash[1]})")
+                                   f"({same}first at line {first[1]})")
         relations[label_key(relation.name)] = (relation.name, line or 0)
         for end in ("domain", "range"):
             value = getattr(relation, end)

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from kg import sourcemap
 from kg.db.models import (
     Call,
     Chunk,
@@ -87,16 +88,25 @@ def concept_detail(session: Session, name: str, evidence_limit: int = 20) -> dic
         for rid, type_name, label, confidence in rows:
             relationships.append({"id": rid, "direction": direction, "type": type_name,
                                   "concept": label, "confidence": confidence})
-    evidence = [
-        {"quote": q, "document": path, "char_start": s, "char_end": e, "run_id": run_id}
-        for q, path, s, e, run_id in session.execute(
-            select(Evidence.quote, Document.path, Evidence.char_start, Evidence.char_end,
-                   Evidence.run_id)
-            .join(Chunk, Chunk.id == Evidence.chunk_id)
-            .join(Document, Document.id == Chunk.document_id)
-            .where(Evidence.concept_id == concept.id)
-            .order_by(Evidence.id).limit(evidence_limit))
-    ]
+    found = session.execute(
+        select(Evidence.quote, Document.path, Evidence.char_start, Evidence.char_end,
+               Evidence.run_id, Document.id)
+        .join(Chunk, Chunk.id == Evidence.chunk_id)
+        .join(Document, Document.id == Chunk.document_id)
+        .where(Evidence.concept_id == concept.id)
+        .order_by(Evidence.id).limit(evidence_limit)).all()
+    # Each OCR document's map is read once, however many quotes come from it.
+    maps: dict[int, dict[str, Any]] = dict(session.execute(
+        select(Document.id, Document.source_map).where(
+            Document.id.in_({row[5] for row in found}), Document.source_map.is_not(None))).all())
+    evidence = []
+    for q, path, s, e, run_id, document_id in found:
+        item: dict[str, Any] = {"quote": q, "document": path, "char_start": s, "char_end": e,
+                                "run_id": run_id}
+        if document_id in maps:  # page and box on the image, for OCR text
+            item["places"] = [{"page": p.page, "box": list(p.box) if p.box else None}
+                              for p in sourcemap.places(maps[document_id], s, e)]
+        evidence.append(item)
     return {"id": concept.id, "label": concept.label, "description": concept.description,
             "search_terms": concept.search_terms, "aliases": aliases,
             "relationships": relationships, "evidence": evidence}

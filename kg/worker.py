@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from procrastinate import App, JobContext, RetryStrategy
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, and_, bindparam, select, update
 
 from kg import queue
 from kg.db import Database
@@ -45,6 +45,15 @@ RUNS = cast(Table, Run.__table__)
 ATTEMPTS = 5
 HEARTBEAT_S = 5.0  # a run's heartbeat from a job start, at most this often per worker
 RETRY = RetryStrategy(max_attempts=ATTEMPTS - 1, wait=2, exponential_wait=2)
+# What a job needs, in one read: its run (None: removed), its chunk (no row: removed) and
+# whether the chunk has an outcome in the run already.
+JOB = (select(RUNS.c.id.label("run"), RUNS.c.options, RUNS.c.profile_name,
+              CHUNKS.c.document_id, CHUNKS.c.char_start, CHUNKS.c.text,
+              EXTRACTIONS.c.id.label("stored"))
+       .select_from(CHUNKS.outerjoin(RUNS, RUNS.c.id == bindparam("run_id")).outerjoin(
+           EXTRACTIONS, and_(EXTRACTIONS.c.run_id == bindparam("run_id"),
+                             EXTRACTIONS.c.chunk_id == CHUNKS.c.id)))
+       .where(CHUNKS.c.id == bindparam("chunk_id")))
 
 
 def worker_name() -> str:
@@ -84,7 +93,8 @@ class Extractors:
     def acquire(self, follow: str | None) -> Served:
         """The extractor for the profile as it is now, reserved for one job."""
         with self.lock:
-            with self.db.engine.connect() as conn:
+            with self.db.engine.connect().execution_options(
+                    isolation_level="AUTOCOMMIT") as conn:  # one read: no BEGIN, no ROLLBACK
                 key = storage.revision_key(conn, follow)
             current = self.served.get(follow)
             if current is None or current.key != key:
@@ -163,33 +173,29 @@ class ChunkJobs:
 
     def process(self, run_id: int, chunk_id: int, attempts: int = 0) -> str:
         """Extract and commit one chunk of a run; returns what happened (for the job log)."""
-        with self.db.transaction() as conn:
-            run = conn.execute(select(RUNS.c.status, RUNS.c.options, RUNS.c.profile_name)
-                               .where(RUNS.c.id == run_id)).first()
-            chunk = conn.execute(select(CHUNKS.c.document_id, CHUNKS.c.char_start,
-                                        CHUNKS.c.text).where(CHUNKS.c.id == chunk_id)).first()
-            stored = conn.scalar(select(EXTRACTIONS.c.id).where(
-                EXTRACTIONS.c.run_id == run_id, EXTRACTIONS.c.chunk_id == chunk_id))
-            if run is not None and stored is None and self._beat_due(run_id):
-                # The run is alive while its chunks are in hand (commits beat too; this covers
-                # LLM calls longer than the staleness limit).
-                conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(
-                    heartbeat_at=utcnow()))
-        if run is None or chunk is None:
+        with self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            job = conn.execute(JOB, {"run_id": run_id, "chunk_id": chunk_id}).first()
+        if job is None or job.run is None:
             return "gone"  # the run or its document was removed meanwhile
-        if stored is not None:
+        if job.stored is not None:
             queue.finish_if_done(self.db, run_id)
             return "already stored"
-        options = run.options or {}
+        if self._beat_due(run_id):
+            # The run is alive while its chunks are in hand (commits beat too; this covers
+            # LLM calls longer than the staleness limit).
+            with self.db.transaction() as conn:
+                conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(
+                    heartbeat_at=utcnow()))
+        options = job.options or {}
         follow = self.options.profile
         if follow is None and not options.get("follow_active", True):
-            follow = run.profile_name
-        ref = ChunkRef(chunk_id, chunk.document_id, chunk.char_start)
+            follow = job.profile_name
+        ref = ChunkRef(chunk_id, job.document_id, job.char_start)
         served = self.extractors.acquire(follow)
         try:
             self._record_profile(run_id, served)
             extractor = served.extractor
-            outcome = extractor.extract(chunk_id, chunk.text, backoff_s=self.options.backoff_s,
+            outcome = extractor.extract(chunk_id, job.text, backoff_s=self.options.backoff_s,
                                         breaker=self.extractors.breaker(extractor))
         finally:
             self.extractors.release(served)
@@ -202,12 +208,17 @@ class ChunkJobs:
             outcome = ChunkOutcome(outcome.chunk_id, outcome.settings, outcome.attempts,
                                    error=outcome.fatal.message)
         try:
-            writer.commit(run_id, [(ref, outcome)])
+            [committed] = writer.commit(run_id, [(ref, outcome)])
         except AlreadyStored:
             return "already stored"
         finally:
             self.done += 1
-        queue.finish_if_done(self.db, run_id)
+        expected = options.get("queued_chunks")
+        if expected is None or committed.run_outcomes is None \
+                or committed.run_outcomes >= expected:
+            # Each queued chunk adds one outcome: before the last, the run cannot be done
+            # (the commit said how many there are; finish_if_done need not read them again).
+            queue.finish_if_done(self.db, run_id)
         return "ok" if outcome.ok else "failed"
 
     def _beat_due(self, run_id: int) -> bool:
@@ -234,6 +245,9 @@ class ChunkJobs:
 
     def close(self) -> None:
         self.extractors.close()
+        with self.writers_lock:
+            for writer in self.writers.values():
+                writer.close()
 
 
 def build_app(db: Database, jobs: ChunkJobs) -> App:

@@ -223,3 +223,28 @@ def test_downgrade_asks_on_a_terminal(tmp_path: Path) -> None:
     code, screen = run_in_pty(["db", "downgrade", "0003"], env, answers="y\n")
     assert code == 0, screen
     assert _revision(path) == "0003"
+
+
+# -- pooled connections -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("dialect", ["postgresql"])
+def test_a_pooled_connection_is_pinged_only_after_sitting_idle(db, monkeypatch) -> None:
+    from kg.db import session
+
+    pings: list[object] = []
+    real_ping = db.engine.dialect.do_ping
+    monkeypatch.setattr(db.engine.dialect, "do_ping",
+                        lambda dbapi: pings.append(dbapi) or real_ping(dbapi))
+
+    def backend() -> int:
+        with db.engine.connect() as conn:
+            return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+    first = backend()
+    assert backend() == first and not pings  # used a moment ago: no round trip for a ping
+    killer = Database(db.url.render_as_string(hide_password=False))
+    with killer.engine.connect() as conn:  # the server drops it while it sits in the pool
+        conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+    killer.dispose()
+    monkeypatch.setattr(session, "IDLE_PING_S", 0.0)
+    assert backend() != first and pings  # pinged, found dead, replaced: no error

@@ -262,3 +262,77 @@ def test_eval_jsonl_bad_record_names_the_line(kg, db, tmp_path: Path) -> None:
     bad.write_text(ONTOLOGY_EVAL.read_text().splitlines()[0] + "\n" + '{"id": 2, "text": "x"}\n')
     result = kg("eval", str(bad))
     assert result.exit_code == 2 and f"{bad}:2: ontology" in result.stderr
+
+
+LITERAL_RECORD = {
+    "id": "uni-1", "text": "Mendrisio Academy was established in 1996 in Switzerland.",
+    "ontology": {"concepts": ["University", "Country"],
+                 "relations": [{"label": "established", "domain": "University",
+                                "range": "date"},
+                               {"label": "countryOfSeat", "domain": "University",
+                                "range": "Country"}]},
+    "gold_triples": [["Mendrisio Academy", "established", "1996"],
+                     ["Mendrisio Academy", "countryOfSeat", "Switzerland"]]}
+
+
+def literal_responder(body: dict) -> Reply:
+    """Untyped ends only (kg infers them); relation names in another spelling."""
+    rels = [{"source": "Mendrisio Academy", "type": "ESTABLISHED", "target": "1996",
+             "confidence": 0.9, "quote": "established in 1996"},
+            {"source": "Mendrisio Academy", "type": "country_of_seat", "target": "Switzerland",
+             "confidence": 0.9, "quote": "in Switzerland"}]
+    return Reply(json.dumps({"concepts": [], "relationships": rels}))
+
+
+def test_eval_jsonl_scores_literals_and_lists_records(kg, db, tmp_path: Path) -> None:
+    path = tmp_path / "lit.jsonl"
+    path.write_text(json.dumps(LITERAL_RECORD) + "\n")
+    with FakeOllama(responder=literal_responder) as server:
+        use_server(kg, server.url)
+        result = kg("eval", str(path), "--json")
+    assert result.exit_code == 0, result.stderr
+    overall = json.loads(result.stdout)["overall"]
+    assert overall["strict_f1"] == 1.0  # names come back as the ontology spells them
+    assert (overall["predicted_triples"], overall["gold_triples"]) == (2, 2)
+    assert overall["untyped_pair_f1"] == 1.0 and overall["entity_recall"] == 1.0
+    assert overall["literal_accuracy"] == 1.0 and overall["literal_recall"] == 1.0
+    evaluation = str(json.loads(result.stdout)["id"])
+    records = json.loads(kg("eval", "show", evaluation, "--records", "--json").stdout)
+    assert records[0]["record"] == "uni-1" and records[0]["missed"] == []
+    assert sorted(records[0]["matched"]) == sorted(LITERAL_RECORD["gold_triples"])
+    shown = kg("eval", "show", evaluation, "--records")
+    assert shown.exit_code == 0 and "Switzerland" in shown.stdout
+
+
+def triples_responder(body: dict) -> Reply:
+    """The `triples` shape: rows of (quote, subject, relation, object)."""
+    assert "triples" in body["format"]["properties"]
+    rows = [{"quote": LITERAL_RECORD["text"], "subject": "Mendrisio Academy",
+             "relation": "established", "object": "1996"},
+            {"quote": LITERAL_RECORD["text"], "subject": "Mendrisio Academy",
+             "relation": "countryOfSeat", "object": "Switzerland"},
+            {"quote": LITERAL_RECORD["text"], "subject": "Mendrisio Academy",
+             "relation": "established", "object": "1997"}]  # not in the text: dropped
+    return Reply(json.dumps({"triples": rows}))
+
+
+def test_triples_shape_derives_concepts_and_scores_like_the_graph(kg, db,
+                                                                 tmp_path: Path) -> None:
+    path = tmp_path / "lit.jsonl"
+    path.write_text(json.dumps(LITERAL_RECORD) + "\n")
+    with FakeOllama(responder=triples_responder) as server:
+        use_server(kg, server.url)
+        assert kg("admin", "extraction", "set", "--profile", "test", "--shape",
+                  "triples").exit_code == 0
+        result = kg("eval", str(path), "--json")
+        body = server.chat_bodies()[0]
+    assert result.exit_code == 0, result.stderr
+    assert "Extract facts from the user's text as triples" in body["messages"][0]["content"]
+    rows = [branch["properties"] for row in body["format"]["properties"]["triples"][
+        "prefixItems"] for branch in row["anyOf"]]
+    assert "Mendrisio Academy" in {s for r in rows for s in r["subject"]["enum"]}  # grounded
+    assert all(r["relation"]["enum"] == ["established", "countryOfSeat"] for r in rows)
+    overall = json.loads(result.stdout)["overall"]
+    assert overall["strict_f1"] == 1.0 and overall["predicted_triples"] == 2
+    bad = kg("admin", "extraction", "set", "--profile", "test", "--shape", "table")
+    assert bad.exit_code == 2 and "graph" in bad.stderr

@@ -95,3 +95,34 @@ def test_grounding_off_sends_todays_schema(kg, db, tmp_path: Path) -> None:
     label = body["format"]["properties"]["concepts"]["items"]["properties"]["label"]
     assert "enum" not in label and label["maxLength"] == 60
     assert rows(db, "SELECT grounding FROM calls") == [("off",)]
+
+
+def test_candidates_keep_initials_connectors_and_place_pairs() -> None:
+    text = ("Aaron S. Daggett, born in Greene, Maine, studied at the Accademia di Architettura "
+            "di Mendrisio.")
+    texts = [s.text for s in candidates(text)]
+    assert {"Aaron S. Daggett", "Greene, Maine", "Accademia di Architettura di Mendrisio"} <= set(
+        texts)
+
+
+def test_triples_rows_go_sentence_by_sentence_without_self_loops() -> None:
+    from kg.extraction.schema import triples_schema
+
+    bounds = bounds_for_budget(1024)
+    text = "Ada Lovelace wrote notes on the Analytical Engine. She was born in London in 1815."
+    node = grounded_schema(triples_schema(bounds, ("author", "birthPlace")), text).schema[
+        "properties"]["triples"]
+    sentences = quotes(text)
+    assert node["minItems"] == node["maxItems"] == len(node["prefixItems"]) == 2 * len(sentences)
+    for i, row in enumerate(node["prefixItems"]):
+        sentence = sentences[i // 2].text
+        for branch in row["anyOf"]:
+            props = branch["properties"]
+            assert props["quote"]["enum"] == [sentence]
+            (subject,) = props["subject"]["enum"]
+            objects = props["object"]["enum"]
+            assert objects and all(o in sentence for o in objects)
+            # no self-loop, nor a piece of the subject as its object
+            assert not any(o.casefold() in subject.casefold()
+                           or subject.casefold() in o.casefold() for o in objects)
+            assert props["relation"]["enum"] == ["author", "birthPlace"]

@@ -250,10 +250,10 @@ def test_import_keeps_names_as_written_and_accepts_datatype_ranges(
 
 @pytest.mark.parametrize(("text", "needle"), [
     (BIO_ONTOLOGY.replace("xsd:gYear", "xsd:duration"),
-     "bio.yaml:11: relation 'birthYear' has range 'xsd:duration', a datatype kg does not know "
+     "bio.yaml:10: relation 'birthYear' has range 'xsd:duration', a datatype kg does not know "
      "(known: "),
     (BIO_ONTOLOGY.replace("name: Work_For", "name: birth_place"),
-     "bio.yaml:13: duplicate relation type 'birth_place' (same as 'birthPlace', first at "
+     "bio.yaml:11: duplicate relation type 'birth_place' (same as 'birthPlace', first at "
      "line 5)"),
     (BIO_ONTOLOGY.replace("name: City", "name: person"),
      "duplicate concept type 'person' (same as 'Person'"),

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 
 import pytest
+from rapidfuzz import fuzz
 
-from kg.extraction.resolve import ConceptIndex, label_rank
+from kg.extraction.resolve import MAX_BLOCK, ConceptIndex, _blocks, label_rank
 from kg.extraction.schema import bounds_for_budget, output_schema
 from kg.extraction.validate import find_quote, validate_reply
 from kg.extraction.vocabulary import TypeInfo, Vocabulary
@@ -70,6 +73,54 @@ def test_fuzzy_threshold_101_disables_fuzzy_merging(kg, db, tmp_path) -> None:
 ])
 def test_normalise_label_equal(a: str, b: str) -> None:
     assert normalise_label(a) == normalise_label(b)
+
+
+def scan_all(index: ConceptIndex, norm: str) -> int | None:
+    """What ConceptIndex.find decides, the slow way: every candidate spelling of the searched
+    blocks in the order they were added, the first with the best score at the threshold."""
+    if norm in index.exact:
+        return index.exact[norm]
+    if len(norm) < 5:
+        return None
+    found = [b for b in _blocks(norm) if b in index.blocks]
+    if not found:
+        return None
+    searched = [b for b in found if len(index.blocks[b]) <= MAX_BLOCK] or [
+        min(found, key=lambda b: len(index.blocks[b]))]
+    query = " ".join(sorted(norm.split()))
+    best: tuple[float, int] | None = None
+    for position in sorted({p for b in searched for p in index.blocks[b]}):
+        score = fuzz.ratio(query, index.keys[position])
+        if score >= index.threshold and (best is None or score > best[0]):
+            best = (score, position)
+    if best is None or re.findall(r"\d+", index.keys[best[1]]) != re.findall(r"\d+", query):
+        return None
+    return index.key_ids[best[1]]
+
+
+def test_fuzzy_lookup_is_the_best_earliest_spelling_of_the_searched_blocks() -> None:
+    # Near-duplicates, ties, numbers and a block past MAX_BLOCK ("agent"): every lookup agrees
+    # with a plain scan of the candidates.
+    rng = random.Random(26)
+    words = ["agent", "holmes", "sherlock", "watson", "baker", "street", "type", "diabetes",
+             "1", "2", "london", "bridge", "moriarty"]
+    index = ConceptIndex(threshold=88)
+    for n in range(MAX_BLOCK + 50):
+        index.add_label(f"agent {n:04d}x", 10_000 + n, f"Agent {n:04d}x")
+    for n in range(3000):
+        label = " ".join(rng.choice(words) for _ in range(rng.randint(1, 3)))
+        if rng.random() < 0.6:  # a typo: one letter changed, dropped or added
+            i = rng.randrange(len(label))
+            letter = rng.choice("aeioust")
+            label = rng.choice([label[:i] + letter + label[i + 1:], label[:i] + label[i + 1:],
+                                label[:i] + letter + label[i:]])
+        norm = normalise_label(label)
+        hit = index.find(norm)
+        assert (hit[0] if hit else None) == scan_all(index, norm), label
+        if hit is None:
+            index.add_label(norm, n, label)
+        elif rng.random() < 0.5:
+            index.add_alias(norm, hit[0], label)
 
 
 def test_index_refuses_fuzzy_merge_across_numbers_and_short_labels() -> None:

@@ -46,30 +46,37 @@ def cli_run(env: dict[str, str], *args: str):
     return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 
-@pytest.mark.slow
-def test_sigkill_then_resume_matches_an_uninterrupted_run(db_url: str, tmp_path: Path) -> None:
+def long_document(tmp_path: Path) -> Path:
     doc = tmp_path / "long.txt"
     doc.write_text(paragraphs(24), encoding="utf-8")
-    responder = lambda body: Reply(graph_reply(chunk_of(body)), delay=0.15)  # noqa: E731
-    with FakeOllama(responder=responder) as server:
-        env = {**os.environ, "KG_DATABASE_URL": db_url, "KG_HOME": str(tmp_path / "home")}
-        setup = cli_run(env, "admin", "extraction", "set", "--profile", "t", "--provider",
-                        "ollama", "--model", "qwen3:8b", "--base-url", server.url,
-                        "--max-parallel", "2", "--activate")
-        assert setup.exit_code == 0, setup.stderr
+    return doc
+
+
+def slow_server() -> FakeOllama:
+    """A fake Ollama answering every chunk validly after 0.15 s (time to kill a run mid-way)."""
+    return FakeOllama(responder=lambda body: Reply(graph_reply(chunk_of(body)), delay=0.15))
+
+
+def use_ollama(db_url: str, tmp_path: Path, url: str) -> dict[str, str]:
+    """The environment of a kg process whose active profile talks to the server at `url`."""
+    env = {**os.environ, "KG_DATABASE_URL": db_url, "KG_HOME": str(tmp_path / "home")}
+    setup = cli_run(env, "admin", "extraction", "set", "--profile", "t", "--provider",
+                    "ollama", "--model", "qwen3:8b", "--base-url", url,
+                    "--max-parallel", "2", "--activate")
+    assert setup.exit_code == 0, setup.stderr
+    return env
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_an_uninterrupted_run(db_url: str, tmp_path: Path) -> None:
+    doc = long_document(tmp_path)
+    with slow_server() as server:
+        env = use_ollama(db_url, tmp_path, server.url)
         proc = subprocess.Popen(
             [sys.executable, "-m", "kg.cli", "ingest", str(doc), *small_chunks()],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         db = Database(db_url)
-        committed = 0
-        deadline = time.monotonic() + 60
-        while committed < 5 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-            with db.engine.connect() as conn:
-                committed = conn.execute(text(
-                    "SELECT count(*) FROM chunk_extractions WHERE status = 'ok'")).scalar_one()
-        proc.kill()  # SIGKILL: no cleanup of any kind
-        proc.wait(10)
+        committed = _kill_after(proc, db, 5)  # SIGKILL: no cleanup of any kind
         assert committed >= 5
         with db.engine.connect() as conn:
             kept = conn.execute(text(
@@ -175,15 +182,9 @@ def _kill_after(proc: subprocess.Popen, db: Database, chunks: int) -> int:
 def test_resume_beside_a_new_run_of_the_same_file_extracts_no_chunk_twice(
         db_url: str, tmp_path: Path) -> None:
     """Issue 19, finding 3: `kg ingest F` killed, `kg ingest F &`, `kg ingest --resume 1`."""
-    doc = tmp_path / "long.txt"
-    doc.write_text(paragraphs(24), encoding="utf-8")
-    responder = lambda body: Reply(graph_reply(chunk_of(body)), delay=0.15)  # noqa: E731
-    with FakeOllama(responder=responder) as server:
-        env = {**os.environ, "KG_DATABASE_URL": db_url, "KG_HOME": str(tmp_path / "home")}
-        setup = cli_run(env, "admin", "extraction", "set", "--profile", "t", "--provider",
-                        "ollama", "--model", "qwen3:8b", "--base-url", server.url,
-                        "--max-parallel", "2", "--activate")
-        assert setup.exit_code == 0, setup.stderr
+    doc = long_document(tmp_path)
+    with slow_server() as server:
+        env = use_ollama(db_url, tmp_path, server.url)
         ingest = [sys.executable, "-m", "kg.cli", "ingest", str(doc), *small_chunks()]
         first = subprocess.Popen(ingest, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE)

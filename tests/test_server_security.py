@@ -13,7 +13,6 @@ import http.server
 import json
 import os
 import re
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -31,18 +30,13 @@ from kg.server import ServerConfig, create_app
 from kg.server.guard import STATE_CHANGING
 from kg.server.routes_health import NOT_OK
 from kg.urls import redact, redact_url
+from tests.browser import chromium, needs_browser
 from tests.graph_seed import bulk_graph, fake_ollama, ingest_story, rows, use_server
 from tests.test_ingest import paragraphs
 from tests.test_server import SMALL, ServerThread, assert_error, counts, serve
 
 BEYOND = str(2**63)  # one more than the largest BIGINT
 HUGE = "9" * 5000  # more digits than Python parses by default (4300)
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-needs_browser = pytest.mark.skipif(
-    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-    reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
-           "chromium-driver)")
 
 
 @pytest.fixture
@@ -230,20 +224,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ.setdefault("SE_OFFLINE", "true")  # selenium must not look anything up online
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--disable-gpu", "--window-size=1280,800"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
+    yield from chromium("--window-size=1280,800")
 
 
 def wait_for(driver: Any, condition: Any, timeout: float = 30) -> Any:

@@ -307,6 +307,24 @@ def test_a_row_written_outside_the_lock_makes_the_commit_start_over(graph, db) -
     assert rows(db, "SELECT concept_id FROM evidence WHERE chunk_id = :c", c=ref.id) == [(beta,)]
 
 
+@pytest.mark.parametrize("dialect", ["postgresql"])
+def test_a_writer_whose_kept_connection_died_reconnects(graph, db) -> None:
+    # The writer keeps its connection between commits (no ping per commit): when the server
+    # drops it, the next commit takes a new one instead of failing.
+    writer = GraphWriter(db)
+    assert writer.commit(graph.run_id, [graph.item(["Sherlock Holmes"])])[0].ok
+    with db.engine.begin() as conn:
+        killed = conn.execute(text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> "
+            "pg_backend_pid() AND datname = current_database()")).scalars().all()
+    assert killed and all(killed)
+    assert writer.commit(graph.run_id, [graph.item(["Doctor Watson"])])[0].ok
+    assert writer.retries == 0
+    assert sorted(r[0] for r in rows(db, "SELECT label FROM concepts")) == [
+        "Doctor Watson", "Sherlock Holmes"]
+    writer.close()
+
+
 POISON = {
     "sqlite": ["CREATE TRIGGER poison BEFORE INSERT ON concepts WHEN NEW.label = 'Poison Ivy' "
                "BEGIN SELECT RAISE(ABORT, 'poisoned row'); END"],

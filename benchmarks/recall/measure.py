@@ -2,16 +2,18 @@
 predictions with the benchmark's string rules, print the row.
 
     python -m benchmarks.recall.measure [FILE.jsonl] [--limit N] [--profile NAME]
-        [--set KEY=VALUE ...] [--gold-server] [--kg-src DIR] [--kg-home DIR]
+        [--set KEY=VALUE ...] [--gold-server [--gold-types]] [--kg-src DIR] [--kg-home DIR]
         [--max-minutes M] [--rescore] [--misses] [--json OUT]
 
 kg runs in a subprocess with a throwaway KG_HOME under /tmp (or --kg-home), from the source tree
 --kg-src (default: this checkout; give an exported commit to measure it while the tree is being
 edited). --gold-server answers every request with the record's gold triples (the pipeline's
-ceiling). --set KEY=VALUE is passed to `kg admin extraction set --profile NAME --KEY VALUE`
-before the run (e.g. --set grounding=off), so an ablation is one command. --max-minutes stops
-a slow run and scores the records it finished from their stored calls (--rescore does that for
-an existing --kg-home without running anything).
+ceiling), in the shape the request's schema asks for (graph or triples); its concepts are
+untyped, as the gold is (--gold-types states each end's first domain/range as its type).
+--set KEY=VALUE is passed to `kg admin extraction set --profile NAME --KEY VALUE` before the
+run (e.g. --set grounding=off), so an ablation is one command. --max-minutes stops a slow
+run and scores the records it finished from their stored calls (--rescore does that for an
+existing --kg-home without running anything).
 
 How it scores (micro-averaged over all records; a record's predictions are deduplicated):
 - ends: case-folded with whitespace and underscores removed (Text2KGBench's normalize_triple);
@@ -271,6 +273,13 @@ def gold_reply(record: dict[str, Any]) -> str:
     return json.dumps({"concepts": items, "relationships": rels})
 
 
+def gold_triples_reply(record: dict[str, Any] | None) -> str:
+    """The record's gold in the `triples` shape (--set shape=triples)."""
+    rows = [{"quote": span_of(s, record["text"]), "subject": s, "relation": r, "object": o}
+            for s, r, o in (record or {}).get("gold_triples", [])]
+    return json.dumps({"triples": rows})
+
+
 def span_of(value: str, text: str) -> str:
     """The text's own spelling of a value (any case, quote marks aside), else the value."""
     core = QUOTES.sub("", value).strip()
@@ -290,6 +299,8 @@ def gold_server(records: list[dict[str, Any]]) -> Iterator[str]:
         chunk = chunk_of(body).strip()
         record = by_text.get(chunk) or next(
             (r for t, r in by_text.items() if chunk and chunk in t), None)
+        if "triples" in (body.get("format") or {}).get("properties", {}):
+            return Reply(gold_triples_reply(record))
         return Reply(gold_reply(record) if record else '{"concepts": [], "relationships": []}')
 
     with FakeOllama(responder=respond) as server:
@@ -405,8 +416,12 @@ def misses(records: list[dict[str, Any]], run: Run, kg_src: Path) -> dict[str, A
     kg's own validator (of --kg-src)."""
     sys.path.insert(0, str(kg_src))
     from kg.evaluation import Record, record_vocabulary
-    from kg.extraction.schema import Bounds
+    from kg.extraction import schema
     from kg.extraction.validate import validate_reply
+
+    # The bounds class was renamed (Bounds -> OutputBounds); measure either tree.
+    bounds_class = getattr(schema, "OutputBounds", None) or schema.Bounds
+    to_graph = getattr(schema, "triples_to_graph", None)
 
     def check(record: dict[str, Any], data: dict[str, Any], rel: Any, grounding: bool) -> str:
         model = Record.model_validate(record)
@@ -415,15 +430,15 @@ def misses(records: list[dict[str, Any]], run: Run, kg_src: Path) -> dict[str, A
         def run_one(rels: list[Any]) -> Any:
             return validate_reply(json.dumps({"concepts": data.get("concepts", []),
                                               "relationships": rels}), record["text"], vocab,
-                                  Bounds(60, 60), descriptions="evidence",
+                                  bounds_class(60, 60), descriptions="evidence",
                                   resolve_ends=grounding)
 
         base, one = run_one([]), run_one([rel])
-        if one.relationships:
+        if one.relationships or getattr(one, "literals", None):
             return "kept on re-check"
         lost = one.dropped - base.dropped
         for reason in ("schema", "unknown_end", "self_loop", "unknown_type", "domain_range",
-                       "quote_not_found", "duplicate"):
+                       "literal_not_in_text", "quote_not_found", "duplicate"):
             if lost[reason]:
                 return reason
         return "dropped (other)"
@@ -440,6 +455,8 @@ def misses(records: list[dict[str, Any]], run: Run, kg_src: Path) -> dict[str, A
         ranges = {r["label"]: r["range"] for r in record["ontology"]["relations"]}
         call = _reply_call(run.calls.get(str(record["id"]), []))
         data = _parse(call["response"]) if call else None
+        if data is not None and "triples" in data and to_graph is not None:
+            data = to_graph(data)  # the triples shape, read as validation reads it
         for s, r, o in record["gold_triples"]:
             if triple_key((s, r, o), True) in relaxed:
                 if triple_key((s, r, o), False) not in strict:

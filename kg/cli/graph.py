@@ -54,9 +54,17 @@ def concepts_show(name: str, output: str) -> None:
                  "concept": r["concept"], "confidence": r["confidence"]}
                 for r in data["relationships"]]))
     emit("\nevidence:")
+    ocr = any("places" in e for e in data["evidence"])  # the column only when it says something
     emit(table([{"quote": e["quote"], "document": e["document"],
-                 "chars": f"{e['char_start']}-{e['char_end']}", "run": e["run_id"]}
+                 "chars": f"{e['char_start']}-{e['char_end']}", "run": e["run_id"],
+                 **({"page, box": _places(e.get("places", []))} if ocr else {})}
                 for e in data["evidence"]]))
+
+
+def _places(places: list[dict]) -> str:
+    """OCR evidence on the page: `p2 (x0,y0)-(x1,y1)` per line, pixels of the page image."""
+    return "; ".join(f"p{p['page']}" + (" ({},{})-({},{})".format(*p["box"]) if p["box"] else "")
+                     for p in places)
 
 
 @click.group()

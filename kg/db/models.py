@@ -26,7 +26,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from kg.profiles.settings import FALLBACK_KINDS, DescriptionMode, GroundingMode, ThinkingMode
+from kg.profiles.settings import (
+    FALLBACK_KINDS,
+    DescriptionMode,
+    GroundingMode,
+    OutputShape,
+    ThinkingMode,
+)
 
 # The profile CHECKs' choice lists are the settings' enums (kg.profiles.settings), in their
 # order, so the database cannot drift from the validation. Provider names are checked by
@@ -37,6 +43,7 @@ FALLBACK_ON = tuple(",".join(c) for n in range(1, len(FALLBACK_KINDS) + 1)
                     for c in itertools.combinations(FALLBACK_KINDS, n))
 DESCRIPTIONS = tuple(m.value for m in DescriptionMode)
 GROUNDING = tuple(m.value for m in GroundingMode)
+SHAPES = tuple(m.value for m in OutputShape)
 ONTOLOGY_MODES = ("strict", "open")
 
 
@@ -82,6 +89,7 @@ class ExtractionProfile(Base):
                         name="ck_profile_ontology"),
         CheckConstraint(_in("descriptions", DESCRIPTIONS), name="ck_profile_descriptions"),
         CheckConstraint(_in("grounding", GROUNDING), name="ck_profile_grounding"),
+        CheckConstraint(_in("shape", SHAPES), name="ck_profile_shape"),
         CheckConstraint("fallback_profile IS NULL OR (length(fallback_profile) >= 1 "
                         "AND length(fallback_profile) <= 64)", name="ck_profile_fallback_profile"),
         CheckConstraint(_in("fallback_on", FALLBACK_ON), name="ck_profile_fallback_on"),
@@ -117,6 +125,7 @@ class ExtractionProfile(Base):
     ontology: Mapped[str] = mapped_column(String(64), default="default")
     descriptions: Mapped[str] = mapped_column(String(8), default="generate")
     grounding: Mapped[str] = mapped_column(String(8), default="on")
+    shape: Mapped[str] = mapped_column(String(8), default="graph", server_default="graph")
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     revision: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -237,6 +246,8 @@ class Document(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # OCR text only: pages and word boxes of the transcription (kg.sourcemap), else NULL.
+    source_map: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
     chunks: Mapped[list[Chunk]] = relationship(back_populates="document")
 

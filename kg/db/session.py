@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kg.errors import DatabaseError, SchemaNotMigrated
@@ -21,6 +22,7 @@ T = TypeVar("T")
 URL_HINT = (
     "set KG_DATABASE_URL to sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB"
 )
+IDLE_PING_S = 1.0  # a pooled connection idle longer than this is pinged before it is used
 
 
 def safe_url(url: URL | str) -> str:
@@ -62,6 +64,30 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before use only if it sat idle for IDLE_PING_S: what breaks a
+    connection (a server restart, an idle timeout) happens while nobody uses it. A ping on
+    every checkout (pool_pre_ping) is one more round trip per transaction, paid again and
+    again by the hot paths (each cache lookup, each worker job) within milliseconds of the
+    connection's last use. A connection that fails its ping is replaced by the pool."""
+    error = engine.dialect.loaded_dbapi.Error
+
+    def fresh(_dbapi: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checkout(dbapi: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) <= IDLE_PING_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi)
+        except error:
+            raise DisconnectionError() from None
+
+    event.listen(engine, "connect", fresh)
+    event.listen(engine, "checkin", fresh)
+    event.listen(engine, "checkout", checkout)
+
+
 class Database:
     """An engine plus a session factory for one database URL."""
 
@@ -76,9 +102,10 @@ class Database:
         if self.dialect == "sqlite" and self.url.database not in (None, "", ":memory:"):
             self.sqlite_path = Path(str(self.url.database)).expanduser()
         try:
-            self.engine: Engine = create_engine(self.url, pool_pre_ping=True, future=True)
+            self.engine: Engine = create_engine(self.url, future=True)
         except (ArgumentError, NoSuchModuleError) as exc:
             raise DatabaseError(f"database URL {self.display_url} is not usable: {exc}") from None
+        _ping_when_idle(self.engine)
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)

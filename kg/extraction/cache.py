@@ -50,6 +50,10 @@ class CallCache:
         self._confirmed: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._local = threading.local()
+        # False: whoever owns the cache writes it (`flush_if_full`); the scheduler's commit
+        # thread does, between commits: a request thread writing it would wait on SQLite's
+        # one writer, the commit thread, for up to a second.
+        self.flush_when_full = True
 
     def wrap(self, extractor: Extractor) -> Extractor:
         """Route the extractor's requests through the cache (once)."""
@@ -88,7 +92,7 @@ class CallCache:
                 "completion_tokens": completion.completion_tokens,
                 "created_at": utcnow()})
             full = len(self._confirmed) >= FLUSH_EVERY
-        if full:
+        if full and self.flush_when_full:
             self.flush()
 
     def extract(self, extractor: Extractor, chunk_id: int, text: str,
@@ -99,6 +103,12 @@ class CallCache:
         outcome = extractor.extract(chunk_id, text, **options)
         self.confirm(outcome)
         return outcome
+
+    def flush_if_full(self) -> None:
+        with self._lock:
+            full = len(self._confirmed) >= FLUSH_EVERY
+        if full:
+            self.flush()
 
     def flush(self) -> None:
         """Write the confirmed replies (a key already stored by another run is kept as is)."""

@@ -15,8 +15,13 @@ from sqlalchemy.orm import Session
 from kg.extraction.breaker import CircuitBreaker
 from kg.extraction.extract import ChunkOutcome, extract_chunk
 from kg.extraction.grounding import grounded_schema
-from kg.extraction.prompt import messages_for, system_prompt
-from kg.extraction.schema import OutputBounds, bounds_for_budget, output_schema
+from kg.extraction.prompt import messages_for, system_prompt, triples_prompt
+from kg.extraction.schema import (
+    OutputBounds,
+    bounds_for_budget,
+    output_schema,
+    triples_schema,
+)
 from kg.extraction.vocabulary import Vocabulary
 from kg.profiles import storage, views
 from kg.profiles.settings import ProviderSettings
@@ -76,12 +81,8 @@ class Extractor:
 
     def with_vocabulary(self, vocabulary: Vocabulary) -> Extractor:
         """The same provider with another ontology (an evaluation record brings its own)."""
-        strict_types = tuple(vocabulary.types) if vocabulary.strict else ()
-        descriptions = self.settings.descriptions
         return Extractor(self.provider, vocabulary, self.bounds,
-                         system_prompt(vocabulary, self.bounds, descriptions),
-                         output_schema(self.bounds, descriptions,
-                                       tuple(vocabulary.concept_types), strict_types))
+                         *_prompt_and_schema(self.settings, vocabulary, self.bounds))
 
     def close(self) -> None:
         """Release the provider (connections, an in-process model); only the first call acts."""
@@ -102,11 +103,19 @@ def for_settings(settings: ProviderSettings, vocabulary: Vocabulary,
             provider.close()
             raise
     bounds = bounds_for_budget(settings.max_output_tokens)
-    strict_types = tuple(vocabulary.types) if vocabulary.strict else ()
-    schema = output_schema(bounds, settings.descriptions, tuple(vocabulary.concept_types),
-                           strict_types)
     return Extractor(provider, vocabulary, bounds,
-                     system_prompt(vocabulary, bounds, settings.descriptions), schema)
+                     *_prompt_and_schema(settings, vocabulary, bounds))
+
+
+def _prompt_and_schema(settings: ProviderSettings, vocabulary: Vocabulary,
+                       bounds: OutputBounds) -> tuple[str, dict[str, Any]]:
+    """The system prompt and output schema of the profile's shape (graph or triples)."""
+    strict_types = tuple(vocabulary.types) if vocabulary.strict else ()
+    if settings.shape == "triples":
+        return triples_prompt(vocabulary, bounds), triples_schema(bounds, strict_types)
+    return (system_prompt(vocabulary, bounds, settings.descriptions),
+            output_schema(bounds, settings.descriptions, tuple(vocabulary.concept_types),
+                          strict_types))
 
 
 def build(session: Session, profile: str | None = None, models_dir: Path | None = None, *,

@@ -23,7 +23,12 @@ MAX_ENUM_CHARS = 12_000
 MAX_PHRASE_WORDS = 5
 MIN_WORDS_FOR_ITEMS = 20  # as validation: shorter texts (a heading) may have nothing
 MIN_CONCEPTS = 3
-CONNECTORS = {"of", "de", "von", "van", "da", "del", "la", "le", "the", "and", "&"}
+MAX_LOOP_FREE = 32  # candidates up to which the triples grammar rules out self-loops
+TRIPLES_PER_SENTENCE = 2
+MAX_TUPLE_SENTENCES = 6  # up to which the triples rows are laid out sentence by sentence
+CONNECTORS = {"of", "de", "von", "van", "da", "del", "la", "le", "the", "and", "&", "di", "du",
+              "des", "della", "dei", "do", "dos", "das", "der", "den", "y", "al", "el", "bin",
+              "ibn"}
 STOPWORDS = frozenset(str.split("""
 a about above after again against all also although am an and any are as at be because been
 before being below between both but by can could did do does doing down during each either
@@ -38,7 +43,10 @@ several various every another its
 IRREGULAR = frozenset(str.split("""was were wrote made built found took gave became began led
 met knew saw went came said told held left lost won grew drew ran sent spoke"""))
 WORD = re.compile(r"[^\W_](?:[\w'’&-]*[^\W_])?")
-BREAK = re.compile(r"[,;:()\[\]{}\"“”!?]|\.(?=\s|$)|\s[-–—]\s")
+# A full stop ends a clause, except after an initial ("Aaron S. Daggett").
+BREAK = re.compile(r"[,;:()\[\]{}\"“”!?]|(?<!\b[A-Z])\.(?=\s|$)|\s[-–—]\s")
+# Two names joined by a comma: a place and its region ("Greene, Maine").
+NAME_PAIR = re.compile(r"\b[A-Z][\w'’-]+(?: [A-Z][\w'’-]+)*, [A-Z][\w'’-]+(?: [A-Z][\w'’-]+)*")
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,8 @@ def _capitalised(words: list[re.Match[str]], text: str) -> list[Span]:
         while j + 1 < len(words):
             nxt = words[j + 1].group()
             gap = text[words[j].end():words[j + 1].start()]
-            if gap.strip():
+            initial = gap.strip() == "." and len(words[j].group()) == 1 and nxt[0].isupper()
+            if gap.strip() and not initial:
                 break
             if nxt[0].isupper():
                 j += 1
@@ -140,9 +149,10 @@ def candidates(text: str, limit: int = MAX_CANDIDATES, max_len: int = 60) -> lis
         words = _words(text, start, end)
         names += _capitalised(words, text)
         phrases += _phrases(words, text)
+    pairs = [Span(m.group(), m.start(), m.end()) for m in NAME_PAIR.finditer(text)]
     seen: set[str] = set()
     out: list[Span] = []
-    for span in [*names, *phrases]:
+    for span in [*names, *phrases, *pairs]:
         key = span.text.casefold()
         if key in seen or len(span.text) > max_len or len(span.text) < 2 or key in STOPWORDS:
             continue
@@ -203,6 +213,41 @@ def quotes(text: str, limit: int | None = MAX_QUOTES, max_len: int = 160) -> lis
     return out[:limit]
 
 
+def _triple_items(item: dict[str, Any], labels: list[str], sentences: list[str],
+                  objects: list[str] | None = None) -> dict[str, Any]:
+    """A triple row whose subject, object and quote are spans of the text. With few enough
+    candidates, one alternative per subject whose object enum leaves the subject out: the
+    grammar cannot write a self-loop, nor pair a name with a piece of itself (small models
+    otherwise copy the subject across)."""
+    props = item["properties"]
+    quote = {"type": "string", "enum": sentences}
+    # One alternative per subject, and llama.cpp follows every alternative through the quote:
+    # names only (a subject is a name, "1955 Dodge" too), else decoding slows several-fold.
+    subjects = [label for label in labels if _name_like(label)] or labels
+    branches = [
+        {**item, "properties": {**props, "quote": quote,
+                                "subject": {"type": "string", "enum": [label]},
+                                "object": {"type": "string", "enum": others}}}
+        for label, others in ((label, _apart(label, objects or labels)) for label in subjects)
+        if others] if 1 < len(labels) <= MAX_LOOP_FREE else []
+    if not branches:
+        return {**item, "properties": {**props, "quote": quote,
+                                       "subject": {"type": "string", "enum": labels},
+                                       "object": {"type": "string", "enum": labels}}}
+    return {"anyOf": branches}
+
+
+def _name_like(label: str) -> bool:
+    return label[0].isupper() or (label[0].isdigit() and any(c.isupper() for c in label))
+
+
+def _apart(label: str, labels: list[str]) -> list[str]:
+    """The labels that neither hold nor lie inside `label` (any case): "Accademia" is no
+    object for "Accademia di Architettura di Mendrisio"."""
+    key = label.casefold()
+    return [o for o in labels if o.casefold() not in key and key not in o.casefold()]
+
+
 @dataclass(frozen=True)
 class Grounded:
     """The schema sent for one chunk, and whether grounding fell back to free text."""
@@ -227,6 +272,32 @@ def grounded_schema(base: dict[str, Any], text: str, *, max_label: int = 60,
             or chars > max_chars):
         return Grounded(base, False)
     schema = copy.deepcopy(base)
+    if "triples" in schema["properties"]:
+        # The triples shape: subject and object are spans of the text (a literal value such
+        # as a year is one too), the quote one of its sentences.
+        node = schema["properties"]["triples"]
+        if len(sentences) <= MAX_TUPLE_SENTENCES and 1 < len(labels) <= MAX_LOOP_FREE:
+            # One prompt per sentence does best with a small model: here, in one call, the
+            # rows go sentence by sentence, each quoting its sentence, its object a span of
+            # that sentence (the subject may be named in an earlier one).
+            rows = []
+            for sentence in sentences:
+                inside = [label for label in labels if label in sentence]
+                rows += [_triple_items(node["items"], labels, [sentence],
+                                       inside if len(inside) > 1 else None)
+                         ] * TRIPLES_PER_SENTENCE
+            node.pop("maxItems", None)
+            node.update({"prefixItems": rows, "items": False, "minItems": len(rows),
+                         "maxItems": len(rows)})
+            return Grounded(schema, True, len(labels), len(sentences))
+        node["items"] = _triple_items(node["items"], labels, sentences)
+        # Small models repeat one triple until the limit: a few per sentence is what the
+        # text can state, and every extra row costs a quote's worth of tokens.
+        node["maxItems"] = min(node.get("maxItems", MAX_QUOTES),
+                               max(2, TRIPLES_PER_SENTENCE * len(sentences)))
+        if len(text.split()) >= MIN_WORDS_FOR_ITEMS and len(labels) > 1:
+            node["minItems"] = 1
+        return Grounded(schema, True, len(labels), len(sentences))
     if len(text.split()) >= MIN_WORDS_FOR_ITEMS:
         # Small models otherwise close both lists at once: a text with content names at
         # least a few things, and every pick is the text's own words.

@@ -1,4 +1,5 @@
-"""Turn files into text: .txt, .md (headings kept as boundaries), .pdf (text layer), .html.
+"""Turn files into text: .txt, .md (headings kept as boundaries), .pdf (text layer, OCR for
+pages without one), .html, and images read by OCR (kg.extraction.ocr).
 
 A file that cannot be read becomes a `Skipped` with a one-line reason; the run goes on.
 """
@@ -14,8 +15,10 @@ import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kg.errors import UsageError
+from kg.extraction import ocr
 from kg.extraction.markup import html_to_text, markdown_boundaries, quiet_library_logs
 
 __all__ = ["KINDS", "MAX_BYTES", "LoadedDocument", "Skipped", "discover", "html_to_text", "load",
@@ -24,9 +27,13 @@ __all__ = ["KINDS", "MAX_BYTES", "LoadedDocument", "Skipped", "discover", "html_
 log = logging.getLogger(__name__)
 
 KINDS = {".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown",
-         ".pdf": "pdf", ".html": "html", ".htm": "html"}
+         ".pdf": "pdf", ".html": "html", ".htm": "html",
+         **dict.fromkeys(ocr.IMAGE_SUFFIXES, "image")}
 MAX_BYTES = 200 * 1024 * 1024
 _HASH_BLOCK = 1 << 20
+# A PDF page whose text layer has fewer letters and digits than this is read by OCR instead:
+# scanners often stamp a page number or a blank layer on a page that is only a picture.
+MIN_PAGE_CHARACTERS = 3
 
 
 @dataclass
@@ -39,6 +46,8 @@ class LoadedDocument:
     sha256: str
     size_bytes: int
     boundaries: list[int] = field(default_factory=list)
+    # Pages and boxes of OCR text (kg.sourcemap's format); None for text read as text.
+    source_map: dict[str, Any] | None = None
 
 
 @dataclass
@@ -146,6 +155,11 @@ def load(path: Path) -> LoadedDocument | Skipped:
             return _pdf(path, data, sha)
         except ImportError as exc:
             raise _not_installed(path, "PDF", exc) from None
+    if kind == "image":
+        try:
+            return _image(path, data, sha)
+        except ImportError as exc:
+            raise _not_installed(path, "an image", exc) from None
     if b"\x00" in data[:8192]:
         return Skipped(path, "binary content (NUL bytes) in a text file")
     try:
@@ -174,8 +188,9 @@ def _one_line(exc: BaseException) -> str:
 
 # What reading a file imports (itself or through trafilatura and jusText), longest name first:
 # a library's own ImportError (lxml.html.clean) names the missing package only in its text.
-_LIBRARIES = ("lxml_html_clean", "trafilatura", "justext", "lxml", "pypdf", "markdown_it")
-_DISTRIBUTIONS = {"justext": "jusText", "markdown_it": "markdown-it-py"}
+_LIBRARIES = ("lxml_html_clean", "trafilatura", "justext", "lxml", "pypdfium2", "pypdf",
+              "pytesseract", "markdown_it", "PIL")
+_DISTRIBUTIONS = {"justext": "jusText", "markdown_it": "markdown-it-py", "PIL": "Pillow"}
 
 
 def _not_installed(path: Path, what: str, exc: ImportError) -> UsageError:
@@ -218,17 +233,39 @@ def _pdf(path: Path, data: bytes, sha: str) -> LoadedDocument | Skipped:
     pages = _pdf_pages(path, data)
     if isinstance(pages, str):
         return Skipped(path, pages)
-    parts: list[str] = []
-    boundaries: list[int] = []
-    offset = 0
-    for page in pages:
-        page = page.strip()
-        if not page:
-            continue
-        boundaries.append(offset)
-        parts.append(page + "\n\n")
-        offset += len(parts[-1])
-    text = "".join(parts)
+    scanned = [n for n, page in enumerate(pages, 1)
+               if sum(c.isalnum() for c in page) < MIN_PAGE_CHARACTERS]
+    read: list[tuple[int, str | ocr.OcrPage]] = list(enumerate(pages, 1))
+    if scanned:
+        try:
+            found = ocr.read_pdf_pages(data, scanned)
+            log.info("%s: %d page(s) without a text layer read by OCR", path, len(scanned))
+        except ocr.Unreadable as exc:
+            return Skipped(path, str(exc))
+        except UsageError as exc:  # no Tesseract (or language pack): the run goes on
+            if len(scanned) == len(pages):
+                return Skipped(path, f"{len(scanned)} page(s) without a text layer need OCR: "
+                                     f"{exc}")
+            # Often blank pages of a text PDF: its text is worth more than a skipped file.
+            log.warning("%s: %d page(s) without a text layer not read: %s", path, len(scanned),
+                        exc)
+            found, scanned = {}, []
+        read = [(n, found.get(n, page)) for n, page in read]
+    text, boundaries, source_map = ocr.assemble(read)
     if not text.strip():
-        return Skipped(path, "PDF has no text layer (scanned?); run OCR first")
-    return LoadedDocument(path, "pdf", text, sha, len(data), boundaries)
+        return Skipped(path, f"PDF has no text: no text layer, and OCR found none on its "
+                             f"{len(pages)} page(s) (pictures only?)")
+    return LoadedDocument(path, "pdf", text, sha, len(data), boundaries,
+                          source_map if scanned else None)
+
+
+def _image(path: Path, data: bytes, sha: str) -> LoadedDocument | Skipped:
+    """An image read by OCR: its text, a boundary per page (multi-page TIFF), the source map."""
+    try:
+        pages = ocr.read_image(data)
+    except ocr.Unreadable as exc:
+        return Skipped(path, str(exc))
+    text, boundaries, source_map = ocr.assemble([(p.number, p) for p in pages])
+    if not text.strip():
+        return Skipped(path, "OCR found no text in the image")
+    return LoadedDocument(path, "image", text, sha, len(data), boundaries, source_map)

@@ -26,7 +26,7 @@ from kg.db import Database
 from kg.db.models import Chunk, Document, Run, RunDocument, utcnow
 from kg.db.runstate import DocumentStatus, RunStatus, effective_status
 from kg.errors import UsageError
-from kg.extraction import loaders
+from kg.extraction import loaders, ocr
 from kg.extraction.chunking import ChunkingOptions, chunk_text
 from kg.extraction.runs import committed, left_to_others, mine
 from kg.extraction.store import ChunkRef
@@ -132,7 +132,7 @@ def _live_owner(conn: Connection, document_id: int, run_id: int) -> int | None:
 def _insert_document(conn: Connection, doc: loaders.LoadedDocument, path: str) -> int:
     values = {"path": path, "sha256": doc.sha256, "size_bytes": doc.size_bytes,
               "kind": doc.kind, "status": DocumentStatus.PENDING, "chunk_count": 0,
-              "created_at": utcnow()}
+              "source_map": doc.source_map, "created_at": utcnow()}
     dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     statement = dialect_insert(DOCUMENTS).values(values).on_conflict_do_nothing(
         index_elements=["path", "sha256"]).returning(DOCUMENTS.c.id)
@@ -172,6 +172,8 @@ def add_files(db: Database, files: list[Path], chunking: ChunkingOptions, force:
     every file is unchanged or unreadable; the caller keeps the id it returned (also when this
     raises half-way)."""
     run_id: int | None = None
+    if any(loaders.KINDS.get(p.suffix.lower()) == "image" for p in files):
+        ocr.check_ready()  # no Tesseract: one line before any run exists, not a failed run
     for number, path in enumerate(files, 1):
         if on_planning:
             on_planning(Planning(number, len(files), str(path)))
@@ -237,8 +239,9 @@ def _rechunk(conn: Connection, document_id: int, doc: loaders.LoadedDocument,
     if spans != stored:
         conn.execute(delete(CHUNKS).where(CHUNKS.c.document_id == document_id))
         count = _write_chunks(conn, document_id, doc, chunking)
+    # Same bytes, maybe another reading (KG_OCR_LANGUAGES changed): the map follows the text.
     conn.execute(update(DOCUMENTS).where(DOCUMENTS.c.id == document_id).values(
-        status=DocumentStatus.PENDING))
+        status=DocumentStatus.PENDING, source_map=doc.source_map))
     return count
 
 

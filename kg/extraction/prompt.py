@@ -20,6 +20,14 @@ concepts (at most {max_concepts}): people, places, things and ideas named in the
 Copy quotes character for character. Use only facts stated in the text.
 {types}"""
 DESCRIPTION = "- description: one short sentence about it\n"
+TRIPLES = """Extract facts from the user's text as triples. Answer with JSON only.
+triples (at most {most}): one per fact the text states.
+- quote: the sentence of the text that states it, copied exactly
+- subject: the name of a person, place or thing, exactly as the text writes it
+- relation: one of the types below
+- object: another name, or a value (a year, a number, a date, a name) as the text writes it
+Use only facts stated in the text.
+{types}"""
 
 
 def _ends(t: TypeInfo) -> str:
@@ -50,6 +58,12 @@ def system_prompt(vocabulary: Vocabulary, bounds: OutputBounds,
         max_relationships=bounds.max_relationships, types=types_text(vocabulary),
         description=DESCRIPTION if descriptions == "generate" else "",
         concept_type=concept_type)
+
+
+def triples_prompt(vocabulary: Vocabulary, bounds: OutputBounds) -> str:
+    """Instructions for the `triples` shape, with the ontology."""
+    return TRIPLES.format(most=bounds.max_relationships + bounds.max_concepts // 2,
+                          types=types_text(vocabulary))
 
 
 def messages_for(system: str, chunk: str) -> list[Message]:

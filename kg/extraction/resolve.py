@@ -61,9 +61,12 @@ class ConceptIndex:
         # token-sorted (ratio() on those equals token_sort_ratio() without re-sorting each one
         # per lookup), reached through blocks keyed by token and by 3-letter token prefix, so a
         # lookup compares a handful of spellings instead of all. A typo variant shares a key.
+        # Each block keeps its positions (ascending) and, alongside, their keys: a lookup hands
+        # a block's keys to rapidfuzz as they are, with no list to build per lookup.
         self.keys: list[str] = []
         self.key_ids: list[int] = []
         self.blocks: dict[str, list[int]] = {}
+        self.block_keys: dict[str, list[str]] = {}
         # Surface forms already recorded per concept: the canonical label and every alias.
         self.surface: set[tuple[int, str]] = set()
         self.canonical: dict[int, tuple[str, str]] = {}  # id -> (label, normalised label)
@@ -98,10 +101,12 @@ class ConceptIndex:
         if self.exact.get(norm) == concept_id:
             return  # this spelling of this concept is a candidate already
         position = len(self.keys)
-        self.keys.append(_token_sorted(norm))
+        key = _token_sorted(norm)
+        self.keys.append(key)
         self.key_ids.append(concept_id)
         for block in _blocks(norm):
             self.blocks.setdefault(block, []).append(position)
+            self.block_keys.setdefault(block, []).append(key)
 
     def find(self, norm: str) -> tuple[int, str] | None:
         """(concept id, how) for a normalised label: 'exact' or 'fuzzy'; None if new."""
@@ -110,21 +115,28 @@ class ConceptIndex:
         if len(norm) < 5 or self.threshold > 100:
             return None
         query = _token_sorted(norm)
-        lists = [self.blocks[b] for b in _blocks(norm) if b in self.blocks]
-        if not lists:
+        found = [b for b in _blocks(norm) if b in self.blocks]
+        if not found:
             return None
-        common = min(lists, key=len)
         # Blocks as common as a stopword ("agent", "the") add nothing but cost.
-        positions = set().union(*(p for p in lists if len(p) <= MAX_BLOCK)) or set(common)
-        candidates = sorted(positions)
-        match = process.extractOne(query, [self.keys[i] for i in candidates], scorer=fuzz.ratio,
-                                   score_cutoff=self.threshold)
-        if match is None:
+        searched = [b for b in found if len(self.blocks[b]) <= MAX_BLOCK] or [
+            min(found, key=lambda b: len(self.blocks[b]))]
+        # The best score over the blocks' union, the earliest spelling among equals: each
+        # block's best is its earliest, so this is the best of the union, block by block.
+        best: tuple[float, int, str] | None = None  # (score, -position, key)
+        for block in searched:
+            match = process.extractOne(query, self.block_keys[block], scorer=fuzz.ratio,
+                                       score_cutoff=self.threshold)
+            if match is not None:
+                hit = (match[1], -self.blocks[block][match[2]], match[0])
+                if best is None or hit[:2] > best[:2]:
+                    best = hit
+        if best is None:
             return None
         # "Type 1 diabetes" and "Type 2 diabetes" are close strings but distinct concepts.
-        if _digits(match[0]) != _digits(query):
+        if _digits(best[2]) != _digits(query):
             return None
-        return self.key_ids[candidates[match[2]]], "fuzzy"
+        return self.key_ids[-best[1]], "fuzzy"
 
 
 def merge_details(description: str, terms: list[str],

@@ -1,10 +1,12 @@
 """Request scheduling for one run: keep up to max_parallel chunks in flight, follow the profile
 (hot reload), stop on a circuit breaker, and hand what lands to the commit thread.
 
-Before each round of submissions the followed profile's (id, revision) is read: when an operator
-changed or switched it, the next chunks go out with an extractor built from the new row, and the
-replaced one is closed once its last request is back. One thread commits (`CommitThread`, the
-only user of the run's `GraphWriter`) while requests keep flowing.
+Before each round of submissions the followed profile's (id, revision) is read (a read less than
+REVISION_FRESH_S old is reused: against a fast server rounds come hundreds a second, and each
+read is a round trip the request loop waits for): when an operator changed or switched it, the
+next chunks go out with an extractor built from the new row, and the replaced one is closed once
+its last request is back. One thread commits (`CommitThread`, the only user of the run's
+`GraphWriter`) while requests keep flowing.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ T = TypeVar("T")
 MAX_WORKERS = 64  # the ceiling of max_parallel
 COMMIT_QUEUE = 256  # outcomes waiting for the database; beyond it, requests wait (flat memory)
 TEXTS_AHEAD = 64  # chunk texts read ahead of the requests, in one query
+REVISION_FRESH_S = 0.05  # a profile revision read this recently still holds for the next round
 
 
 @dataclass(frozen=True)
@@ -215,11 +218,13 @@ class Reads:
 class CommitThread(threading.Thread):
     """Commits what has landed, in groups, while requests keep flowing."""
 
-    def __init__(self, writer: GraphWriter, run_id: int, tracker: ProgressTracker) -> None:
+    def __init__(self, writer: GraphWriter, run_id: int, tracker: ProgressTracker,
+                 after_commit: Callable[[], None] | None = None) -> None:
         super().__init__(name="kg-commit", daemon=True)
         self.writer = writer
         self.run_id = run_id
         self.tracker = tracker
+        self.after_commit = after_commit  # more writes for this thread (the call cache's)
         self.error: BaseException | None = None
         # Bounded: if the database falls behind, the request loop waits (memory stays flat).
         self.queue: queue.Queue[tuple[ChunkRef, ChunkOutcome] | None] = queue.Queue(
@@ -270,8 +275,12 @@ class CommitThread(threading.Thread):
                     results = self.writer.commit(self.run_id, group)
                     for (ref, outcome), committed in zip(group, results, strict=True):
                         self.tracker.landed(ref, outcome, committed)
+                if self.after_commit is not None:
+                    self.after_commit()
         except BaseException as exc:  # handed to the request loop, which re-raises it
             self.error = exc
+        finally:
+            self.writer.close()  # the connection it kept between commits
 
 
 @dataclass
@@ -353,10 +362,14 @@ class Scheduler:
         in_flight: dict[Future[ChunkOutcome], Job] = {}
         fatal: ProviderError | None = None
         last_beat = time.monotonic()
-        commit = CommitThread(self.writer, self.run_id, tracker)
+        if self.cache is not None:
+            self.cache.flush_when_full = False  # the commit thread writes it, between commits
+        commit = CommitThread(self.writer, self.run_id, tracker,
+                              self.cache.flush_if_full if self.cache is not None else None)
         pool = ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="kg-chunk")
         reads = Reads(self.db)
         texts: dict[int, str] = {}  # read ahead: chunk id -> text
+        revision_read = -REVISION_FRESH_S  # when the profile's revision was last read
 
         def room(extractor: Extractor) -> int:
             limit = extractor.settings.max_parallel
@@ -374,15 +387,22 @@ class Scheduler:
             self.live.acquire(extractor)
 
         def refill() -> None:
-            nonlocal fatal
+            nonlocal fatal, revision_read
             if not pending or fatal is not None:
                 return
             if room(self.route(self.live.current)[0]) <= 0:
                 return
-            # Hot reload: the revision is read right before this round is sent, so every
-            # chunk goes out with the settings current at that time.
+            # Hot reload: the revision is read right before this round is sent (or was, less
+            # than REVISION_FRESH_S ago), so every chunk goes out with the settings current
+            # at that time.
+            started = time.monotonic()
             try:
-                extractor, spare = self.route(reads(self.live.refresh))
+                if started - revision_read >= REVISION_FRESH_S:
+                    live = reads(self.live.refresh)
+                    revision_read = started
+                else:
+                    live = self.live.current
+                extractor, spare = self.route(live)
             except ProviderError as exc:
                 fatal = exc
                 return

@@ -148,3 +148,43 @@ def output_schema(bounds: OutputBounds, descriptions: str = "generate",
     strict ontology). Descriptions are asked for only in `generate` mode.
     """
     return json.loads(_schema(bounds, descriptions, concept_types, relation_types))
+
+
+@lru_cache(maxsize=64)
+def _triples_schema(bounds: OutputBounds, relation_types: tuple[str, ...]) -> str:
+    label = {"type": "string", "minLength": 1, "maxLength": bounds.label_len}
+    relation: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": bounds.type_len}
+    if relation_types:
+        relation = {"type": "string", "enum": list(relation_types)}
+    item = {"type": "object", "additionalProperties": False,
+            # Generation order: the quote first, so the triple is read off the sentence.
+            "properties": {"quote": {"type": "string", "minLength": 1,
+                                     "maxLength": bounds.quote_len},
+                           "subject": label, "relation": relation, "object": label},
+            "required": ["quote", "subject", "relation", "object"]}
+    most = bounds.max_relationships + bounds.max_concepts // 2
+    return json.dumps({"type": "object", "additionalProperties": False,
+                       "properties": {"triples": {"type": "array", "items": item,
+                                                  "maxItems": most}},
+                       "required": ["triples"]})
+
+
+def triples_schema(bounds: OutputBounds, relation_types: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The `triples` shape: a list of (quote, subject, relation, object or value). Small models
+    name facts more readily than a concept list followed by links between its entries."""
+    return json.loads(_triples_schema(bounds, relation_types))
+
+
+def triples_to_graph(data: dict[str, Any]) -> dict[str, Any]:
+    """A `triples` reply as the graph reply validation reads: no listed concepts (each end
+    becomes a concept if it stands in the text, typed by inference), one relationship per
+    triple. A malformed row is passed on as is, so validation names what is wrong with it."""
+    relationships = []
+    for row in data.get("triples") or []:
+        if not isinstance(row, dict):
+            relationships.append(row)
+            continue
+        relationships.append({"source": row.get("subject"), "type": row.get("relation"),
+                              "target": row.get("object"), "confidence": 0.8,
+                              "quote": row.get("quote")})
+    return {"concepts": [], "relationships": relationships}

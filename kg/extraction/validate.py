@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kg.extraction.literals import normalise_literal
-from kg.extraction.schema import OutputBounds, item_models
+from kg.extraction.schema import OutputBounds, item_models, triples_to_graph
 from kg.extraction.vocabulary import TypeInfo, Vocabulary
 from kg.text import normalise_label, snake
 
@@ -292,6 +292,9 @@ def _envelope(content: str, finish_reason: str | None, thinking: str,
                 f"the reply was cut off at the output limit ({budget or '?'} tokens) before the "
                 "JSON was complete; give fewer, shorter items"])
         return Validation(False, "not_json", [f"the reply is not valid JSON: {error}"])
+    if isinstance(data, dict) and "concepts" not in data and isinstance(data.get("triples"),
+                                                                         list):
+        data = triples_to_graph(data)  # the `triples` shape
     if not isinstance(data, dict) or not isinstance(data.get("concepts"), list):
         return Validation(False, "schema", [
             'the reply must be an object {"concepts": [...], "relationships": [...]}'])

@@ -52,6 +52,11 @@ class GroundingMode(StrEnum):
     OFF = "off"
 
 
+class OutputShape(StrEnum):
+    GRAPH = "graph"  # concepts, then relationships between them
+    TRIPLES = "triples"  # (subject, relation, object, quote) rows; concepts derived from them
+
+
 class FallbackKind(StrEnum):
     """What sends a chunk to the fallback profile; stored as a comma-separated subset in this
     order."""
@@ -141,6 +146,10 @@ class ProfileSettings(BaseModel):
     grounding: Annotated[GroundingMode, OUTPUT] = Field(
         default=GroundingMode.ON,
         description="Grounded decoding: labels, ends and quotes can only be text of the chunk.")
+    shape: Annotated[OutputShape, OUTPUT] = Field(
+        default=OutputShape.GRAPH,
+        description="What the model writes: graph (concepts, then relationships) or triples "
+                    "(subject, relation, object or value, quote; concepts derived from them).")
     fallback_profile: Annotated[str | None, SERVING] = Field(
         default=None, min_length=1, max_length=64,
         description="Profile that serves the chunks this one cannot (see --fallback-on).")

@@ -1,0 +1,379 @@
+"""Offline OCR: images and scanned PDF pages read by Tesseract into text plus a source map.
+
+The transcription is built from Tesseract's word list (one run per page, `image_to_data`), so
+every word's character range in the text and its box on the page agree by construction.
+Limits: an image or rendered page above MAX_PIXELS is refused (decompression bombs); an
+animated GIF/WebP/PNG gives its first frame only; a multi-page TIFF gives each page.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import math
+import os
+import re
+import threading
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kg import sourcemap
+from kg.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".tiff", ".tif", ".bmp")
+# The decoders Pillow may use on a file named as an image: nothing exotic on untrusted input.
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "TIFF", "BMP")  # JPEG covers MPO (camera) files
+# 50 megapixels: a 600 dpi A3 scan (7016 x 9921 = 70 MP) is refused, A4 at 600 dpi (35 MP)
+# passes. Tesseract took 66 MB on an 8.7 MP page (benchmarks/ocr.py), so about 0.4 GB here.
+MAX_PIXELS = 50_000_000
+MAX_FRAMES = 200  # pages of one multi-page TIFF
+PDF_DPI = 300  # scanned PDF pages are rendered at this resolution (Tesseract's sweet spot)
+# Small images (screenshots, web slides) are enlarged before OCR: Tesseract misreads letters
+# under about 20 pixels high. Boxes are mapped back to the original pixels.
+UPSCALE_BELOW = 1600
+TIMEOUT_S = 300  # one page; a page Tesseract cannot finish in 5 minutes is not worth waiting for
+# Words with no letter or digit below this confidence are line art (arrows, box edges) read
+# as "|", "—" or "~", not text: they are left out of the transcription.
+SYMBOL_MIN_CONFIDENCE = 60.0
+LANGUAGES_VARIABLE = "KG_OCR_LANGUAGES"
+DEFAULT_LANGUAGES = "eng"
+INSTALL = "apt-get install tesseract-ocr"
+_LANGUAGES = re.compile(r"[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*")
+
+_ready: set[str] = set()  # language settings found installed (a failure is checked again)
+_pdfium = threading.Lock()  # PDFium is not thread-safe; the server plans runs in threads
+
+
+@dataclass
+class Word:
+    """One word on a page: its range in the page's text, its line, box and confidence."""
+
+    start: int
+    end: int
+    line: int
+    box: sourcemap.Box
+    confidence: float
+
+
+@dataclass
+class OcrPage:
+    """The text Tesseract read on one page or image, with its words."""
+
+    number: int
+    text: str
+    width: int
+    height: int
+    dpi: int | None = None
+    words: list[Word] = field(default_factory=list)
+
+
+def languages() -> str:
+    """The Tesseract language packs to use, from KG_OCR_LANGUAGES (eng+deu style)."""
+    value = os.environ.get(LANGUAGES_VARIABLE, "").strip() or DEFAULT_LANGUAGES
+    if not _LANGUAGES.fullmatch(value):
+        raise UsageError(f"{LANGUAGES_VARIABLE}={value!r} is not a list of Tesseract language "
+                         "packs joined by + (like eng+deu)")
+    return value
+
+
+def check_ready() -> str:
+    """The language setting, once Tesseract and each named pack answer; else one line (exit 2)
+    saying what to install."""
+    langs = languages()
+    if langs in _ready:
+        return langs
+    pytesseract = _pytesseract()
+    try:
+        pytesseract.get_tesseract_version()
+        installed = set(pytesseract.get_languages(config=""))
+    except pytesseract.TesseractNotFoundError:
+        raise UsageError(f"Tesseract OCR is not installed (images and scanned PDF pages need "
+                         f"it); {INSTALL}") from None
+    missing = [lang for lang in langs.split("+") if lang not in installed]
+    if missing:
+        packs = " ".join(f"tesseract-ocr-{lang.lower().replace('_', '-')}" for lang in missing)
+        raise UsageError(f"Tesseract language pack {', '.join(missing)} is not installed "
+                         f"({LANGUAGES_VARIABLE}={langs}); apt-get install {packs}")
+    _ready.add(langs)
+    return langs
+
+
+class _TesseractEnvironment(Mapping[str, str]):
+    """The process environment as Tesseract's child processes see it: OMP_THREAD_LIMIT=1 unless
+    the operator set it. Tesseract's OpenMP threads fight each other on a few shared cores (a
+    300 dpi page: 7 s with them, 1.7 s without, on 2 cores); setting it in os.environ instead
+    would also cap an embedded llama.cpp model in this process."""
+
+    def __getitem__(self, key: str) -> str:
+        if key == "OMP_THREAD_LIMIT" and key not in os.environ:
+            return "1"
+        return os.environ[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from os.environ
+        if "OMP_THREAD_LIMIT" not in os.environ:
+            yield "OMP_THREAD_LIMIT"
+
+    def __len__(self) -> int:
+        return len(os.environ) + ("OMP_THREAD_LIMIT" not in os.environ)
+
+
+def _pytesseract() -> Any:
+    import pytesseract
+
+    # pytesseract passes its module's `environ` to every tesseract it starts.
+    pytesseract.pytesseract.environ = _TesseractEnvironment()
+    return pytesseract
+
+
+class Unreadable(Exception):
+    """An image or page that cannot be read; the message is the file's one-line skip reason."""
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    message = lines[0] if lines else type(exc).__name__
+    return message if len(message) <= 160 else message[:157] + "..."
+
+
+def _refuse_large(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise Unreadable(f"image of {width} x {height} pixels is above kg's limit of "
+                         f"{MAX_PIXELS // 1_000_000} megapixels (decompression bomb?); scale "
+                         "it down")
+
+
+def _frames(data: bytes) -> Iterator[Any]:
+    """The decoded frames to read, each checked against MAX_PIXELS before it is decoded."""
+    from PIL import Image, ImageSequence
+
+    # Pillow checks the size when it opens a file: above MAX_IMAGE_PIXELS it warns (made an
+    # error here), above twice that it raises DecompressionBombError.
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise Unreadable(f"image is above kg's limit of {MAX_PIXELS // 1_000_000} "
+                             "megapixels (decompression bomb?); scale it down") from None
+        except Exception as exc:  # Pillow's plugins raise OSError, SyntaxError, ValueError...
+            raise Unreadable(f"not a readable image ({_one_line(exc)}); check the file's "
+                             "type") from None
+        with image:
+            frames = getattr(image, "n_frames", 1)
+            if image.format != "TIFF" and frames > 1:
+                # An animation's frames repeat the same picture: read it once, say so.
+                log.warning("animated %s (%d frames): only the first frame is read",
+                            image.format, frames)
+                frames = 1
+            if frames > MAX_FRAMES:
+                raise Unreadable(f"TIFF of {frames} pages is above kg's limit of {MAX_FRAMES}; "
+                                 "split it")
+            for number, frame in enumerate(ImageSequence.Iterator(image), 1):
+                if number > frames:
+                    break
+                _refuse_large(*frame.size)
+                try:
+                    frame.load()
+                except Exception as exc:  # truncated data, bad compression, ...
+                    raise Unreadable(f"unreadable image ({_one_line(exc)}); re-save or "
+                                     "re-export it") from None
+                yield frame
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """How the image Tesseract read was made from the page: enlarged by `scale`, then turned
+    by `angle` degrees about its centre (the canvas grown to `turned` from `scaled`)."""
+
+    scale: float = 1.0
+    angle: float = 0.0
+    scaled: tuple[int, int] = (0, 0)
+    turned: tuple[int, int] = (0, 0)
+
+    def box(self, left: int, top: int, width: int, height: int) -> sourcemap.Box:
+        """A box Tesseract reported, in the page's own pixels (upright bounding box)."""
+        corners: list[tuple[float, float]] = [(left, top), (left + width, top),
+                                              (left, top + height), (left + width, top + height)]
+        if self.angle:
+            # Undo the turn: Pillow turns counter-clockwise with y pointing down.
+            theta = math.radians(self.angle)
+            cos, sin = math.cos(theta), math.sin(theta)
+            (cx, cy), (tx, ty) = ((w / 2, h / 2) for w, h in (self.scaled, self.turned))
+            corners = [(cx + cos * (x - tx) - sin * (y - ty), cy + sin * (x - tx) + cos * (y - ty))
+                       for x, y in corners]
+        xs, ys = [x / self.scale for x, _ in corners], [y / self.scale for _, y in corners]
+        return round(min(xs)), round(min(ys)), round(max(xs)), round(max(ys))
+
+
+MAX_SKEW = 10.0  # degrees: a photo or scan turned further is not searched for lines
+SKEW_STEP = 0.5
+
+
+def _skew(gray: Any) -> float:
+    """The turn that makes text lines level (0 if none helps): the angle whose rows of ink are
+    sharpest (projection profile), searched on a small copy."""
+    from PIL import Image
+
+    small = gray.copy()
+    small.thumbnail((800, 800))
+    ink = small.point(lambda v: 255 if v < 128 else 0)
+
+    def sharpness(angle: float) -> float:
+        turned = ink.rotate(angle, resample=Image.Resampling.NEAREST, fillcolor=0)
+        rows = turned.resize((1, turned.size[1]), Image.Resampling.BOX).tobytes()  # row means
+        return float(sum((a - b) ** 2 for a, b in itertools.pairwise(rows)))
+
+    level = sharpness(0.0)
+    steps = int(MAX_SKEW / SKEW_STEP)
+    best, angle = max((sharpness(a * SKEW_STEP), a * SKEW_STEP)
+                      for a in range(-steps, steps + 1) if a)
+    # Tesseract copes with a degree or so; a turn is worth it only when lines clearly sharpen.
+    return angle if abs(angle) >= 1.0 and best > 1.2 * level else 0.0
+
+
+def _prepared(image: Any) -> tuple[Any, _Geometry]:
+    """Grayscale on white, contrast stretched, small images enlarged, text lines levelled:
+    (image for Tesseract, how to map its boxes back)."""
+    from PIL import Image, ImageOps
+
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        # Transparent pixels are often black underneath: text on them would vanish.
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, "white")
+        white.alpha_composite(rgba)
+        image = white
+    gray = ImageOps.autocontrast(image.convert("L"))  # low-contrast text becomes dark on light
+    scale = 1.0
+    longest = max(gray.size)
+    if longest < UPSCALE_BELOW:
+        scale = min(2.0, (MAX_PIXELS / (gray.size[0] * gray.size[1])) ** 0.5)
+        if scale > 1.0:
+            gray = gray.resize((round(gray.size[0] * scale), round(gray.size[1] * scale)),
+                               Image.Resampling.LANCZOS)
+        scale = max(scale, 1.0)
+    angle = _skew(gray)
+    if not angle:
+        return gray, _Geometry(scale, 0.0, gray.size, gray.size)
+    turned = gray.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=255)
+    return turned, _Geometry(scale, angle, gray.size, turned.size)
+
+
+def ocr_image(image: Any, number: int, dpi: int | None = None) -> OcrPage:
+    """Tesseract's reading of one page: words in reading order, lines and paragraphs kept."""
+    from PIL import ImageOps
+
+    langs = check_ready()
+    pytesseract = _pytesseract()
+    image = ImageOps.exif_transpose(image) or image  # photos: upright as the camera meant
+    width, height = image.size
+    prepared, geometry = _prepared(image)
+    try:
+        data = pytesseract.image_to_data(prepared, lang=langs, timeout=TIMEOUT_S,
+                                         output_type=pytesseract.Output.DICT)
+    except RuntimeError as exc:  # pytesseract's timeout
+        raise Unreadable(f"page {number}: Tesseract did not finish in {TIMEOUT_S} s "
+                         f"({_one_line(exc)})") from None
+    except pytesseract.TesseractError as exc:
+        raise Unreadable(f"page {number}: Tesseract failed ({_one_line(exc)})") from None
+    finally:
+        if prepared is not image:
+            prepared.close()
+    page = OcrPage(number, "", width, height, dpi)
+    parts: list[str] = []
+    offset = 0
+    last_line: tuple[int, int, int] | None = None
+    lines: dict[tuple[int, int, int], int] = {}
+    for i, raw in enumerate(data["text"]):
+        text = str(raw).strip()
+        confidence = float(data["conf"][i])
+        if not text or confidence < 0:
+            continue
+        if confidence < SYMBOL_MIN_CONFIDENCE and not any(c.isalnum() for c in text):
+            continue
+        key = (int(data["block_num"][i]), int(data["par_num"][i]), int(data["line_num"][i]))
+        if last_line is not None:
+            # Same line: a space; new line of the paragraph: newline; new paragraph: blank line.
+            sep = " " if key == last_line else "\n" if key[:2] == last_line[:2] else "\n\n"
+            parts.append(sep)
+            offset += len(sep)
+        last_line = key
+        line = lines.setdefault(key, len(lines))
+        box = geometry.box(int(data["left"][i]), int(data["top"][i]), int(data["width"][i]),
+                           int(data["height"][i]))
+        page.words.append(Word(offset, offset + len(text), line, box, round(confidence, 1)))
+        parts.append(text)
+        offset += len(text)
+    page.text = "".join(parts)
+    return page
+
+
+def read_image(data: bytes) -> list[OcrPage]:
+    """Every page of an image file (one, or each page of a TIFF); raises Unreadable."""
+    check_ready()  # before decoding anything: a missing Tesseract is the user's first news
+    return [ocr_image(frame, number) for number, frame in enumerate(_frames(data), 1)]
+
+
+def read_pdf_pages(data: bytes, numbers: Iterable[int]) -> dict[int, OcrPage]:
+    """OCR of the given PDF pages (1-based), rendered at PDF_DPI (less for a page so large that
+    it would pass MAX_PIXELS); raises Unreadable."""
+    import pypdfium2 as pdfium
+
+    check_ready()
+    pages: dict[int, OcrPage] = {}
+    for number in numbers:
+        with _pdfium:
+            try:
+                pdf = pdfium.PdfDocument(data)
+                try:
+                    page = pdf[number - 1]
+                    width_pt, height_pt = page.get_size()
+                    dpi = PDF_DPI
+                    pixels = width_pt * height_pt * (dpi / 72) ** 2
+                    if pixels > MAX_PIXELS:
+                        dpi = int(72 * (MAX_PIXELS / (width_pt * height_pt)) ** 0.5)
+                        log.warning("page %d is large: rendered at %d dpi", number, dpi)
+                    image = page.render(scale=dpi / 72, grayscale=True).to_pil()
+                    page.close()
+                finally:
+                    pdf.close()
+            except pdfium.PdfiumError as exc:
+                raise Unreadable(f"cannot render PDF page {number} ({_one_line(exc)}); "
+                                 "re-save or re-export it") from None
+        try:
+            pages[number] = ocr_image(image, number, dpi)
+        finally:
+            image.close()
+    return pages
+
+
+def assemble(pages: list[tuple[int, str | OcrPage]]) -> tuple[str, list[int], dict[str, Any]]:
+    """The document text of numbered pages (a PDF's text layer or OCR), the offsets where each
+    page starts, and the source map; pages without text are left out."""
+    parts: list[str] = []
+    boundaries: list[int] = []
+    listed: list[dict[str, Any]] = []
+    words: list[list[Any]] = []
+    offset = 0
+    for number, page in pages:
+        text = page.text if isinstance(page, OcrPage) else page.strip()
+        if not text.strip():
+            continue
+        boundaries.append(offset)
+        entry: dict[str, Any] = {"page": number, "start": offset, "end": offset + len(text),
+                                 "reader": "text"}
+        if isinstance(page, OcrPage):
+            entry.update(reader="ocr", width=page.width, height=page.height, dpi=page.dpi)
+            words.extend([offset + w.start, offset + w.end, number, w.line, *w.box,
+                          w.confidence] for w in page.words)
+        listed.append(entry)
+        parts.append(text + "\n\n")
+        offset += len(parts[-1])
+    return "".join(parts), boundaries, {"version": sourcemap.VERSION, "pages": listed,
+                                        "words": words}
