@@ -200,13 +200,7 @@ class _Candidate:
     """A relationship that passed every check but domain/range (decided once types are)."""
 
     index: int
-    source: str
-    target: str
-    type: TypeInfo
-    confidence: float
-    quote: str
-    start: int
-    end: int
+    relationship: ValidRelationship
 
 
 def _end_concept(label: str, reading: _Reading) -> str | None:
@@ -444,8 +438,8 @@ def _read_relationship(i: int, raw: Any, model: type[BaseModel], reading: _Readi
         result.dropped["duplicate"] += 1
         return None
     seen.add(edge)
-    return _Candidate(i, source, target, type_info, item.confidence, chunk[span[0]:span[1]],
-                      span[0], span[1])
+    return _Candidate(i, ValidRelationship(source, target, type_info, item.confidence,
+                                           chunk[span[0]:span[1]], span[0], span[1]))
 
 
 def _decide_types(candidates: list[_Candidate], reading: _Reading) -> None:
@@ -462,11 +456,11 @@ def _decide_types(candidates: list[_Candidate], reading: _Reading) -> None:
 
     for concept in result.concepts:
         vote(concept.label, concept.stated)
-    for cand in candidates:
-        if cand.type.direction == "symmetric" and cand.type.domain != cand.type.range:
+    for rel in (cand.relationship for cand in candidates):
+        if rel.type.direction == "symmetric" and rel.type.domain != rel.type.range:
             continue  # either end may be either type: no evidence for one
-        vote(cand.source, cand.type.domain)
-        vote(cand.target, cand.type.range)
+        vote(rel.source, rel.type.domain)
+        vote(rel.target, rel.type.range)
     for literal in result.literals:
         vote(literal.subject, literal.type.domain)
     for concept in result.concepts:
@@ -484,15 +478,14 @@ def _keep_conforming(candidates: list[_Candidate], reading: _Reading) -> None:
     """Relationships (and literals) whose stated end types do not contradict the relation."""
     result, by_label, vocabulary = reading.result, reading.by_label, reading.vocabulary
     for cand in candidates:
-        violation = _ends_conform(cand.type, by_label[cand.source], by_label[cand.target],
+        rel = cand.relationship
+        violation = _ends_conform(rel.type, by_label[rel.source], by_label[rel.target],
                                   vocabulary)
         if violation is not None:
             result.dropped["domain_range"] += 1
             result.errors.append(f"relationships[{cand.index}]: {violation}")
             continue
-        result.relationships.append(ValidRelationship(
-            cand.source, cand.target, cand.type, cand.confidence, cand.quote, cand.start,
-            cand.end))
+        result.relationships.append(rel)
     kept = []
     for literal in result.literals:
         if _conflicts(by_label[literal.subject], literal.type.domain, vocabulary):
