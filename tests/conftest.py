@@ -20,6 +20,8 @@ from sqlalchemy import create_engine, text
 
 from kg.db import Database
 from kg.db import migrate as kg_migrate
+from tests.fakes import FakeOllama
+from tests.graph_seed import fake_ollama, ingest_story, use_server
 
 PG_ADMIN_URL = os.environ.get(
     "KG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -200,3 +202,17 @@ def _reset_kg_logging() -> Iterator[None]:
         logger.removeHandler(handler)
     logger.setLevel(logging.NOTSET)
     logger.propagate = True
+
+
+@pytest.fixture
+def ollama() -> Iterator[FakeOllama]:
+    """A fake Ollama server answering every chunk with a valid graph (see tests/graph_seed.py)."""
+    with fake_ollama() as server:
+        yield server
+
+
+@pytest.fixture
+def seeded(kg, ollama: FakeOllama, tmp_path: Path) -> Path:
+    """A graph from the story, ingested by the CLI against the fake Ollama server."""
+    use_server(kg, ollama.url)
+    return ingest_story(kg, tmp_path)

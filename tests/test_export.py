@@ -27,15 +27,9 @@ from rdflib.namespace import RDFS, SKOS
 from kg.db import Database
 from kg.export import ExportFilter, export_graph
 from kg.export import cypher as cypher_format
-from tests.graph_seed import HOSTILE, bulk_graph, fake_ollama, ingest_story, rows, use_server
+from tests.graph_seed import HOSTILE, bulk_graph, ingest_story, rows, use_server
 
 XML_SAFE = {"control \x01\x07 chars": "control \ufffd\ufffd chars"}  # XML 1.0 forbids these
-
-
-@pytest.fixture
-def ollama() -> Iterator[Any]:
-    with fake_ollama() as server:
-        yield server
 
 
 def db_nodes(db: Database) -> dict[int, dict[str, Any]]:

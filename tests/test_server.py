@@ -31,7 +31,7 @@ from kg.db import Database
 from kg.db.models import Call
 from kg.server import ServerConfig, create_app
 from tests.fakes import FakeOllama, Reply, chunk_of, graph_reply
-from tests.graph_seed import fake_ollama, ingest_story, rows, use_server
+from tests.graph_seed import ingest_story, rows, use_server
 from tests.test_ingest import paragraphs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,19 +127,6 @@ def assert_error(response: httpx.Response, status: int, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in body["error"], body["error"]
     return str(body["error"])
-
-
-@pytest.fixture
-def ollama() -> Iterator[FakeOllama]:
-    with fake_ollama() as server:
-        yield server
-
-
-@pytest.fixture
-def seeded(kg, ollama, tmp_path) -> Path:
-    """A graph from the story, ingested by the CLI against the fake Ollama server."""
-    use_server(kg, ollama.url)
-    return ingest_story(kg, tmp_path)
 
 
 def slow_ollama(delay: float) -> FakeOllama:

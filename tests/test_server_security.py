@@ -31,24 +31,12 @@ from kg.server.guard import STATE_CHANGING
 from kg.server.routes_health import NOT_OK
 from kg.urls import redact, redact_url
 from tests.browser import chromium, needs_browser
-from tests.graph_seed import bulk_graph, fake_ollama, ingest_story, rows, use_server
+from tests.graph_seed import bulk_graph, ingest_story, rows, use_server
 from tests.test_ingest import paragraphs
 from tests.test_server import SMALL, ServerThread, assert_error, counts, serve
 
 BEYOND = str(2**63)  # one more than the largest BIGINT
 HUGE = "9" * 5000  # more digits than Python parses by default (4300)
-
-
-@pytest.fixture
-def ollama() -> Iterator[Any]:
-    with fake_ollama() as server:
-        yield server
-
-
-@pytest.fixture
-def seeded(kg, ollama, tmp_path) -> Path:
-    use_server(kg, ollama.url)
-    return ingest_story(kg, tmp_path)
 
 
 PAGES = ["/", "/docs", "/openapi.json", "/static/app.js"]  # GET only, not in the schema

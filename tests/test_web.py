@@ -20,7 +20,7 @@ import pytest
 from kg import queries, tokens
 from tests.browser import chromium, needs_browser
 from tests.fakes import NAME, TYPES, FakeOllama, Reply, chunk_of
-from tests.graph_seed import fake_ollama, ingest_story, rows, use_server
+from tests.graph_seed import ingest_story, rows, use_server
 from tests.test_ingest import paragraphs
 from tests.test_server import serve, slow_ollama
 
@@ -54,12 +54,6 @@ def dialect() -> str:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     yield from chromium("--window-size=1440,900", "--hide-scrollbars")
-
-
-@pytest.fixture
-def ollama() -> Iterator[FakeOllama]:
-    with fake_ollama() as server:
-        yield server
 
 
 def wait_for(driver: Any, condition: Callable[[Any], Any], timeout: float = 20) -> Any:
