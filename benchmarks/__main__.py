@@ -2,8 +2,10 @@
 
 Figures only: nothing here passes or fails on a number. Takes a few minutes on 2 cores.
 Longer ones run on their own: `python -m benchmarks.export` (100k-concept export),
-`python -m benchmarks.server` (`kg serve` under load). `--only engine` prints just the engine
-overhead on both databases and their ratio (the guard whose history is benchmarks/HISTORY.md).
+`python -m benchmarks.server` (`kg serve` under load), `python -m benchmarks.collections`
+(a small collection beside a 100k-concept one; migrating 100k concepts into `default`).
+`--only engine` prints just the engine overhead on both databases and their ratio (the guard
+whose history is benchmarks/HISTORY.md).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The notebook API: `import kg; g = kg.open()`, then read, export and curate the graph.
 
-`kg.open()` reads the same settings as the CLI (KG_DATABASE_URL, KG_HOME, KG_PROFILE) and
-every method calls the same library function as the matching command, so a notebook and a
-shell see the same graph the same way.
+`kg.open()` reads the same settings as the CLI (KG_DATABASE_URL, KG_HOME, KG_PROFILE,
+KG_COLLECTION) and every method calls the same library function as the matching command, so a
+notebook and a shell see the same graph the same way. A Graph works in one collection:
+`kg.open(collection="slides")`.
 
 It is also the one door through which the front ends start ingestions: the server's run
 routes take the request, summary and progress types and `ingest` from here, never from
@@ -51,7 +52,7 @@ Rows = list[dict[str, Any]]
 
 
 class Graph:
-    """A handle on one kg database; close it (or use `with`) when done."""
+    """A handle on one collection of a kg database; close it (or use `with`) when done."""
 
     def __init__(self, database: Database, settings: Settings | None = None) -> None:
         self.database = database
@@ -59,8 +60,14 @@ class Graph:
         self.by = os.environ.get("USER") or "notebook"
 
     # -- plumbing -------------------------------------------------------------------------
+    @property
+    def collection(self) -> str:
+        """The name of the collection this graph is."""
+        return self.database.collection
+
     def session(self) -> Session:
-        """A SQLAlchemy session for queries of your own (commit or roll back yourself)."""
+        """A SQLAlchemy session for queries of your own (commit or roll back yourself); its
+        ORM queries see only this collection and its new rows go there."""
         return self.database.sessions()
 
     def close(self) -> None:
@@ -74,7 +81,7 @@ class Graph:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<kg.Graph {self.database.display_url}>"
+        return f"<kg.Graph {self.database.display_url} collection {self.collection!r}>"
 
     # -- writing --------------------------------------------------------------------------
     def ingest(self, paths: str | Path | Iterable[str | Path], profile: str | None = None, *,
@@ -143,7 +150,7 @@ class Graph:
         result: networkx.MultiDiGraph = nx.MultiDiGraph()
         scope = ExportFilter(run=run, document=document, min_confidence=min_confidence)
         with self.database.engine.connect() as conn:
-            snapshot(conn)
+            snapshot(conn, self.database)
             source = GraphSource(conn, scope)
             for n in source.nodes():
                 result.add_node(n.id, label=n.label, description=n.description,
@@ -186,11 +193,12 @@ class Graph:
             return graph.delete_document(session, str(path))
 
 
-def open(url: str | None = None) -> Graph:
+def open(url: str | None = None, collection: str | None = None) -> Graph:
     """Open the kg database: `url`, else KG_DATABASE_URL, else $KG_HOME/kg.db (created and
-    migrated on first use, like the CLI; other databases need `kg db upgrade`)."""
+    migrated on first use, like the CLI; other databases need `kg db upgrade`), working in
+    `collection` (else KG_COLLECTION, else `default`; see `kg collections list`)."""
     settings = load_settings()
-    database = open_database(url)
+    database = open_database(url, collection=collection)
     if database.migrated is not None:
         log.info("migrated the kg database %s: %s -> %s", database.display_url,
                  *database.migrated)

@@ -23,7 +23,7 @@ from kg.db.models import Chunk, ChunkExtraction, Run, RunDocument, utcnow
 from kg.db.runstate import RunStatus, effective_status
 from kg.errors import NotFoundError, UsageError
 from kg.extraction import plan, runs
-from kg.extraction.ingest import IngestRequest
+from kg.extraction.ingest import IngestRequest, pinned
 from kg.extraction.plan import BusyFile, Planning, SkippedFile
 from kg.profiles import storage, views
 
@@ -91,6 +91,7 @@ def enqueue(db: Database, request: IngestRequest,
             on_planning: Callable[[Planning], None] | None = None) -> Queued:
     """Plan a run like `kg ingest` does and defer one job per pending chunk; returns at once."""
     require_postgresql(db)
+    request = pinned(db, request)
     files = plan.discover(request.paths, request.recursive)
     if not files:
         raise UsageError("no files found; give files or use --recursive for folders")

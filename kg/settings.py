@@ -21,6 +21,7 @@ class Settings:
     log_level: str | None = None
     ollama_host: str | None = None  # OLLAMA_HOST, for Ollama profiles without a base URL
     profile: str | None = None  # KG_PROFILE: the profile one command uses instead of the active
+    collection: str | None = None  # KG_COLLECTION: the collection commands work in (else default)
 
     @property
     def models_dir(self) -> Path:
@@ -34,7 +35,7 @@ class Settings:
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read KG_HOME (default ~/.kg), KG_DATABASE_URL (default: SQLite file in KG_HOME),
-    KG_LOG_LEVEL (a bad level is a UsageError), OLLAMA_HOST and KG_PROFILE."""
+    KG_LOG_LEVEL (a bad level is a UsageError), OLLAMA_HOST, KG_PROFILE and KG_COLLECTION."""
     env = os.environ if environ is None else environ
     home = Path(env.get("KG_HOME") or Path.home() / ".kg").expanduser()
     url = env.get("KG_DATABASE_URL") or f"sqlite:///{home / DATABASE_FILE}"
@@ -42,4 +43,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     level = parse_level(raw_level) if raw_level else None
     return Settings(home=home, database_url=url, log_level=level,
                     ollama_host=env.get("OLLAMA_HOST") or None,
-                    profile=env.get("KG_PROFILE") or None)
+                    profile=env.get("KG_PROFILE") or None,
+                    collection=env.get("KG_COLLECTION") or None)

@@ -47,7 +47,7 @@ HEARTBEAT_S = 5.0  # a run's heartbeat from a job start, at most this often per 
 RETRY = RetryStrategy(max_attempts=ATTEMPTS - 1, wait=2, exponential_wait=2)
 # What a job needs, in one read: its run (None: removed), its chunk (no row: removed) and
 # whether the chunk has an outcome in the run already.
-JOB = (select(RUNS.c.id.label("run"), RUNS.c.options, RUNS.c.profile_name,
+JOB = (select(RUNS.c.id.label("run"), RUNS.c.options, RUNS.c.profile_name, RUNS.c.collection_id,
               CHUNKS.c.document_id, CHUNKS.c.char_start, CHUNKS.c.text,
               EXTRACTIONS.c.id.label("stored"))
        .select_from(CHUNKS.outerjoin(RUNS, RUNS.c.id == bindparam("run_id")).outerjoin(
@@ -158,18 +158,27 @@ class ChunkJobs:
         self.options = options
         self.name = worker_name()
         self.extractors = Extractors(db, options.models_dir)
-        self.writers: dict[float, OnceWriter] = {}
+        self.writers: dict[tuple[int, float], OnceWriter] = {}
+        self.scoped: dict[int, Database] = {}  # collection id -> the database working in it
         self.writers_lock = threading.Lock()
         self.recorded: set[tuple[int, tuple[int, int]]] = set()  # (run, profile key) listed
         self.beats: dict[int, float] = {}  # run -> when this process last wrote its heartbeat
         self.done = 0
 
-    def writer(self, fuzzy_threshold: float) -> OnceWriter:
-        """One writer per threshold: its caches are kept between jobs."""
+    def database(self, collection_id: int) -> Database:
+        """The database working in a run's collection (a worker takes jobs of any)."""
         with self.writers_lock:
-            if fuzzy_threshold not in self.writers:
-                self.writers[fuzzy_threshold] = OnceWriter(self.db, fuzzy_threshold, self.name)
-            return self.writers[fuzzy_threshold]
+            if collection_id not in self.scoped:
+                self.scoped[collection_id] = self.db.scoped(collection_id, f"#{collection_id}")
+            return self.scoped[collection_id]
+
+    def writer(self, db: Database, fuzzy_threshold: float) -> OnceWriter:
+        """One writer per collection and threshold: its caches are kept between jobs."""
+        key = (db.collection_id, fuzzy_threshold)
+        with self.writers_lock:
+            if key not in self.writers:
+                self.writers[key] = OnceWriter(db, fuzzy_threshold, self.name)
+            return self.writers[key]
 
     def process(self, run_id: int, chunk_id: int, attempts: int = 0) -> str:
         """Extract and commit one chunk of a run; returns what happened (for the job log)."""
@@ -177,8 +186,9 @@ class ChunkJobs:
             job = conn.execute(JOB, {"run_id": run_id, "chunk_id": chunk_id}).first()
         if job is None or job.run is None:
             return "gone"  # the run or its document was removed meanwhile
+        db = self.database(job.collection_id)
         if job.stored is not None:
-            queue.finish_if_done(self.db, run_id)
+            queue.finish_if_done(db, run_id)
             return "already stored"
         if self._beat_due(run_id):
             # The run is alive while its chunks are in hand (commits beat too; this covers
@@ -193,13 +203,13 @@ class ChunkJobs:
         ref = ChunkRef(chunk_id, job.document_id, job.char_start)
         served = self.extractors.acquire(follow)
         try:
-            self._record_profile(run_id, served)
+            self._record_profile(db, run_id, served)
             extractor = served.extractor
             outcome = extractor.extract(chunk_id, job.text, backoff_s=self.options.backoff_s,
                                         breaker=self.extractors.breaker(extractor))
         finally:
             self.extractors.release(served)
-        writer = self.writer(float(options.get("fuzzy_threshold", 92.0)))
+        writer = self.writer(db, float(options.get("fuzzy_threshold", 92.0)))
         if outcome.fatal is not None:
             if attempts + 1 < ATTEMPTS:
                 if outcome.attempts:
@@ -218,7 +228,7 @@ class ChunkJobs:
                 or committed.run_outcomes >= expected:
             # Each queued chunk adds one outcome: before the last, the run cannot be done
             # (the commit said how many there are; finish_if_done need not read them again).
-            queue.finish_if_done(self.db, run_id)
+            queue.finish_if_done(db, run_id)
         return "ok" if outcome.ok else "failed"
 
     def _beat_due(self, run_id: int) -> bool:
@@ -229,13 +239,13 @@ class ChunkJobs:
             self.beats[run_id] = now
             return True
 
-    def _record_profile(self, run_id: int, served: Served) -> None:
+    def _record_profile(self, db: Database, run_id: int, served: Served) -> None:
         """The run lists every profile revision that served it (once, whichever worker)."""
         if (run_id, served.key) in self.recorded:
             return
         snapshot = views.snapshot(served.extractor.settings)
         self.recorded.add((run_id, served.key))
-        with self.db.session() as session:
+        with db.session() as session:
             run = session.get(Run, run_id, with_for_update=True)
             listed = {(p.get("profile"), p.get("revision")) for p in run.profiles_used} \
                 if run is not None else set()

@@ -1,4 +1,5 @@
-"""Shared helpers for commands: opening the database, who is acting, completing names."""
+"""Shared helpers for commands: opening the database (in the command's collection), who is
+acting, completing names."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kg.db import Database, open_database
+from kg.db.collections import DEFAULT
 from kg.errors import UsageError
 from kg.settings import Settings, load_settings
 
@@ -23,15 +26,44 @@ T = TypeVar("T")
 DB_MAX = 2**63 - 1
 ROW_ID = click.IntRange(1, DB_MAX)
 LIMIT = click.IntRange(0, DB_MAX)
+# Where a command's --collection (or KG_COLLECTION) is kept for `database()`: click's meta is
+# shared by every context of one invocation, so a group's option reaches its subcommand.
+COLLECTION = "kg.collection"
 
 
 def settings() -> Settings:
     return load_settings()
 
 
+def remember_collection(ctx: click.Context, param: click.Parameter,
+                        value: str | None) -> None:
+    """--collection's callback: keep the name for `database()`. A subcommand's option does
+    not undo its group's unless given on the command line (`kg export --collection A
+    training` stays in A whatever KG_COLLECTION says)."""
+    if value is not None and not value.strip():
+        raise UsageError("--collection needs a collection name; see `kg collections list`")
+    given = ctx.get_parameter_source(param.name or "") == ParameterSource.COMMANDLINE
+    if given or COLLECTION not in ctx.meta:
+        ctx.meta[COLLECTION] = value.strip() if value is not None else None
+
+
+def collection_choice() -> str | None:
+    """The collection the running command works in: its --collection (else KG_COLLECTION);
+    `default` for a command without the option (the server and workers serve every
+    collection, and profiles or the schema belong to none); None outside a command."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    if COLLECTION in ctx.meta:
+        chosen: str | None = ctx.meta[COLLECTION]
+        return chosen
+    return DEFAULT
+
+
 def database(check_schema: bool = True) -> Database:
-    """The configured database, migrated (by itself when it is the default SQLite file)."""
-    db = open_database(check_schema=check_schema)
+    """The configured database, migrated (by itself when it is the default SQLite file), working
+    in the command's collection."""
+    db = open_database(check_schema=check_schema, collection=collection_choice())
     if db.migrated is not None:
         before, after = db.migrated
         if before is None:
@@ -91,19 +123,28 @@ def complete_profile_names(ctx: click.Context, param: click.Parameter,
                      incomplete)
 
 
+def complete_collection_names(ctx: click.Context, param: click.Parameter,
+                              incomplete: str) -> list[str]:
+    """Shell completion for collection names."""
+    from kg.db.models import Collection
+
+    return _complete(select(Collection.name).order_by(Collection.name), incomplete)
+
+
 def complete_run_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     """Shell completion for run ids, newest first."""
     from kg.db.models import Run
 
-    return _complete(select(Run.id).order_by(Run.id.desc()).limit(200), incomplete)
+    return _complete(select(Run.id).order_by(Run.id.desc()).limit(200), incomplete,
+                     ctx.meta.get(COLLECTION, DEFAULT))
 
 
-def _complete(query: object, incomplete: str) -> list[str]:
+def _complete(query: object, incomplete: str, collection: str | None = DEFAULT) -> list[str]:
     # Completion runs on every TAB: it must neither print nor create or migrate anything.
     previous = logging.getLogger("kg").disabled
     logging.getLogger("kg").disabled = True
     try:
-        db = open_database(check_schema=True, auto_migrate=False)
+        db = open_database(check_schema=True, auto_migrate=False, collection=collection)
         try:
             with db.session() as s:
                 values = [str(v) for v in s.scalars(query)]  # type: ignore[call-overload]

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -54,6 +55,7 @@ def _interrupt_exit(exc: BaseException | None) -> int:
 # and every shell-completion TAB do not pay for the engine and the providers.
 COMMANDS = {
     "admin": "kg.cli.admin:admin",
+    "collections": "kg.cli.collections:collections",
     "concepts": "kg.cli.curation:concepts",  # kg.cli.graph's group + merge/rename/delete
     "curation": "kg.cli.curation:curation",
     "db": "kg.cli.db:db",
@@ -73,6 +75,56 @@ COMMANDS = {
 }
 
 
+# Every command gets --collection (and KG_COLLECTION) except these, which work on no single
+# collection's graph: the schema, operator settings, global profiles, ontologies and
+# vocabulary, the collections themselves, and the server and workers (which serve them all).
+NOT_IN_A_COLLECTION = frozenset({"admin", "collections", "db", "models", "ontology", "serve",
+                                 "vocab", "worker"})
+# ...apart from these subcommands of theirs, which read one collection's runs and calls.
+IN_A_COLLECTION_TOO = (("admin", "extraction", "analytics"),)
+COLLECTION_SHORT = {"ingest": "-o"}  # `kg ingest -o slides paper.pdf`
+
+
+def _collection_commands(name: str, command: click.Command) -> Iterator[click.Command]:
+    """The commands under the top-level command `name` that work in a collection."""
+    if name not in NOT_IN_A_COLLECTION:
+        yield from _leaves(command)
+        return
+    for path in IN_A_COLLECTION_TOO:
+        found: click.Command | None = command if path[0] == name else None
+        for part in path[1:]:
+            found = found.commands.get(part) if isinstance(found, click.Group) else None
+        if found is not None:
+            yield found
+
+
+def _leaves(command: click.Command) -> Iterator[click.Command]:
+    if not isinstance(command, click.Group):
+        yield command
+        return
+    if command.invoke_without_command:  # `kg export` exports by itself
+        yield command
+    for sub in command.commands.values():
+        yield from _leaves(sub)
+
+
+def add_collection_option(name: str, command: click.Command) -> None:
+    """Give the top-level command `name` (its subcommands) --collection NAME (envvar
+    KG_COLLECTION), which `context.database()` opens the database in; once per command."""
+    from kg.cli import context
+
+    short = [COLLECTION_SHORT[name]] if name in COLLECTION_SHORT else []
+    for target in _collection_commands(name, command):
+        if any(p.name == "collection" for p in target.params):
+            continue
+        target.params.append(click.Option(
+            ["collection", "--collection", *short], envvar="KG_COLLECTION",
+            expose_value=False, metavar="NAME", callback=context.remember_collection,
+            shell_complete=context.complete_collection_names,
+            help="Work in this collection (default: $KG_COLLECTION, else default); see "
+                 "`kg collections list`."))
+
+
 class KgGroup(click.Group):
     """Runs commands so that errors print as `error: ...` on one line, with an exit code."""
 
@@ -85,6 +137,7 @@ class KgGroup(click.Group):
         module_name, _, attr = COMMANDS[cmd_name].partition(":")
         command = getattr(importlib.import_module(module_name), attr)
         assert isinstance(command, click.Command)
+        add_collection_option(cmd_name, command)
         self.add_command(command, cmd_name)
         return command
 
@@ -139,8 +192,9 @@ def cli(ctx: click.Context, verbose: int) -> None:
 
     \b
     Environment: KG_HOME (default ~/.kg), KG_DATABASE_URL (default: the SQLite file
-    KG_HOME/kg.db, created on first use), KG_LOG_LEVEL (DEBUG, INFO, WARNING, ERROR),
-    NO_COLOR. Shell completion: eval "$(_KG_COMPLETE=bash_source kg)" (zsh_source, fish_source).
+    KG_HOME/kg.db, created on first use), KG_COLLECTION (the collection graph commands work
+    in; default: default), KG_LOG_LEVEL (DEBUG, INFO, WARNING, ERROR), NO_COLOR. Shell
+    completion: eval "$(_KG_COMPLETE=bash_source kg)" (zsh_source, fish_source).
     """
     configure(level_for(verbose, load_settings().log_level))
     log.debug("kg %s: %s", __version__, ctx.invoked_subcommand)

@@ -12,6 +12,7 @@ import click
 from kg import tokens
 from kg.cli import context
 from kg.cli.render import emit
+from kg.db.scope import rls_available
 from kg.errors import UsageError
 
 if TYPE_CHECKING:
@@ -61,6 +62,21 @@ def _first_token(database: Database, base: str) -> None:
     emit(f"kg serve: first start, so it created the admin token {FIRST_TOKEN} (shown only "
          f"now; revoke it with `kg admin tokens revoke {FIRST_TOKEN}`). Open {base}#token="
          f"{secret} or send `Authorization: Bearer {secret}`", err=True)
+
+
+def _say_isolation(database: Database) -> None:
+    """On PostgreSQL without the role the policies are for, collections are kept apart by
+    kg's own filters only: say so once, with the fix."""
+    if database.dialect != "postgresql":
+        return
+    with database.transaction() as conn:
+        available = rls_available(conn)
+    if not available:
+        emit("note: row-level security is off (migration 0015 could not create the role "
+             "kg_scoped: the database user lacks CREATEROLE); collections are kept apart by "
+             "kg's filters only. Run `CREATE ROLE kg_scoped NOLOGIN; GRANT kg_scoped TO "
+             "<user>;` as a superuser, then `kg db downgrade 0014 --yes && kg db upgrade`",
+             err=True)
 
 
 @click.command()
@@ -121,6 +137,7 @@ def serve(host: str, port: int, roots: tuple[Path, ...], max_upload_mb: float, m
              f"{database.display_url}; path runs under: "
              f"{', '.join(map(str, allowed)) or 'none (uploads only)'})", err=True)
         _first_token(database, base)
+        _say_isolation(database)
         state = app.state.kg
 
         class Server(uvicorn.Server):

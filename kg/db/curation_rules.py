@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Table, select
 from sqlalchemy.orm import Session
 
 from kg.db.models import Concept, ConceptAlias, CurationDecision
+from kg.db.scope import collection_of
 
 CONCEPTS = cast(Table, Concept.__table__)
 ALIASES = cast(Table, ConceptAlias.__table__)
@@ -34,6 +35,7 @@ class Action(StrEnum):
 def _active(reader: Reader, *actions: Action) -> list[tuple[int | None, list[str], Row]]:
     table = cast(Table, CurationDecision.__table__)
     rows = reader.execute(select(table.c.concept_id, table.c.norms, table.c.data).where(
+        table.c.collection_id == collection_of(reader),
         table.c.action.in_([a.value for a in actions]), table.c.undone_at.is_(None))
         .order_by(table.c.id))
     return [(r.concept_id, list(r.norms or []), r.data or {}) for r in rows]
@@ -46,7 +48,7 @@ def suppressed_labels(reader: Reader) -> set[str]:
     if not norms:
         return set()
     live = set(reader.scalars(select(CONCEPTS.c.norm_label).where(
-        CONCEPTS.c.norm_label.in_(norms))))
+        CONCEPTS.c.collection_id == collection_of(reader), CONCEPTS.c.norm_label.in_(norms))))
     return norms - live
 
 
@@ -63,10 +65,12 @@ def redirects(reader: Reader) -> dict[str, int]:
     if not norms:
         return {}
     found: dict[str, int] = {}
+    collection = collection_of(reader)
     for norm, cid in reader.execute(select(CONCEPTS.c.norm_label, CONCEPTS.c.id).where(
-            CONCEPTS.c.norm_label.in_(norms))):
+            CONCEPTS.c.collection_id == collection, CONCEPTS.c.norm_label.in_(norms))):
         found[norm] = cid
     for norm, cid in reader.execute(select(ALIASES.c.norm_alias, ALIASES.c.concept_id).where(
+            ALIASES.c.collection_id == collection,
             ALIASES.c.norm_alias.in_(norms)).order_by(ALIASES.c.id)):
         found.setdefault(norm, cid)
     return found

@@ -45,14 +45,42 @@ DESCRIPTIONS = tuple(m.value for m in DescriptionMode)
 GROUNDING = tuple(m.value for m in GroundingMode)
 SHAPES = tuple(m.value for m in OutputShape)
 ONTOLOGY_MODES = ("strict", "open")
+# extract: a chunk's extraction; describe: a vision model reading an image; ocr: Tesseract
+# reading one (seconds, no tokens); ask: an answer from the graph; resolve: a same-entity
+# judgement.
+CALL_KINDS = ("extract", "describe", "ocr", "ask", "resolve")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+DEFAULT_COLLECTION_ID = 1  # the `default` collection: made by migration 0015, never deleted
+# Where a connection keeps the collection its writes belong to (Connection.info, set by
+# kg.db.session for every transaction it begins).
+COLLECTION_KEY = "kg_collection_id"
+
+
+def current_collection(context: Any) -> int:
+    """Column default of every `collection_id`: the collection of the connection that writes."""
+    return int(context.connection.info.get(COLLECTION_KEY, DEFAULT_COLLECTION_ID))
+
+
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+class InCollection:
+    """A row of one collection's graph. Reads through a kg session see only their collection
+    (kg.db.scope adds the filter); on PostgreSQL a row-level security policy also holds it."""
+
+    # No index of its own: on SQLite (no statistics) an index on it would win over the
+    # selective ones (source_id, chunk_id, ...) and turn lookups into scans of a whole
+    # collection. Where a collection is listed, a unique key starts with it (concepts,
+    # documents); deleting a collection, rare, may scan.
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"),
+        default=current_collection, server_default=text(str(DEFAULT_COLLECTION_ID)))
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -229,10 +257,28 @@ class OntologyRelationType(Base):
     example: Mapped[str | None] = mapped_column(String(300))
 
 
-class Document(Base):
+class Collection(Base):
+    """One separate graph in the database; `default` (id 1) holds what has no other home."""
+
+    __tablename__ = "collections"
+    __table_args__ = (
+        CheckConstraint("length(name) >= 1 AND length(name) <= 64", name="ck_collection_name"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    # Pinned for this collection's runs; NULL: the active profile / the profile's ontology.
+    profile: Mapped[str | None] = mapped_column(String(64))
+    ontology: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+
+
+class Document(InCollection, Base):
     __tablename__ = "documents"
     __table_args__ = (
-        UniqueConstraint("path", "sha256", name="uq_document_path_sha"),
+        UniqueConstraint("collection_id", "path", "sha256", name="uq_document_path_sha"),
         CheckConstraint(
             "status IN ('pending', 'ingested', 'partial', 'failed')", name="ck_document_status"
         ),
@@ -252,7 +298,7 @@ class Document(Base):
     chunks: Mapped[list[Chunk]] = relationship(back_populates="document")
 
 
-class Chunk(Base):
+class Chunk(InCollection, Base):
     __tablename__ = "chunks"
     __table_args__ = (UniqueConstraint("document_id", "ordinal", name="uq_chunk_ordinal"),)
 
@@ -267,12 +313,15 @@ class Chunk(Base):
     document: Mapped[Document] = relationship(back_populates="chunks")
 
 
-class Concept(Base):
+class Concept(InCollection, Base):
     __tablename__ = "concepts"
+    __table_args__ = (
+        UniqueConstraint("collection_id", "norm_label", name="uq_concept_norm_label"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     label: Mapped[str] = mapped_column(String(200))
-    norm_label: Mapped[str] = mapped_column(String(200), unique=True)
+    norm_label: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     search_terms: Mapped[list[str]] = mapped_column(JSON, default=list)
     type: Mapped[str | None] = mapped_column(String(64))  # None: made before ontologies
@@ -281,7 +330,7 @@ class Concept(Base):
     aliases: Mapped[list[ConceptAlias]] = relationship(back_populates="concept")
 
 
-class ConceptAlias(Base):
+class ConceptAlias(InCollection, Base):
     """A surface form seen in text that resolved to a concept."""
 
     __tablename__ = "concept_aliases"
@@ -297,7 +346,7 @@ class ConceptAlias(Base):
     concept: Mapped[Concept] = relationship(back_populates="aliases")
 
 
-class Relationship(Base):
+class Relationship(InCollection, Base):
     """One typed edge; every sighting of it is an evidence row."""
 
     __tablename__ = "relationships"
@@ -317,7 +366,7 @@ class Relationship(Base):
     confidence: Mapped[float] = mapped_column(Float)
 
 
-class Evidence(Base):
+class Evidence(InCollection, Base):
     """A verbatim quote from a chunk supporting a concept or a relationship."""
 
     __tablename__ = "evidence"
@@ -341,7 +390,7 @@ class Evidence(Base):
     char_end: Mapped[int] = mapped_column(Integer)
 
 
-class Run(Base):
+class Run(InCollection, Base):
     """One ingestion run."""
 
     __tablename__ = "runs"
@@ -382,7 +431,7 @@ class RunDocument(Base):
     )
 
 
-class ChunkExtraction(Base):
+class ChunkExtraction(InCollection, Base):
     """The outcome of one chunk in one run: committed with its graph rows, or failed."""
 
     __tablename__ = "chunk_extractions"
@@ -408,8 +457,8 @@ class ChunkExtraction(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
 
 
-class Call(Base):
-    """One LLM request: the unit every analytic is computed from."""
+class Call(InCollection, Base):
+    """One LLM request (or one OCR pass): the unit every analytic is computed from."""
 
     __tablename__ = "calls"
 
@@ -464,7 +513,7 @@ class ModelPrice(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Evaluation(Base):
+class Evaluation(InCollection, Base):
     """One scoring of a profile against a folder of gold annotations."""
 
     __tablename__ = "evaluations"
@@ -538,7 +587,7 @@ class CachedReply(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class CurationDecision(Base):
+class CurationDecision(InCollection, Base):
     """One curation decision: who, when, what, and enough of the old rows to undo it."""
 
     __tablename__ = "curation_decisions"
@@ -593,3 +642,5 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
     revoked_by: Mapped[str | None] = mapped_column(String(128))
+    # The collection ids it may use; NULL: every collection (tokens made before collections).
+    collections: Mapped[list[int] | None] = mapped_column(JSON, default=None)

@@ -11,7 +11,7 @@ from kg.settings import load_settings
 
 
 def open_database(url: str | None = None, *, check_schema: bool = True,
-                  auto_migrate: bool | None = None) -> Database:
+                  auto_migrate: bool | None = None, collection: str | None = None) -> Database:
     """Open a database (default: the configured one) and, by default, insist it is migrated.
 
     The default database (the SQLite file KG_HOME/kg.db) is kg's own: it is created or upgraded
@@ -31,6 +31,11 @@ def open_database(url: str | None = None, *, check_schema: bool = True,
                 db.migrated = migrate.ensure_current(db)
             else:
                 migrate.require_current(db)
+            name = collection if collection is not None else settings.collection
+            if name is not None:
+                from kg.db.collections import scope
+
+                db = scope(db, name)
     except SQLAlchemyError as exc:  # pragma: no cover - unexpected driver failures
         db.dispose()
         raise DatabaseError(f"database error at {db.display_url}: {exc}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +15,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from kg.db import scope
+from kg.db.models import DEFAULT_COLLECTION_ID
 from kg.errors import DatabaseError, SchemaNotMigrated
 from kg.urls import mask_params
 
@@ -89,7 +92,12 @@ def _ping_when_idle(engine: Engine) -> None:
 
 
 class Database:
-    """An engine plus a session factory for one database URL."""
+    """An engine plus a session factory for one database URL, working in one collection
+    (`default` unless `scoped` says otherwise)."""
+
+    collection_id: int = DEFAULT_COLLECTION_ID
+    collection: str = "default"
+    enforce: tuple[int, ...] | None = None
 
     def __init__(self, url: str) -> None:
         self.url = _parse(url)
@@ -108,8 +116,22 @@ class Database:
         _ping_when_idle(self.engine)
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions = self._sessionmaker()
         log.debug("database %s (%s)", self.display_url, self.dialect)
+
+    def _sessionmaker(self) -> sessionmaker[Session]:
+        info = {scope.SESSION_KEY: self.collection_id, scope.ENFORCE_KEY: self.enforce}
+        return sessionmaker(self.engine, expire_on_commit=False, info=info)
+
+    def scoped(self, collection_id: int, name: str, *,
+               enforce: tuple[int, ...] | None = None) -> Database:
+        """The same engine working in another collection (see kg.db.collections.scope for
+        the lookup by name); with `enforce`, PostgreSQL's row-level security also holds
+        every session to those collection ids."""
+        clone = copy.copy(self)
+        clone.collection_id, clone.collection, clone.enforce = collection_id, name, enforce
+        clone.sessions = clone._sessionmaker()
+        return clone
 
     def file_state(self) -> str | None:
         """For a SQLite file: 'missing', 'empty' or 'present'; None for other databases."""
@@ -187,6 +209,7 @@ class Database:
         """A Core connection in a transaction: the hot path (no ORM unit of work)."""
         try:
             with self.engine.begin() as conn:
+                scope.begin_scope(conn, self.collection_id, self.enforce)
                 yield conn
         except OperationalError as exc:
             reason = _first_line(exc)

@@ -81,7 +81,7 @@ def export_graph(db: Database, fmt: str, path: Path | None = None, *,
     started = time.perf_counter()
     result = ExportResult(fmt)
     with db.engine.connect() as conn:
-        snapshot(conn)
+        snapshot(conn, db)
         source = GraphSource(conn, scope, quotes=fmt == "jsonl")
         if fmt == "csv":
             assert path is not None

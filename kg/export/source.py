@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Integer, and_, any_, exists, func, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -28,7 +28,11 @@ from kg.db.models import (
     RelationshipType,
     Run,
 )
+from kg.db.scope import begin_scope, scope_of
 from kg.errors import NotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from kg.db import Database
 
 BATCH = 1000
 
@@ -88,15 +92,17 @@ class Edge:
 TYPE_COLUMN: Any = Concept.__table__.c.get("type")
 
 
-def snapshot(conn: Connection) -> None:
-    """Make the connection's reads one consistent snapshot (call before the first read)."""
+def snapshot(conn: Connection, database: Database) -> None:
+    """Make the connection's reads one consistent snapshot of `database`'s collection (call
+    before the first read)."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        return
-    raw = conn.connection.dbapi_connection
-    # pysqlite starts no transaction for a SELECT: each statement would see its own state.
-    if raw is not None and not getattr(raw, "in_transaction", True):
-        conn.exec_driver_sql("BEGIN")
+    else:
+        raw = conn.connection.dbapi_connection
+        # pysqlite starts no transaction for a SELECT: each statement would see its own state.
+        if raw is not None and not getattr(raw, "in_transaction", True):
+            conn.exec_driver_sql("BEGIN")
+    begin_scope(conn, database.collection_id, database.enforce)
 
 
 class GraphSource:
@@ -105,12 +111,14 @@ class GraphSource:
     def __init__(self, conn: Connection, scope: ExportFilter | None = None, *,
                  quotes: bool = False, batch: int = BATCH) -> None:
         self.conn = conn
+        self.collection = scope_of(conn)  # a Core connection: the filter is ours to write
         self.scope = scope or ExportFilter()
         self.quotes = quotes
         self.batch = batch
         self.document_ids = self._documents()
         if self.scope.run is not None and conn.scalar(
-                select(Run.id).where(Run.id == self.scope.run)) is None:
+                select(Run.id).where(Run.id == self.scope.run,
+                                     Run.collection_id == self.collection)) is None:
             raise NotFoundError(f"no run {self.scope.run}; see `kg runs list`")
 
     def _documents(self) -> list[int] | None:
@@ -118,7 +126,8 @@ class GraphSource:
         if path is None:
             return None
         candidates = [path, str(Path(path).expanduser().resolve(strict=False))]
-        ids = list(self.conn.scalars(select(Document.id).where(Document.path.in_(candidates))))
+        ids = list(self.conn.scalars(select(Document.id).where(
+            Document.collection_id == self.collection, Document.path.in_(candidates))))
         if not ids:
             raise NotFoundError(f"no document {path!r} in the graph; see `kg documents list`")
         return ids
@@ -142,6 +151,7 @@ class GraphSource:
 
     @property
     def scoped(self) -> bool:
+        """Whether a run or document narrows the export (the collection always does)."""
         return bool(self._evidence_scope())
 
     def _concept_in_scope(self, column: Any) -> ColumnElement[bool]:
@@ -155,7 +165,8 @@ class GraphSource:
             columns.append(TYPE_COLUMN)
         last = 0
         while True:
-            query = select(*columns).where(Concept.id > last)
+            query = select(*columns).where(Concept.id > last,
+                                           Concept.collection_id == self.collection)
             if self.scoped:
                 query = query.where(self._concept_in_scope(Concept.id))
             rows: list[Any] = list(self.conn.execute(
@@ -186,7 +197,7 @@ class GraphSource:
 
     # -- edges -------------------------------------------------------------------------
     def _edge_filter(self) -> list[ColumnElement[bool]]:
-        conditions: list[ColumnElement[bool]] = []
+        conditions: list[ColumnElement[bool]] = [Relationship.collection_id == self.collection]
         if self.scope.min_confidence is not None:
             conditions.append(Relationship.confidence >= self.scope.min_confidence)
         if self.scoped:

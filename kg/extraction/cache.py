@@ -19,7 +19,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kg.db import Database
-from kg.db.models import CachedReply, utcnow
+from kg.db.models import DEFAULT_COLLECTION_ID, CachedReply, utcnow
 from kg.extraction.extract import CallStatus, ChunkOutcome
 from kg.extraction.extractor import Extractor
 from kg.profiles.settings import ProviderSettings, output_settings
@@ -31,12 +31,15 @@ FLUSH_EVERY = 64
 
 
 def request_key(settings: ProviderSettings, messages: list[Message],
-                schema: dict[str, Any]) -> str:
-    """The content address of one request."""
+                schema: dict[str, Any], collection_id: int = DEFAULT_COLLECTION_ID) -> str:
+    """The content address of one request, within one collection (a reply is reused only
+    where it was made: the same text in another team's collection costs its own call)."""
     # The settings come from their declaration (Declared.changes_output), so a new setting
     # that changes the reply cannot be forgotten here; the budget is what goes on the wire.
     data = {"settings": output_settings(settings), "budget": settings.output_budget,
             "schema": schema, "messages": messages}
+    if collection_id != DEFAULT_COLLECTION_ID:  # keys of `default` stay as they were
+        data["collection"] = collection_id
     return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False,
                                      separators=(",", ":")).encode()).hexdigest()
 
@@ -132,7 +135,7 @@ class CachingProvider:
         self.settings = inner.settings
 
     def complete(self, messages: list[Message], json_schema: dict[str, Any]) -> Completion:
-        key = request_key(self.settings, messages, json_schema)
+        key = request_key(self.settings, messages, json_schema, self.cache.db.collection_id)
         if self.cache.lookup:
             content = self.cache.get(key)
             if content is not None:

@@ -127,7 +127,7 @@ def estimate(db: Database, paths: list[Path], *, recursive: bool = False,
                     result.chunks += 1
                     tokens = _messages_tokens(extractor, chunk.text)
                     key = request_key(settings, extractor.messages(chunk.text),
-                                      extractor.schema_for(chunk.text))
+                                      extractor.schema_for(chunk.text), db.collection_id)
                     if use_cache and not force and cache_hits(db, [key]):
                         result.cache_hits += 1
                         continue  # answered by the cache: nothing is sent

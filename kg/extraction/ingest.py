@@ -8,6 +8,7 @@ alone, so a killed run loses nothing that committed and `--resume` redoes exactl
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from kg.db import Database
+from kg.db import Database, collections
 from kg.db.runstate import RunStatus
 from kg.errors import KgError, ProviderUnavailable, UsageError
 from kg.extraction import plan, probes, runs
@@ -319,4 +320,14 @@ def ingest(
 ) -> IngestSummary:
     """Run (or resume) one ingestion and return its summary; `on_run(run_id)` is called once
     the run is planned (or reopened), before its first chunk is sent."""
-    return _Ingestion(db, request, models_dir, on_progress, on_planning, on_run).run()
+    return _Ingestion(db, pinned(db, request), models_dir, on_progress, on_planning,
+                      on_run).run()
+
+
+def pinned(db: Database, request: IngestRequest) -> IngestRequest:
+    """The request with the collection's pinned profile and ontology where it names none."""
+    if request.profile is not None and request.ontology is not None:
+        return request
+    profile, ontology = collections.pins(db)
+    return dataclasses.replace(request, profile=request.profile or profile,
+                               ontology=request.ontology or ontology)

@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from kg.db import Database
 from kg.db.models import Chunk, Document, Run, RunDocument, utcnow
 from kg.db.runstate import DocumentStatus, RunStatus, effective_status
+from kg.db.scope import scope_of
 from kg.errors import UsageError
 from kg.extraction import loaders, ocr
 from kg.extraction.chunking import ChunkingOptions, chunk_text
@@ -63,6 +64,7 @@ def is_unchanged(db: Database, path: Path, sha: str) -> bool:
     """Already ingested with this content (no lock: a hint checked again under the lock)."""
     with db.transaction() as conn:
         return conn.scalar(select(DOCUMENTS.c.id).where(
+            DOCUMENTS.c.collection_id == scope_of(conn),
             DOCUMENTS.c.path == str(path.resolve()), DOCUMENTS.c.sha256 == sha,
             DOCUMENTS.c.status == DocumentStatus.INGESTED)) is not None
 
@@ -112,7 +114,8 @@ class Added:
 
 def _lock(conn: Connection, run_id: int, path: str, sha: str) -> None:
     if conn.dialect.name == "postgresql":
-        digest = hashlib.blake2b(f"{path}\0{sha}".encode(), digest_size=4).digest()
+        digest = hashlib.blake2b(f"{scope_of(conn)}\0{path}\0{sha}".encode(),
+                                 digest_size=4).digest()
         conn.execute(select(func.pg_advisory_xact_lock(
             LOCK_SPACE, int.from_bytes(digest, "big", signed=True))))
     # The first statement writes: on SQLite that takes the write lock for the whole
@@ -135,10 +138,11 @@ def _insert_document(conn: Connection, doc: loaders.LoadedDocument, path: str) -
               "source_map": doc.source_map, "created_at": utcnow()}
     dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     statement = dialect_insert(DOCUMENTS).values(values).on_conflict_do_nothing(
-        index_elements=["path", "sha256"]).returning(DOCUMENTS.c.id)
+        index_elements=["collection_id", "path", "sha256"]).returning(DOCUMENTS.c.id)
     new_id = conn.scalar(statement)
     if new_id is None:  # someone not holding our lock created it: use theirs
         new_id = conn.scalar(select(DOCUMENTS.c.id).where(
+            DOCUMENTS.c.collection_id == scope_of(conn),
             DOCUMENTS.c.path == path, DOCUMENTS.c.sha256 == doc.sha256))
     assert new_id is not None
     return int(new_id)
@@ -204,7 +208,8 @@ def add_document(db: Database, run_id: int, doc: loaders.LoadedDocument,
     with db.transaction() as conn:
         _lock(conn, run_id, path, doc.sha256)
         row = conn.execute(select(DOCUMENTS.c.id, DOCUMENTS.c.status, DOCUMENTS.c.chunk_count)
-                           .where(DOCUMENTS.c.path == path,
+                           .where(DOCUMENTS.c.collection_id == scope_of(conn),
+                                  DOCUMENTS.c.path == path,
                                   DOCUMENTS.c.sha256 == doc.sha256)).first()
         if row is not None and row.status == DocumentStatus.INGESTED and not force:
             return Added(Decision.UNCHANGED)

@@ -17,6 +17,7 @@ from rapidfuzz import fuzz, process
 from sqlalchemy import Connection, select
 
 from kg.db.models import Concept, ConceptAlias, utcnow
+from kg.db.scope import scope_of
 
 MAX_TERMS = 10
 EdgeKey = tuple[int, int, int]  # (source id, type id, target id)
@@ -74,13 +75,15 @@ class ConceptIndex:
     @classmethod
     def load(cls, conn: Connection, threshold: float = 92.0) -> ConceptIndex:
         index = cls(threshold)
+        collection = scope_of(conn)  # resolution stays inside the writer's collection
         for cid, label, norm in conn.execute(
-            select(Concept.id, Concept.label, Concept.norm_label).order_by(Concept.id)
+            select(Concept.id, Concept.label, Concept.norm_label)
+            .where(Concept.collection_id == collection).order_by(Concept.id)
         ):
             index.add_label(norm, cid, label)
         for cid, alias, norm in conn.execute(
             select(ConceptAlias.concept_id, ConceptAlias.alias, ConceptAlias.norm_alias)
-            .order_by(ConceptAlias.id)
+            .where(ConceptAlias.collection_id == collection).order_by(ConceptAlias.id)
         ):
             index.add_alias(norm, cid, alias)
         return index

@@ -86,6 +86,7 @@ from kg.db.models import (
     Run,
     utcnow,
 )
+from kg.db.scope import begin_scope
 from kg.errors import DatabaseError
 from kg.extraction.extract import ChunkOutcome
 from kg.extraction.resolve import (
@@ -132,15 +133,20 @@ COUNT = update(RUNS).where(RUNS.c.id == bindparam("run")).values(
 # scanning every concept (21 ms at 100k concepts, under the graph lock, at every commit after
 # another writer's), the two halves by their indexes (0.1 ms).
 _LABEL_COLUMNS = (CONCEPTS.c.id, CONCEPTS.c.label, CONCEPTS.c.norm_label)
+# Each writer works in one collection (`collection`): resolution never crosses into another.
 _NEW_LABELS = union(
-    select(*_LABEL_COLUMNS).where(CONCEPTS.c.id > bindparam("concepts")),
+    select(*_LABEL_COLUMNS).where(CONCEPTS.c.id > bindparam("concepts"),
+                                  CONCEPTS.c.collection_id == bindparam("collection")),
     select(*_LABEL_COLUMNS).where(CONCEPTS.c.id.in_(select(ALIASES.c.concept_id).where(
-        ALIASES.c.id > bindparam("aliases"))))).subquery()
+        ALIASES.c.id > bindparam("aliases"),
+        ALIASES.c.collection_id == bindparam("collection"))))).subquery()
 NEW_LABELS = select(*_NEW_LABELS.c).order_by(_NEW_LABELS.c.id)
 NEW_ALIASES = select(ALIASES.c.concept_id, ALIASES.c.alias, ALIASES.c.norm_alias).where(
-    ALIASES.c.id > bindparam("aliases")).order_by(ALIASES.c.id)
+    ALIASES.c.id > bindparam("aliases"),
+    ALIASES.c.collection_id == bindparam("collection")).order_by(ALIASES.c.id)
 NEW_EDGES = select(EDGES.c.id, EDGES.c.source_id, EDGES.c.type_id, EDGES.c.target_id,
-                   EDGES.c.confidence).where(EDGES.c.id > bindparam("edges"))
+                   EDGES.c.confidence).where(EDGES.c.id > bindparam("edges"),
+                                             EDGES.c.collection_id == bindparam("collection"))
 ADVANCE = text(" ".join(["SELECT", ", ".join(
     f"setval(pg_get_serial_sequence('{table}', 'id'), GREATEST(:{key}, COALESCE("
     f"pg_sequence_last_value(pg_get_serial_sequence('{table}', 'id')::regclass), 1)))"
@@ -314,6 +320,8 @@ class GraphWriter:
         conn: Connection | None = getattr(self._kept, "conn", None)
         if conn is None or conn.closed or conn.invalidated:
             conn = self.db.engine.connect()
+            # Rows inserted through SQLAlchemy take their collection from here (column default).
+            begin_scope(conn, self.db.collection_id)
             self._kept.conn = conn
             with self._connections_lock:
                 self._connections.append(conn)
@@ -455,7 +463,8 @@ class GraphWriter:
             self.marks = (top[0], top[1], 0)  # edges: all of them, below
         index = self.index
         concepts, aliases, edges = self.marks
-        since = {"concepts": concepts, "aliases": aliases, "edges": edges}
+        since = {"concepts": concepts, "aliases": aliases, "edges": edges,
+                 "collection": self.db.collection_id}
         wanted = (top[0] > concepts or top[1] > aliases, top[1] > aliases, top[2] > edges)
         if any(wanted):
             labels, spellings, links = self._read(conn, wanted, since)
@@ -601,7 +610,8 @@ class GraphWriter:
         new_concepts = _new_concept_rows(plan)
         if new_concepts:
             stored = conn.execute(
-                self._insert(CONCEPTS).on_conflict_do_nothing(index_elements=["norm_label"])
+                self._insert(CONCEPTS).on_conflict_do_nothing(
+                    index_elements=["collection_id", "norm_label"])
                 .returning(CONCEPTS.c.id), new_concepts).all()
             if len(stored) != len(new_concepts):
                 raise _Stale("a concept was created outside the graph lock")
@@ -664,10 +674,13 @@ class GraphWriter:
         pipeline is back (a failure anywhere rolls the whole commit back, as before)."""
         new_concepts = _new_concept_rows(plan)
         new_edges = list(plan.new_edges.values())
+        collection = self.db.collection_id
         with _pipeline(conn) as driver:
             def rows(table: Table, batch: list[dict[str, Any]], tail: str = "") -> Any:
                 if not batch:
                     return None
+                if "collection_id" in table.c:  # the JSON rows get no Python defaults
+                    batch = [{**row, "collection_id": collection} for row in batch]
                 sql = _pg_insert_rows(table.name, tuple(batch[0]), tail)
                 return driver.execute(sql, (_rows_json(batch),))
 
@@ -678,7 +691,8 @@ class GraphWriter:
             if group.retried:
                 driver.execute(PG_DELETE_RETRIED.text,
                                PG_DELETE_RETRIED.params(run=run_id, chunks=group.retried))
-            concepts = rows(CONCEPTS, new_concepts, "ON CONFLICT (norm_label) DO NOTHING")
+            concepts = rows(CONCEPTS, new_concepts,
+                            "ON CONFLICT (collection_id, norm_label) DO NOTHING")
             relabeled = each(PG_RELABEL, [
                 {"id": cid, "label": label, "norm_label": norm, "before": before}
                 for cid, (label, norm, before) in plan.relabels.items()])

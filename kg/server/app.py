@@ -6,16 +6,25 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Annotated
 
 from anyio import to_thread
 from fastapi import Depends, FastAPI
+from fastapi import Path as PathParam
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from kg import __version__
 from kg.db import Database
-from kg.server import errors, routes_graph, routes_health, routes_profiles, routes_runs
+from kg.server import (
+    errors,
+    routes_collections,
+    routes_graph,
+    routes_health,
+    routes_profiles,
+    routes_runs,
+)
 from kg.server.auth import Authenticator
 from kg.server.config import ServerConfig
 from kg.server.events import EventHub
@@ -24,16 +33,26 @@ from kg.server.health import HealthProbe
 from kg.server.jobs import RunManager
 from kg.server.limits import BodyLimit, SecurityHeaders
 from kg.server.metrics import HttpCounters, HttpMetrics, registry_for
+from kg.server.scoping import CollectionIndex
 from kg.server.state import ServerState
 from kg.settings import load_settings
 
 STATIC = Path(__file__).resolve().parent / "static"
 DESCRIPTION = """The kg knowledge graph over HTTP: concepts, relationships and their verbatim
 evidence, the graph around a concept, exports, extraction profiles and runs with live progress
-(Server-Sent Events). Send `Authorization: Bearer TOKEN` (`kg admin tokens create NAME`): the
-read scope covers every GET, admin also profile changes and runs. Bodies are JSON
+(Server-Sent Events). The graph and run routes answer for one collection: under
+`/c/{collection}/...`, or `default` without the prefix (`GET /collections` lists those a token
+may use). Send `Authorization: Bearer TOKEN` (`kg admin tokens create NAME`): the read scope
+covers every GET, admin also profile changes and runs; a token may be limited to some
+collections (`--collection NAME`). Bodies are JSON
 (`Content-Type: application/json`; `POST /runs` also takes multipart uploads); requests from
 browser pages of other origins may not change anything. Errors are `{"error": "one line"}`."""
+
+
+def collection_parameter(collection: Annotated[str, PathParam(
+        description="A collection's name (`GET /collections`); the same route without "
+                    "/c/{collection} is the default collection's.")]) -> None:
+    """Declares `{collection}` for the docs; `in_collection` resolves it, after the token."""
 
 
 def create_app(db: Database, config: ServerConfig | None = None) -> FastAPI:
@@ -50,6 +69,7 @@ def create_app(db: Database, config: ServerConfig | None = None) -> FastAPI:
         events=EventHub(db, config.poll_s),
         health=HealthProbe(db, models_dir, ttl_s=config.health_ttl_s,
                            timeout_s=config.health_timeout_s),
+        collections=CollectionIndex(db, config.collection_ttl_s),
         registry=registry, upload_dir=config.upload_dir or settings.home / "uploads")
 
     @asynccontextmanager
@@ -66,8 +86,13 @@ def create_app(db: Database, config: ServerConfig | None = None) -> FastAPI:
                   dependencies=[Depends(declared_content_type)])
     app.state.kg = state
     errors.install(app)
-    for module in (routes_health, routes_profiles, routes_runs, routes_graph):
+    # Profiles, health and tokens belong to no collection: only at the root.
+    for module in (routes_health, routes_collections, routes_profiles):
         app.include_router(module.router)
+    for module in (routes_runs, routes_graph):
+        app.include_router(module.router)
+        app.include_router(module.router, prefix="/c/{collection}",
+                           dependencies=[Depends(collection_parameter)])
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -121,14 +121,21 @@ class Authenticator:
             log.info("could not record the use of token %d: %s", token_id, exc)
 
 
+def caller(request: Request,
+           _credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                   Depends(bearer)]) -> Principal:
+    """A dependency: the caller (else 401). One per request, whichever dependencies ask."""
+    auth: Authenticator = request.app.state.kg.auth
+    return auth.principal(request.headers.get("authorization"))
+
+
+Caller = Annotated[Principal, Depends(caller)]
+
+
 def require(needed: TokenScope) -> Callable[..., Principal]:
     """A dependency: the caller, if its scope allows `needed` (else 401 or 403)."""
 
-    def dependency(request: Request,
-                   _credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                           Depends(bearer)]) -> Principal:
-        auth: Authenticator = request.app.state.kg.auth
-        principal = auth.principal(request.headers.get("authorization"))
+    def dependency(principal: Caller) -> Principal:
         if not principal.scope.allows(needed):
             raise ApiError(403, f"token {principal.name} has the {principal.scope} scope; this "
                                 f"needs {needed} (`kg admin tokens create NAME --scope {needed}`)")

@@ -34,6 +34,7 @@ class ServerConfig:
     metrics_ttl_s: float = 5.0  # several scrapers within this time share one set of queries
     health_timeout_s: float = 3.0
     token_ttl_s: float = 2.0  # how long a token lookup (or "no token exists") is trusted
+    collection_ttl_s: float = 2.0  # how long a collection's name is trusted (renames)
     poll_s: float = 0.5  # how often run events are read from the database
 
     @property

@@ -9,6 +9,10 @@ whether one client watches or fifty. A client that connects late, or reconnects 
 Events: `progress` (the run's counts and status), `chunk` (a chunk committed, with its counts),
 `chunk_failed` (with the reason), `finished` (final status and totals; the stream then ends).
 A `chunk`/`chunk_failed` event's id is its chunk_extractions row id.
+
+A run is watched through its collection's routes only: a feed keeps the (enforced) database
+handle of that collection and reads through it, and opening a run of another collection is
+a 404 like a run that does not exist.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from sqlalchemy import Connection, select
 from kg.db import Database
 from kg.db.models import Chunk, ChunkExtraction, Document, Run
 from kg.db.runstate import RunStatus, call_totals, effective_status
+from kg.db.scope import scope_of
 from kg.errors import NotFoundError
 from kg.jsonable import json_default
 
@@ -47,8 +52,11 @@ def sse(event: str, data: dict[str, Any], event_id: int | None = None) -> str:
 # -- reading ------------------------------------------------------------------------------------
 
 def read_state(conn: Connection, run_id: int) -> dict[str, Any] | None:
-    """The run's status (as other processes judge it) and counts, or None if there is none."""
-    run = conn.execute(select(Run).where(Run.id == run_id)).first()
+    """The run's status (as other processes judge it) and counts, or None if the connection's
+    collection has no such run."""
+    # A Core connection: the collection filter is ours to write.
+    run = conn.execute(select(Run).where(Run.id == run_id,
+                                         Run.collection_id == scope_of(conn))).first()
     if run is None:
         return None
     return {"run_id": run.id, "status": effective_status(run).value,
@@ -133,8 +141,10 @@ class Watcher:
 class RunFeed:
     """Polls one run and fans its new events out to every watcher."""
 
-    def __init__(self, hub: EventHub, run_id: int, state: dict[str, Any], cursor: int) -> None:
+    def __init__(self, hub: EventHub, db: Database, run_id: int, state: dict[str, Any],
+                 cursor: int) -> None:
         self.hub = hub
+        self.db = db
         self.run_id = run_id
         self.state = state
         self.cursor = cursor
@@ -149,13 +159,12 @@ class RunFeed:
     def _read(self) -> tuple[dict[str, Any] | None, list[tuple[int, str]], str | None]:
         # The state first: a run that is over committed every chunk before it finished, so
         # the rows read after it are complete.
-        with self.hub.db.engine.connect() as conn:
+        with self.db.transaction() as conn:
             state = read_state(conn, self.run_id)
             rows = read_chunks(conn, self.run_id, self.cursor)
-            conn.rollback()
         final = None
         if state is not None and state["status"] != RunStatus.RUNNING:
-            final = finished_event(self.hub.db, state)
+            final = finished_event(self.db, state)
         return state, rows, final
 
     async def run(self) -> None:
@@ -201,28 +210,37 @@ class EventHub:
         if self.feeds.get(feed.run_id) is feed:
             del self.feeds[feed.run_id]
 
-    def _start(self, run_id: int) -> tuple[dict[str, Any], int, str | None]:
-        with self.db.engine.connect() as conn:
+    def _start(self, db: Database, run_id: int) -> tuple[dict[str, Any], int, str | None]:
+        with db.transaction() as conn:
             state = read_state(conn, run_id)
             if state is None:
                 raise NotFoundError(f"no run {run_id}; see GET /runs")
             cursor = last_id(conn, run_id)
-            conn.rollback()
         final = None
         if state["status"] != RunStatus.RUNNING:
-            final = finished_event(self.db, state)
+            final = finished_event(db, state)
         return state, cursor, final
 
-    async def open(self, run_id: int) -> RunFeed:
-        """The feed of a run (404 if there is no such run), started if nobody watched it."""
+    def _live(self, run_id: int, db: Database) -> RunFeed | None:
         feed = self.feeds.get(run_id)
-        if feed is not None and not feed.finished:
+        if feed is None or feed.finished:
+            return None
+        if feed.db.collection_id != db.collection_id:
+            raise NotFoundError(f"no run {run_id}; see GET /runs")
+        return feed
+
+    async def open(self, run_id: int, db: Database | None = None) -> RunFeed:
+        """The feed of a run of `db`'s collection (None: the hub's; 404 if it has no such
+        run), started if nobody watched it."""
+        db = db or self.db
+        feed = self._live(run_id, db)
+        if feed is not None:
             return feed
-        state, cursor, final = await to_thread.run_sync(self._start, run_id)
-        feed = self.feeds.get(run_id)  # another client may have opened it meanwhile
-        if feed is not None and not feed.finished:
+        state, cursor, final = await to_thread.run_sync(self._start, db, run_id)
+        feed = self._live(run_id, db)  # another client may have opened it meanwhile
+        if feed is not None:
             return feed
-        feed = RunFeed(self, run_id, state, cursor)
+        feed = RunFeed(self, db, run_id, state, cursor)
         feed.final = final
         if final is None:
             self.feeds[run_id] = feed
@@ -245,7 +263,7 @@ class EventHub:
             yield sse("progress", state)
             cursor = after
             while cursor < upto:
-                rows = await to_thread.run_sync(self._page, feed.run_id, cursor, upto)
+                rows = await to_thread.run_sync(self._page, feed, cursor, upto)
                 for row_id, text in rows:
                     cursor = row_id
                     yield text
@@ -266,11 +284,9 @@ class EventHub:
         finally:
             feed.watchers.discard(watcher)
 
-    def _page(self, run_id: int, after: int, upto: int) -> list[tuple[int, str]]:
-        with self.db.engine.connect() as conn:
-            rows = read_chunks(conn, run_id, after, upto, PAGE)
-            conn.rollback()
-        return rows
+    def _page(self, feed: RunFeed, after: int, upto: int) -> list[tuple[int, str]]:
+        with feed.db.transaction() as conn:
+            return read_chunks(conn, feed.run_id, after, upto, PAGE)
 
     def close(self) -> None:
         """End every stream (server shutdown)."""

@@ -1,9 +1,9 @@
 """Ingestions started through the API: each runs in a background thread of the server.
 
 A run is the engine's ordinary `ingest`, so it plans, commits, heartbeats and finishes exactly
-like `kg ingest`. Cancelling sets a flag that the run's progress callbacks check: they raise
-`Cancelled`, which the engine treats like Ctrl-C (committed chunks kept, the run marked
-interrupted, resumable).
+like `kg ingest`, in the collection of the request that started it. Cancelling sets a flag
+that the run's progress callbacks check: they raise `Cancelled`, which the engine treats like
+Ctrl-C (committed chunks kept, the run marked interrupted, resumable).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class Job:
 
     request: IngestRequest
     by: str
+    db: Database  # the run's own engine, working in the run's collection
     cancel: threading.Event = field(default_factory=threading.Event)
     known: threading.Event = field(default_factory=threading.Event)  # run id known, or ended
     done: threading.Event = field(default_factory=threading.Event)
@@ -65,11 +66,14 @@ class RunManager:
         self._active: list[Job] = []
         self._by_run: dict[int, Job] = {}
 
-    def start(self, request: IngestRequest, *, by: str,
+    def start(self, request: IngestRequest, *, by: str, db: Database | None = None,
               wait_s: float = PLANNING_WAIT_S) -> Job:
-        """Start an ingestion and wait until it has a run id (or ended: nothing to do, or an
-        error before anything was written, which is raised here)."""
-        job = Job(request, by)
+        """Start an ingestion in `db`'s collection (None: default) and wait until it has a run
+        id (or ended: nothing to do, or an error before anything was written, which is
+        raised here)."""
+        target = self.db if db is None else self.db.scoped(db.collection_id, db.collection,
+                                                           enforce=db.enforce)
+        job = Job(request, by, target)
         with self._lock:
             if len([j for j in self._active if not j.done.is_set()]) >= self.max_runs:
                 raise ApiError(429, f"this server already runs {self.max_runs} ingestions; "
@@ -88,7 +92,7 @@ class RunManager:
 
     def _run(self, job: Job) -> None:
         try:
-            job.summary = ingest(self.db, job.request, models_dir=self.models_dir,
+            job.summary = ingest(job.db, job.request, models_dir=self.models_dir,
                                  on_progress=job.check, on_planning=job.check,
                                  on_run=job.announce)
         except (Interrupted, Cancelled) as exc:
@@ -109,15 +113,19 @@ class RunManager:
                 if job.run_id is not None:
                     self._by_run.pop(job.run_id, None)
 
-    def job(self, run_id: int) -> Job | None:
-        """The live job of a run started by this server, if it is still going."""
+    def job(self, run_id: int, collection_id: int | None = None) -> Job | None:
+        """The live job of a run started by this server (in that collection, if given), if it
+        is still going."""
         with self._lock:
             job = self._by_run.get(run_id)
-        return job if job is not None and not job.done.is_set() else None
+        if job is None or job.done.is_set():
+            return None
+        return job if collection_id in (None, job.db.collection_id) else None
 
-    def cancel(self, run_id: int) -> bool:
-        """Ask a run of this server to stop; False if this server does not run it."""
-        job = self.job(run_id)
+    def cancel(self, run_id: int, collection_id: int | None = None) -> bool:
+        """Ask a run of this server (in that collection, if given) to stop; False if this
+        server does not run it."""
+        job = self.job(run_id, collection_id)
         if job is None:
             return False
         job.cancel.set()

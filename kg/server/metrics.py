@@ -1,9 +1,11 @@
 """Prometheus metrics computed from the database, so they are right whichever process did the
 work (the CLI, workers, this server) and survive restarts.
 
-A scrape runs a few aggregate queries over `calls`, `chunk_extractions` and `runs` (cached for
-`ttl_s`, so several scrapers cost one set of queries). The server's own HTTP traffic is counted
-in memory: it is about this process only.
+A scrape runs a few aggregate queries over `calls`, `chunk_extractions`, `runs` and the graph
+tables (cached for `ttl_s`, so several scrapers cost one set of queries); every figure from the
+database has a `collection` label (the collection's name). They are Core statements, which no
+collection filter touches: one scrape covers every collection. The server's own HTTP traffic is
+counted in memory: it is about this process only.
 """
 
 from __future__ import annotations
@@ -26,19 +28,39 @@ from sqlalchemy import Connection, Table, case, func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kg.db import Database
-from kg.db.models import Call, ChunkExtraction, Run
+from kg.db.models import (
+    Call,
+    ChunkExtraction,
+    Collection,
+    Concept,
+    Document,
+    Evidence,
+    Relationship,
+    Run,
+)
 from kg.db.runstate import RunStatus, effective_status
 
 CALLS = cast(Table, Call.__table__)
 # Seconds; LLM calls range from a cached tiny model to minutes of thinking.
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-CALL_LABELS = ["provider", "model", "profile"]
+CALL_LABELS = ["collection", "provider", "model", "profile"]
+COLLECTION = "collection"
+# The graph's size per collection: gauge name, table, help.
+GRAPH_ROWS = (("kg_documents", Document, "Documents, by collection."),
+              ("kg_concepts", Concept, "Concepts, by collection."),
+              ("kg_relationships", Relationship, "Relationships, by collection."),
+              ("kg_evidence", Evidence, "Evidence rows (quotes), by collection."))
+Names = dict[int, str]
+
+
+def _name(names: Names, collection_id: int) -> str:
+    return names.get(collection_id, f"#{collection_id}")  # deleted since the names were read
 # Columns that arrive with fallback profiles and the call cache; counted when they exist.
 OPTIONAL_FLAGS = {"fallback": "LLM requests sent to a fallback profile.",
                   "cached": "Requests answered from the call cache (no LLM call made)."}
 
 
-def _calls(conn: Connection) -> list[Metric]:
+def _calls(conn: Connection, names: Names) -> list[Metric]:
     calls = CounterMetricFamily("kg_llm_calls", "LLM requests, by outcome.",
                                 labels=[*CALL_LABELS, "status"])
     retries = CounterMetricFamily("kg_llm_retries", "LLM requests that repeated a chunk's "
@@ -52,18 +74,20 @@ def _calls(conn: Connection) -> list[Metric]:
              if (column := CALLS.c.get(name)) is not None}
     buckets = [func.sum(case((Call.latency_ms <= b * 1000, 1), else_=0)) for b in LATENCY_BUCKETS]
     flag_sums = [func.sum(case((column.is_(True), 1), else_=0)) for column, _f in flags.values()]
-    query = (select(Call.provider, Call.model, Call.profile_name, Call.status,
+    query = (select(Call.collection_id, Call.provider, Call.model, Call.profile_name,
+                    Call.status,
                     func.count(Call.id), func.sum(case((Call.attempt > 1, 1), else_=0)),
                     func.coalesce(func.sum(Call.prompt_tokens), 0),
                     func.coalesce(func.sum(Call.completion_tokens), 0),
                     func.coalesce(func.sum(Call.thinking_tokens), 0),
                     func.coalesce(func.sum(Call.latency_ms), 0), *flag_sums, *buckets)
-             .group_by(Call.provider, Call.model, Call.profile_name, Call.status))
-    per_group: dict[tuple[str, str, str], list[float]] = defaultdict(
+             .group_by(Call.collection_id, Call.provider, Call.model, Call.profile_name,
+                       Call.status))
+    per_group: dict[tuple[str, str, str, str], list[float]] = defaultdict(
         lambda: [0.0] * (len(LATENCY_BUCKETS) + 2))
-    for row in conn.execute(query):
+    for collection_id, *row in conn.execute(query):
         provider, model, profile, status, count, again = row[:6]
-        labels = [provider, model, profile]
+        labels = [_name(names, collection_id), provider, model, profile]
         calls.add_metric([*labels, status], int(count))
         retries.add_metric(labels, int(again or 0))  # one sample per status: summed below
         for kind, value in zip(("prompt", "completion", "thinking"), row[6:9], strict=True):
@@ -71,7 +95,7 @@ def _calls(conn: Connection) -> list[Metric]:
         for (_column, family), value in zip(flags.values(), row[10:10 + len(flags)],
                                             strict=True):
             family.add_metric(labels, int(value or 0))
-        acc = per_group[(provider, model, profile)]
+        acc = per_group[(labels[0], provider, model, profile)]
         acc[0] += int(count)
         acc[1] += float(row[9]) / 1000
         for i, value in enumerate(row[10 + len(flags):]):
@@ -95,53 +119,73 @@ def _merge(family: CounterMetricFamily) -> CounterMetricFamily:
     return merged
 
 
-def _chunks(conn: Connection) -> list[Metric]:
+def _chunks(conn: Connection, names: Names) -> list[Metric]:
     """Chunks by outcome, profile and model: a chunk counts for the model of the profile
     revision that extracted it (from the run's snapshots; hot reload can change it)."""
     chunks = CounterMetricFamily("kg_chunks", "Chunks committed (ok) or recorded as failed.",
-                                 labels=["profile", "model", "status"])
-    snapshots: dict[int, tuple[str, list[dict[str, Any]]]] = {
-        run_id: (profile, used or []) for run_id, profile, used in conn.execute(
-            select(Run.id, Run.profile_name, Run.profiles_used))}
-    totals: dict[tuple[str, str, str], int] = defaultdict(int)
+                                 labels=[COLLECTION, "profile", "model", "status"])
+    snapshots: dict[int, tuple[str, str, list[dict[str, Any]]]] = {
+        run_id: (_name(names, collection_id), profile, used or [])
+        for run_id, collection_id, profile, used in conn.execute(
+            select(Run.id, Run.collection_id, Run.profile_name, Run.profiles_used))}
+    totals: dict[tuple[str, str, str, str], int] = defaultdict(int)
     for run_id, revision, status, count in conn.execute(
             select(ChunkExtraction.run_id, ChunkExtraction.profile_revision,
                    ChunkExtraction.status, func.count(ChunkExtraction.id))
             .group_by(ChunkExtraction.run_id, ChunkExtraction.profile_revision,
                       ChunkExtraction.status)):
-        profile, used = snapshots.get(run_id, ("?", []))
+        collection, profile, used = snapshots.get(run_id, ("?", "?", []))
         model = "?"
         for snap in used:
             if snap.get("revision") == revision:
                 profile, model = snap.get("profile", profile), snap.get("model", model)
-        totals[(profile, model, status)] += int(count)
+        totals[(collection, profile, model, status)] += int(count)
     for labels, value in sorted(totals.items()):
         chunks.add_metric(list(labels), value)
     return [chunks]
 
 
-def _runs(conn: Connection) -> list[Metric]:
+def _runs(conn: Connection, names: Names) -> list[Metric]:
     runs = GaugeMetricFamily("kg_runs", "Ingestion runs by status (a running run whose process "
-                             "is gone counts as interrupted).", labels=["status"])
+                             "is gone counts as interrupted).", labels=[COLLECTION, "status"])
     live = GaugeMetricFamily("kg_runs_in_progress", "Runs in progress, by profile.",
-                             labels=["profile"])
-    by_status: dict[str, int] = {s.value: 0 for s in RunStatus}
-    for status, count in conn.execute(select(Run.status, func.count(Run.id))
-                                      .where(Run.status != RunStatus.RUNNING)
-                                      .group_by(Run.status)):
-        by_status[status] = by_status.get(status, 0) + int(count)
-    in_progress: dict[str, int] = defaultdict(int)
-    for run in conn.execute(select(Run.status, Run.heartbeat_at, Run.pid, Run.host,
-                                   Run.profile_name).where(Run.status == RunStatus.RUNNING)):
+                             labels=[COLLECTION, "profile"])
+    # Every collection shows every status, 0 included: a dashboard need not guess.
+    by_status: dict[tuple[str, str], int] = {(n, s.value): 0 for n in names.values()
+                                             for s in RunStatus}
+    for collection_id, status, count in conn.execute(
+            select(Run.collection_id, Run.status, func.count(Run.id))
+            .where(Run.status != RunStatus.RUNNING).group_by(Run.collection_id, Run.status)):
+        key = (_name(names, collection_id), status)
+        by_status[key] = by_status.get(key, 0) + int(count)
+    in_progress: dict[tuple[str, str], int] = defaultdict(int)
+    for run in conn.execute(select(Run.collection_id, Run.status, Run.heartbeat_at, Run.pid,
+                                   Run.host, Run.profile_name)
+                            .where(Run.status == RunStatus.RUNNING)):
         status = effective_status(run)
-        by_status[status.value] += 1
+        collection = _name(names, run.collection_id)
+        by_status[(collection, status.value)] = by_status.get((collection, status.value), 0) + 1
         if status == RunStatus.RUNNING:
-            in_progress[run.profile_name] += 1
-    for status, count in by_status.items():
-        runs.add_metric([status], count)
-    for profile, count in sorted(in_progress.items()):
-        live.add_metric([profile], count)
+            in_progress[(collection, run.profile_name)] += 1
+    for labels, count in sorted(by_status.items()):
+        runs.add_metric(list(labels), count)
+    for labels, count in sorted(in_progress.items()):
+        live.add_metric(list(labels), count)
     return [runs, live]
+
+
+def _graph(conn: Connection, names: Names) -> list[Metric]:
+    families: list[Metric] = []
+    for metric, model, doc in GRAPH_ROWS:
+        family = GaugeMetricFamily(metric, doc, labels=[COLLECTION])
+        counts = dict.fromkeys(names, 0)
+        for collection_id, count in conn.execute(
+                select(model.collection_id, func.count()).group_by(model.collection_id)):
+            counts[collection_id] = int(count)
+        for collection_id, count in sorted(counts.items()):
+            family.add_metric([_name(names, collection_id)], count)
+        families.append(family)
+    return families
 
 
 class DatabaseCollector(Collector):
@@ -161,7 +205,10 @@ class DatabaseCollector(Collector):
             now = time.monotonic()
             if self._cached is None or now - self._cached[0] > self.ttl_s:
                 with self.db.engine.connect() as conn:
-                    families = [*_calls(conn), *_chunks(conn), *_runs(conn)]
+                    names: Names = {i: n for i, n in conn.execute(
+                        select(Collection.id, Collection.name))}
+                    families = [*_calls(conn, names), *_chunks(conn, names),
+                                *_runs(conn, names), *_graph(conn, names)]
                     conn.rollback()
                 self._cached = (now, families)
             families = self._cached[1]

@@ -1,5 +1,6 @@
 """The graph over HTTP: concepts, relationships, documents, the view around a concept, and the
-streamed export. Every answer comes from the read-side functions the CLI uses."""
+streamed export, of one collection (`/c/NAME/...`; without the prefix: default). Every answer
+comes from the read-side functions the CLI uses."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from kg.export import FORMATS, ExportFilter, export_graph
 from kg.export.source import TYPE_COLUMN
 from kg.server.auth import read_access
 from kg.server.limits import OptionalRowIdQuery
-from kg.server.state import ServerState, State, json_response
+from kg.server.state import Scoped, ServerState, json_response
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["graph"], dependencies=[Depends(read_access)])
@@ -38,7 +39,7 @@ _END = object()
 
 @router.get("/concepts", summary="Concepts, most mentioned first; `search` matches labels and "
             "aliases")
-def list_concepts(state: State,
+def list_concepts(state: Scoped,
                   search: Annotated[str | None, Query(max_length=200)] = None,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> Response:
     with state.db.session() as session:
@@ -54,7 +55,7 @@ def _concept_type(session: Session, concept_id: int) -> Any:
 
 @router.get("/concepts/{ref:path}", summary="One concept (by id, label or alias): aliases, "
             "relationships both ways, verbatim evidence with document and offsets")
-def show_concept(ref: str, state: State,
+def show_concept(ref: str, state: Scoped,
                  evidence: Annotated[int, Query(ge=1, le=500)] = 20) -> Response:
     with state.db.session() as session:
         data = queries.concept_detail(session, ref, evidence_limit=evidence)
@@ -64,7 +65,7 @@ def show_concept(ref: str, state: State,
 
 @router.get("/relationships", summary="Relationships, filtered by type, one concept (either "
             "end) and confidence")
-def list_relationships(state: State,
+def list_relationships(state: Scoped,
                        type: Annotated[str | None, Query(max_length=64)] = None,
                        concept: Annotated[str | None, Query(max_length=200)] = None,
                        min_confidence: Annotated[float | None, Query(ge=0, le=1)] = None,
@@ -79,7 +80,7 @@ def list_relationships(state: State,
             description="Concepts within `depth` relationships of `center` (either direction),"
                         " closest first, at most `limit` of them besides the center; "
                         "`truncated` says whether some were left out.")
-def graph_view(center: Annotated[str, Query(min_length=1, max_length=200)], state: State,
+def graph_view(center: Annotated[str, Query(min_length=1, max_length=200)], state: Scoped,
                depth: Annotated[int, Query(ge=1, le=graph.MAX_DEPTH)] = 1,
                limit: Annotated[int, Query(ge=1, le=5000)] = 200) -> Response:
     with state.db.session() as session:
@@ -94,7 +95,7 @@ def graph_view(center: Annotated[str, Query(min_length=1, max_length=200)], stat
 
 
 @router.get("/documents", summary="Documents with status, chunk and evidence counts")
-def list_documents(state: State,
+def list_documents(state: Scoped,
                    search: Annotated[str | None, Query(max_length=1024)] = None,
                    limit: Annotated[int, Query(ge=1, le=5000)] = 100) -> Response:
     with state.db.session() as session:
@@ -188,7 +189,7 @@ def _drain(first: bytes, pipe: _Pipe) -> Iterator[bytes]:
             description="Formats: " + "; ".join(f"{k}: {v}" for k, v in FORMATS.items()
                                                 if k in MEDIA))
 def export(format: Annotated[str, Query(description="graphml, gexf, jsonl, cypher or turtle")],
-           state: State, run: OptionalRowIdQuery = None,
+           state: Scoped, run: OptionalRowIdQuery = None,
            document: str | None = None, min_confidence: float | None = None,
            base_iri: Annotated[str, Query(max_length=1000)] = "urn:kg:") -> Response:
     if format == "csv":

@@ -6,12 +6,17 @@ the backend's or database's error text are for callers with a token (read scope 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
 
 from kg.server.auth import Reader
 from kg.server.errors import error_response
 from kg.server.health import Verdict
+from kg.server.metrics import COLLECTION
 from kg.server.state import ServerState, State, json_response
 
 router = APIRouter(tags=["health"])
@@ -45,14 +50,39 @@ def readyz(request: Request, state: State) -> Response:
     return _answer(state.health.database(), detailed, {"database": "ok"})
 
 
-@router.get("/metrics", summary="Prometheus metrics, computed from the database")
+class OnlyCollections:
+    """A registry's metrics without the samples of collections a token may not use."""
+
+    def __init__(self, registry: CollectorRegistry, names: set[str]) -> None:
+        self.registry = registry
+        self.names = names
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():
+            kept = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            kept.samples = [s for s in metric.samples
+                            if COLLECTION not in s.labels or s.labels[COLLECTION] in self.names]
+            yield kept
+
+
+@router.get("/metrics", summary="Prometheus metrics, computed from the database",
+            description="Figures from the database have a `collection` label; a token limited "
+                        "to some collections sees only theirs.")
 def metrics(state: State,
-            _who: Reader) -> Response:
-    return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
+            who: Reader) -> Response:
+    if who.collections is None:
+        return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
+    names = set(state.collections.allowed(who))
+    return Response(generate_latest(OnlyCollections(state.registry, names)),
+                    media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/whoami", summary="The token this request carries: name and scope")
+@router.get("/whoami", summary="The token this request carries: name, scope and collections",
+            description="`collections` comes only with a token limited to some collections.")
 def whoami(state: State,
            who: Reader) -> Response:
-    return json_response({"name": who.name, "scope": who.scope.value,
-                          "tokens_required": state.auth.required()})
+    data: dict[str, Any] = {"name": who.name, "scope": who.scope.value,
+                            "tokens_required": state.auth.required()}
+    if who.collections is not None:
+        data["collections"] = state.collections.allowed(who)
+    return json_response(data)

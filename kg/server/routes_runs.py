@@ -1,5 +1,6 @@
 """Runs over HTTP: list, show, start (paths under the allowed roots, or uploaded files),
-resume, cancel, and watch as Server-Sent Events."""
+resume, cancel, and watch as Server-Sent Events; each in one collection (`/c/NAME/runs`, or
+default without the prefix): a run started there ingests into it."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from kg.server.auth import Admin, Reader
 from kg.server.errors import ApiError
 from kg.server.jobs import Job
 from kg.server.limits import MAX_ID, EventIdQuery, RowId
-from kg.server.state import ServerState, State, json_response
+from kg.server.state import Scoped, ServerState, base_path, json_response
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 MAX_FILES = 100
@@ -173,11 +174,11 @@ def _discard(created: list[Path], job: Job | None) -> None:
             path.unlink(missing_ok=True)
 
 
-def _started(job: Job) -> Response:
+def _started(job: Job, base: str) -> Response:
     if job.run_id is not None:
         status = (job.summary.status if job.summary is not None else RunStatus.RUNNING)
         return json_response({"run_id": job.run_id, "status": status,
-                              "events": f"/runs/{job.run_id}/events"}, 202)
+                              "events": f"{base}/runs/{job.run_id}/events"}, 202)
     if job.summary is None:  # planning takes longer than the server waits
         return json_response({"run_id": None, "status": "planning",
                               "note": "the run appears in GET /runs once planned"}, 202)
@@ -190,7 +191,7 @@ def _started(job: Job) -> Response:
 
 
 @router.get("", summary="Runs, newest first")
-def list_runs(state: State, _who: Reader,
+def list_runs(state: Scoped, _who: Reader,
               limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> Response:
     with state.db.session() as session:
         rows = queries.list_runs(session, limit)
@@ -200,7 +201,7 @@ def list_runs(state: State, _who: Reader,
 
 
 @router.get("/{run_id}", summary="One run: status, totals from its calls, failed chunks")
-def show_run(run_id: RowId, state: State,
+def show_run(run_id: RowId, state: Scoped,
              _who: Reader) -> Response:
     with state.db.session() as session:
         data = queries.run_detail(session, run_id)
@@ -214,7 +215,7 @@ def show_run(run_id: RowId, state: State,
                          "under names the server chooses). Answers 202 with the run id once "
                          "the files are planned; follow it at /runs/{id}/events.",
              openapi_extra=RUN_BODIES, status_code=202)
-async def start_run(request: Request, state: State,
+async def start_run(request: Request, state: Scoped,
                     who: Admin) -> Response:
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media == "multipart/form-data":
@@ -230,11 +231,12 @@ async def start_run(request: Request, state: State,
                 raise UsageError("chunking must be a JSON object of chunk sizes") from None
             ingest = IngestRequest(paths=files, profile=options.get("profile") or None,
                                    force=force, chunking=_chunking(chunking_values))
-            started = await to_thread.run_sync(lambda: state.jobs.start(ingest, by=who.actor))
+            started = await to_thread.run_sync(
+                lambda: state.jobs.start(ingest, by=who.actor, db=state.db))
             job = started
         finally:
             _discard(created, job)
-        return _started(started)
+        return _started(started, base_path(request))
     if media not in ("application/json", ""):
         # The request guard refuses these first; the endpoint never reads them as JSON.
         raise ApiError(415, f"POST /runs accepts application/json or multipart/form-data "
@@ -252,17 +254,17 @@ async def start_run(request: Request, state: State,
                                      state.config.roots)
     ingest = IngestRequest(paths=files, profile=body.profile, force=body.force,
                            chunking=_chunking(body.chunking))
-    job = await to_thread.run_sync(lambda: state.jobs.start(ingest, by=who.actor))
-    return _started(job)
+    job = await to_thread.run_sync(lambda: state.jobs.start(ingest, by=who.actor, db=state.db))
+    return _started(job, base_path(request))
 
 
 @router.post("/{run_id}/resume", summary="Redo what a stopped run did not commit",
              status_code=202)
-def resume_run(run_id: RowId, state: State, who: Admin,
+def resume_run(run_id: RowId, request: Request, state: Scoped, who: Admin,
                body: ResumeBody | None = None) -> Response:
     _stopped(state, run_id)
-    request = IngestRequest(resume=run_id, profile=body.profile if body else None)
-    return _started(state.jobs.start(request, by=who.actor))
+    ingest = IngestRequest(resume=run_id, profile=body.profile if body else None)
+    return _started(state.jobs.start(ingest, by=who.actor, db=state.db), base_path(request))
 
 
 def _stopped(state: ServerState, run_id: int) -> None:
@@ -275,9 +277,9 @@ def _stopped(state: ServerState, run_id: int) -> None:
 
 @router.post("/{run_id}/cancel", summary="Stop a run this server is running (committed chunks "
              "are kept; it can be resumed)", status_code=202)
-def cancel_run(run_id: RowId, state: State,
+def cancel_run(run_id: RowId, state: Scoped,
                _who: Admin) -> Response:
-    if state.jobs.cancel(run_id):
+    if state.jobs.cancel(run_id, state.db.collection_id):
         return json_response({"run_id": run_id, "status": "cancelling"}, 202)
     with state.db.session() as session:
         run = session.get(Run, run_id)
@@ -297,7 +299,7 @@ def cancel_run(run_id: RowId, state: State,
                         "reason), `finished` (final status and totals; the stream ends). "
                         "Reconnect with `Last-Event-ID` (or `?after=`) to get only what was "
                         "missed.")
-async def run_events(run_id: RowId, state: State, _who: Reader,
+async def run_events(run_id: RowId, state: Scoped, _who: Reader,
                      after: EventIdQuery = 0,
                      last_event_id: Annotated[str | None, Header(max_length=100)] = None
                      ) -> Response:
@@ -307,6 +309,6 @@ async def run_events(run_id: RowId, state: State, _who: Reader,
             raise ApiError(422, f"header Last-Event-ID: no event has an id that large "
                                 f"(got {last[:30]}…)")
         after = max(after, int(last))
-    feed = await state.events.open(run_id)
+    feed = await state.events.open(run_id, state.db)
     return StreamingResponse(state.events.stream(feed, after), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
