@@ -20,7 +20,9 @@ from kg.db.models import Call, ModelPrice, utcnow
 from kg.db.prices import as_decimal, cost, money, prices_by_name
 from kg.errors import NotFoundError, UsageError
 
-GROUPS = ("provider", "model", "profile", "day", "endpoint")
+# kind: what the call was for (extract, describe, ocr, ...): `--by kind` shows which reader
+# served the pages of images (describe: a vision model's tokens; ocr: Tesseract's seconds).
+GROUPS = ("provider", "model", "profile", "day", "endpoint", "kind")
 # The price columns are NUMERIC(14, 6): anything at or above 10^8 does not fit.
 MAX_PRICE = 1_000_000.0
 
@@ -113,7 +115,7 @@ def analytics(
     query = select(Call.run_id, Call.chunk_id, Call.attempt, Call.provider, Call.model,
                    Call.profile_name, Call.status, Call.error_kind, Call.prompt_tokens,
                    Call.completion_tokens, Call.thinking_tokens, Call.latency_ms, Call.eval_ms,
-                   Call.started_at, Call.endpoint, Call.fallback, Call.cached)
+                   Call.started_at, Call.endpoint, Call.fallback, Call.cached, Call.kind)
     if since is not None:
         query = query.where(Call.started_at >= since)
     groups: dict[str, dict[str, Any]] = defaultdict(lambda: {
@@ -125,7 +127,8 @@ def analytics(
     })
     for call in session.execute(query):
         key = {"provider": call.provider, "model": call.model, "profile": call.profile_name,
-               "day": _day(call.started_at), "endpoint": call.endpoint or "(unrecorded)"}[by]
+               "day": _day(call.started_at), "endpoint": call.endpoint or "(unrecorded)",
+               "kind": call.kind}[by]
         g = groups[key]
         # Calls made by `kg eval` belong to no run's chunk: they count as calls, not chunks.
         chunk = (call.run_id, call.chunk_id) if call.chunk_id is not None else None
@@ -174,6 +177,8 @@ def analytics(
             "thinking_tokens": g["thinking"],
             "tokens_per_s": round(g["decode_tokens"] / (g["decode_ms"] / 1000), 1)
             if g["decode_ms"] else None,
+            # Time spent in all; for `ocr` calls (no tokens) the figure that matters.
+            "seconds": round(sum(g["latencies"]) / 1000, 3),
             "latency_p50_ms": _percentile(g["latencies"], 50),
             "latency_p95_ms": _percentile(g["latencies"], 95),
             "cost": money(g["cost"]),

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import DateTime, Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from kg.db.curation_rules import Action
@@ -47,6 +47,19 @@ def _jsonable(row: Row) -> Row:
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
 
 
+def _unjson(table: Table, row: Row) -> Row:
+    """A snapshot back as column values: its times as datetimes again (every time column a
+    table has, e.g. created_at and a row's validity, and only columns the table still has)."""
+    values = {}
+    for key, value in row.items():
+        if key not in table.c:
+            continue
+        if isinstance(value, str) and isinstance(table.c[key].type, DateTime):
+            value = datetime.fromisoformat(value)
+        values[key] = value
+    return values
+
+
 def _concept_row(session: Session, concept_id: int) -> Row:
     row = session.execute(select(CONCEPTS).where(CONCEPTS.c.id == concept_id)).one()
     return _jsonable(dict(row._mapping))
@@ -64,8 +77,7 @@ def _restore_concept(session: Session, row: Row) -> int:
         raise UsageError(
             f"cannot undo: a concept named {row['label']!r} exists again (id {clash}), "
             "probably created by a later ingest; merge the two with `kg concepts merge`")
-    values = dict(row)
-    values["created_at"] = datetime.fromisoformat(row["created_at"])
+    values = _unjson(CONCEPTS, row)
     if session.get(Concept, row["id"]) is not None:
         del values["id"]
     return int(session.execute(insert(CONCEPTS).values(values).returning(CONCEPTS.c.id))
@@ -82,7 +94,7 @@ def _live_evidence(session: Session, rows: list[Row]) -> list[Row]:
 
 
 def _restore_evidence(session: Session, rows: list[Row], **override: int) -> None:
-    live = [{**{k: v for k, v in r.items() if k != "id"}, **override}
+    live = [{**{k: v for k, v in _unjson(EVIDENCE, r).items() if k != "id"}, **override}
             for r in _live_evidence(session, rows)]
     if live:
         session.execute(insert(EVIDENCE), live)

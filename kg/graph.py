@@ -7,7 +7,9 @@ memory follows what they find, never the size of the graph.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,9 @@ from kg.db.models import (
     Run,
     RunDocument,
 )
+from kg.db.scope import view_as_of, with_history
 from kg.errors import NotFoundError, UsageError
+from kg.ontology import registry_type
 from kg.queries import find_concept
 from kg.text import snake
 
@@ -75,10 +79,11 @@ def list_relationships(session: Session, *, type: str | None = None, concept: st
     """Relationships with their ends, type, confidence and evidence count; filters combine."""
     query = _edge_query()
     if type:
-        name = snake(type)
-        if session.scalar(select(RelationshipType.id).where(RelationshipType.name == name)) is None:
+        # Names as the ontology writes them (birthPlace), found in any case or separators.
+        found = registry_type(session, type) or registry_type(session, snake(type))
+        if found is None:
             raise NotFoundError(f"no relationship type {type!r}; see `kg vocab list`")
-        query = query.where(RelationshipType.name == name)
+        query = query.where(RelationshipType.id == found.id)
     if concept:
         cid = find_concept(session, concept).id
         query = query.where(or_(Relationship.source_id == cid, Relationship.target_id == cid))
@@ -98,9 +103,12 @@ def _edges_touching(session: Session, ids: Sequence[int]) -> list[dict[str, Any]
     return [rows[k] for k in sorted(rows)]
 
 
-def neighbors(session: Session, name: str, *, depth: int = 1, limit: int = 500) -> dict[str, Any]:
+def neighbors(session: Session, name: str, *, depth: int = 1, limit: int = 500,
+              as_of: datetime | None = None) -> dict[str, Any]:
     """Concepts within `depth` relationships of one concept (either direction), with the edges
-    that reached them; at most `limit` concepts (closest first), `truncated` says if cut."""
+    that reached them; at most `limit` concepts (closest first), `truncated` says if cut.
+    `as_of`: the graph as it was then."""
+    view_as_of(session, as_of)
     _positive("--depth", depth, MAX_DEPTH)
     _positive("--limit", limit)
     start = find_concept(session, name)
@@ -211,6 +219,39 @@ def _document_rows(session: Session, path: str) -> list[Document]:
     return rows
 
 
+def document_history(session: Session, path: str) -> dict[str, Any]:
+    """The versions of a document, oldest first, with how many concepts and relationships each
+    version's cutover added to the live graph and retracted from it."""
+    with_history(session)
+    candidates = [path, str(Path(path).expanduser().resolve(strict=False))]
+    docs = list(session.scalars(select(Document).where(Document.path.in_(candidates))
+                                .order_by(Document.version, Document.id)))
+    if not docs:
+        known = list(session.scalars(select(Document.path).distinct()))
+        near = difflib.get_close_matches(path, known, n=3, cutoff=0.4) or \
+            difflib.get_close_matches(str(Path(path).expanduser().resolve(strict=False)),
+                                      known, n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(near)}?" if near else "; see `kg documents list`"
+        raise NotFoundError(f"no document {path!r} was ever ingested{hint}")
+    versions = []
+    before: dict[str, set[int]] = {"concepts": set(), "relationships": set()}
+    for doc in docs:
+        row: dict[str, Any] = {"version": doc.version, "id": doc.id, "sha256": doc.sha256[:12],
+                               "status": doc.status, "valid_from": doc.valid_from,
+                               "valid_to": doc.valid_to, "live": doc.valid_to is None
+                               and doc.valid_from is not None}
+        chunks = select(Chunk.id).where(Chunk.document_id == doc.id)
+        for key, column in (("concepts", Evidence.concept_id),
+                            ("relationships", Evidence.relationship_id)):
+            now = {i for i in session.scalars(select(column).distinct().where(
+                Evidence.chunk_id.in_(chunks))) if i is not None}
+            row[f"{key}_added"] = len(now - before[key])
+            row[f"{key}_removed"] = len(before[key] - now)
+            before[key] = now
+        versions.append(row)
+    return {"path": docs[-1].path, "versions": versions}
+
+
 def list_documents(session: Session, *, search: str | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:
     """Documents with their status, chunk and evidence counts, newest first."""
@@ -218,7 +259,10 @@ def list_documents(session: Session, *, search: str | None = None,
                 .where(Chunk.document_id == Document.id).correlate(Document).scalar_subquery())
     query = select(Document.id, Document.path, Document.kind, Document.status,
                    Document.chunk_count.label("chunks"), evidence.label("evidence"),
-                   Document.size_bytes, Document.created_at)
+                   Document.size_bytes, Document.created_at, Document.version)
+    # The versions a path has now: the live one, and a new one waiting for its cutover
+    # (older ones: `kg documents history PATH`).
+    query = query.where(Document.valid_to.is_(None))
     if search:
         # A substring, not a pattern: autoescape makes `%`, `_` (and the escape) literal.
         query = query.where(Document.path.contains(search, autoescape=True))
@@ -261,6 +305,7 @@ def delete_document(session: Session, path: str) -> dict[str, Any]:
     and relationships that are left with no evidence at all. Runs and calls stay (a call's
     chunk becomes NULL). Returns what was removed."""
     lock_for_rewrite(session)
+    with_history(session)  # every version goes, with its history
     docs = _document_rows(session, path)
     ids = [d.id for d in docs]
     chunk_ids = list(session.scalars(select(Chunk.id).where(Chunk.document_id.in_(ids))))

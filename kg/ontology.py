@@ -150,7 +150,13 @@ def _check_names(path: Path, spec: OntologySpec, lines: dict[tuple[Any, ...], in
         relations[label_key(relation.name)] = (relation.name, line or 0)
         for end in ("domain", "range"):
             value = getattr(relation, end)
-            if value is None or value in seen or (end == "range" and datatype_of(value)):
+            if value is None or (end == "range" and datatype_of(value)):
+                continue
+            declared = concept_keys.get(label_key(value))
+            if declared is not None:
+                # `domain: person` names the type declared `Person`: stored (and exported)
+                # in the declaration's spelling, so every later comparison is exact.
+                setattr(relation, end, declared)
                 continue
             where = lines.get(("relation_types", i, end), line)
             if end == "range" and looks_like_datatype(value):
@@ -165,8 +171,10 @@ def _check_names(path: Path, spec: OntologySpec, lines: dict[tuple[Any, ...], in
 # -- storing ------------------------------------------------------------------------------------
 
 def _registry_id(session: Session, relation: RelationTypeSpec) -> int:
-    """The graph-wide type row for this name (created on first use by any ontology)."""
-    found = session.scalar(select(RelationshipType).where(RelationshipType.name == relation.name))
+    """The graph-wide type row for this name (created on first use by any ontology, in its
+    spelling): `partOf` in one ontology and `part_of` in another are one relationship type of
+    the graph, so one fact found under either is one edge. The ontology keeps its spelling."""
+    found = registry_type(session, relation.name)
     if found is None:
         found = RelationshipType(name=relation.name, category=relation.category[:32],
                                  direction=relation.direction,
@@ -174,6 +182,18 @@ def _registry_id(session: Session, relation: RelationTypeSpec) -> int:
         session.add(found)
         session.flush()
     return found.id
+
+
+def registry_type(session: Session, name: str) -> RelationshipType | None:
+    """The graph's relationship type a name means, in any case or separators (`birth_place`,
+    `Birth-Place` find `birthPlace`); None when no type has that name."""
+    found = session.scalar(select(RelationshipType).where(RelationshipType.name == name))
+    if found is not None:
+        return found
+    key = label_key(name)
+    # The registry is small (the types of every ontology): read it rather than index keys.
+    return next((t for t in session.scalars(select(RelationshipType).order_by(
+        RelationshipType.id)) if label_key(t.name) == key), None)
 
 
 def _check_ontology_name(name: str) -> str:
@@ -299,10 +319,12 @@ def accept_proposal(session: Session, type_name: str, into: str = DEFAULT) -> di
     if not NAME.match(proposal.name):
         raise UsageError(f"proposal {proposal.name!r} is not a valid type name")
     row = get(session, into)
-    exists = session.scalar(select(OntologyRelationType.id).where(
-        OntologyRelationType.ontology_id == row.id, OntologyRelationType.name == proposal.name))
+    key = label_key(proposal.name)
+    exists = next((name for name in session.scalars(select(OntologyRelationType.name).where(
+        OntologyRelationType.ontology_id == row.id)) if label_key(name) == key), None)
     if exists is not None:
-        raise UsageError(f"ontology {into!r} already has the type {proposal.name!r}")
+        same = "" if exists == proposal.name else f" (as {exists!r})"
+        raise UsageError(f"ontology {into!r} already has the type {proposal.name!r}{same}")
     spec = RelationTypeSpec(name=proposal.name, description="", category="accepted")
     session.add(OntologyRelationType(
         ontology_id=row.id, type_id=_registry_id(session, spec), name=spec.name,

@@ -3,12 +3,21 @@
 They are scripted per test: a responder maps each chat request to a `Reply` (content, thinking,
 done reason, status, delay). They record every request body and the peak number of requests in
 flight, and serve at most `slots` requests at once (the rest wait), like the real servers.
+
+Images: Ollama takes `images` (plain base64) on a message and a model without `vision` in its
+capabilities answers 500 "this model is missing data required for image input"; the OpenAI
+servers take `image_url` parts with a data: URL and a model without a vision encoder answers
+its server's own refusal (vLLM, llama.cpp's server without --mmproj, LM Studio). Decoded images
+are kept in `server.images`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
+import string
 import sys
 import threading
 import time
@@ -45,6 +54,11 @@ class FakeModel:
     family: str = "qwen3"
     context_length: int = 40960
     size: int = 5_200_000_000
+
+
+_B64 = set(string.ascii_letters + string.digits + "+/=")
+# What an image costs in prompt tokens on the fakes (real servers: a few hundred per tile).
+IMAGE_TOKENS = 256
 
 
 def _tokens(text: str) -> int:
@@ -84,6 +98,7 @@ class FakeServer:
         self.capacity: int | None = None
         self.busy_answers = 0
         self.killed = False  # see kill()
+        self.images: list[bytes] = []  # decoded images of the chat requests, in order
         handler = self._handler_class()
         self.httpd = _Server(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -291,6 +306,13 @@ class FakeOllama(FakeServer):
         if think not in (None, False) and "thinking" not in model.capabilities:
             return self._err(400, f'"{name}" does not support thinking')
         messages = body.get("messages") or []
+        images = self._images(messages)
+        if isinstance(images, tuple):
+            return images
+        if images and "vision" not in model.capabilities:
+            # The runner of a model without a projector (ollama model.ErrNoVisionModel); the
+            # chat handler passes it on as a 500.
+            return self._err(500, "this model is missing data required for image input")
         keep_alive = body.get("keep_alive")
         if not messages:
             if keep_alive == 0 or keep_alive == "0":
@@ -307,6 +329,8 @@ class FakeOllama(FakeServer):
             return 200, reply.raw_type, reply.raw
         if reply.status != 200:
             return self._err(reply.status, reply.error or "internal error")
+        with self._lock:
+            self.images.extend(images)
         self._mark_loaded(model, body)
         prompt = "".join(m.get("content", "") for m in messages)
         prompt_tokens = reply.prompt_tokens or _tokens(prompt)
@@ -333,6 +357,22 @@ class FakeOllama(FakeServer):
         final["message"] = {"role": "assistant", "content": ""}
         lines.append(json.dumps(final) + "\n")
         return 200, "application/x-ndjson", lines
+
+    def _images(self, messages: list[Any]) -> list[bytes] | tuple[int, str, str]:
+        """The images of the messages: `images` is a list of plain base64 strings (Go decodes
+        them into []byte: a data: URL or bad padding is a 400 naming the byte)."""
+        found: list[bytes] = []
+        for message in messages:
+            for item in (message or {}).get("images") or []:
+                if not isinstance(item, str):
+                    return self._err(400, "json: cannot unmarshal number into Go struct field "
+                                          "Message.messages.images of type api.ImageData")
+                try:
+                    found.append(base64.b64decode(item, validate=True))
+                except (binascii.Error, ValueError):
+                    bad = next((i for i, c in enumerate(item) if c not in _B64), len(item))
+                    return self._err(400, f"illegal base64 data at input byte {bad}")
+        return found
 
     def _mark_loaded(self, model: FakeModel, body: dict[str, Any]) -> None:
         ctx = (body.get("options") or {}).get("num_ctx") or 4096
@@ -361,8 +401,9 @@ class FakeVLLM(FakeServer):
 
     def __init__(self, served_model: str = "Qwen/Qwen3-8B", max_model_len: int = 8192,
                  reasoning_parser: bool = True, api_key: str | None = None,
-                 **kwargs: Any) -> None:
+                 vision: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.vision = vision  # the served model has a vision encoder (llama.cpp: --mmproj)
         self.served_model = served_model
         self.max_model_len = max_model_len
         self.reasoning_parser = reasoning_parser
@@ -422,8 +463,13 @@ class FakeVLLM(FakeServer):
         if self.max_enum_values is not None and values > self.max_enum_values:
             return self._err(400, f"too many enum values ({values} > "
                              f"{self.max_enum_values})", "BadRequestError")
-        prompt = "".join(m.get("content") or "" for m in body.get("messages") or [])
-        prompt_tokens = _tokens(prompt)
+        parts = self._parts(body.get("messages") or [])
+        if len(parts) == 3:  # an error answer (status, type, body)
+            return parts
+        prompt, images = parts
+        if images and not self.vision:
+            return self._no_vision()
+        prompt_tokens = _tokens(prompt) + IMAGE_TOKENS * len(images)
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 0
         if prompt_tokens + max_tokens > self.max_model_len:
             return self._err(
@@ -441,6 +487,8 @@ class FakeVLLM(FakeServer):
             kinds = {503: "ServiceUnavailableError", 500: "InternalServerError",
                      429: "RateLimitError"}
             return self._err(reply.status, reply.error or "error", kinds.get(reply.status, "Error"))
+        with self._lock:
+            self.images.extend(images)
         message: dict[str, Any] = {"role": "assistant", "content": reply.content,
                                    "tool_calls": [], "refusal": None}
         if reply.thinking:
@@ -458,6 +506,45 @@ class FakeVLLM(FakeServer):
                       "completion_tokens": completion,
                       "total_tokens": (reply.prompt_tokens or prompt_tokens) + completion},
         })
+
+
+    def _no_vision(self):
+        # vLLM's multimodal limits for a model without a vision encoder.
+        return self._err(400, "At most 0 image(s) may be provided in one prompt.",
+                         "BadRequestError")
+
+    def _parts(self, messages: list[Any]) -> tuple[str, list[bytes]] | tuple[int, str, str]:
+        """The text and the decoded images of the messages: `content` is a string or a list of
+        parts, {"type": "text", "text"} or {"type": "image_url", "image_url": {"url"}} with
+        a data:<type>;base64,<data> URL (the only kind a server without network access takes)."""
+        text: list[str] = []
+        images: list[bytes] = []
+        for message in messages:
+            content = (message or {}).get("content")
+            if content is None or isinstance(content, str):
+                text.append(content or "")
+                continue
+            if not isinstance(content, list):
+                return self._err(400, "content must be a string or a list of parts",
+                                 "BadRequestError")
+            for part in content:
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind == "text":
+                    text.append(str(part.get("text") or ""))
+                elif kind == "image_url":
+                    url = (part.get("image_url") or {}).get("url") or ""
+                    match = re.fullmatch(r"data:(image/[\w.+-]+);base64,(.*)", url, re.DOTALL)
+                    if not match:
+                        return self._err(400, "Invalid image URL: only data:image/...;base64 "
+                                              "URLs are accepted here", "BadRequestError")
+                    try:
+                        images.append(base64.b64decode(match.group(2), validate=True))
+                    except (binascii.Error, ValueError):
+                        return self._err(400, "Invalid base64-encoded image data",
+                                         "BadRequestError")
+                else:
+                    return self._err(400, f"Unknown part type: {kind}", "BadRequestError")
+        return "".join(text), images
 
 
 class FakeCompat(FakeVLLM):
@@ -503,6 +590,15 @@ class FakeCompat(FakeVLLM):
         if self.flavour == "lmstudio":
             return status, "application/json", json.dumps({"error": message})
         return super()._err(status, message, kind, param)
+
+    def _no_vision(self):
+        if self.flavour in ("llama-server", "llama-cpp-python"):
+            return self._err(400, "image input is not supported - hint: if this is unexpected, "
+                             "you may need to provide the mmproj", "invalid_request_error")
+        if self.flavour == "lmstudio":
+            return self._err(400, "Model does not support images. Please use a model that "
+                             "does.", "")
+        return super()._no_vision()
 
     def route(self, method: str, path: str, body: Any, headers: dict[str, str]):
         if path == "/health" and self.flavour in ("llama-cpp-python", "lmstudio",
@@ -568,7 +664,9 @@ TYPES = ["causes", "part_of", "uses", "related_to", "supports", "precedes", "dep
 def chunk_of(body: dict[str, Any]) -> str:
     """The chunk text inside a kg extraction request (the first user message)."""
     for message in body.get("messages") or []:
-        if message.get("role") == "user" and message.get("content", "").startswith("Text:\n"):
+        content = message.get("content")
+        if (message.get("role") == "user" and isinstance(content, str)
+                and content.startswith("Text:\n")):
             return message["content"][len("Text:\n"):]
     return ""
 

@@ -76,8 +76,9 @@ def test_repeated_chunks_cost_no_request(kg, db, ollama: FakeOllama, tmp_path) -
     first = ingest(kg, write(tmp_path, "a.txt", text))
     sent = len(ollama.chat_bodies())
     assert sent == first["calls"] == first["chunks_total"]
-    # The same text in another file: every chunk is answered by the cache.
-    copy = ingest(kg, write(tmp_path, "copy.txt", text))
+    # The same paragraphs in another file (not the same bytes, which would reuse the first
+    # file's facts outright, see test_versions.py): every chunk is answered by the cache.
+    copy = ingest(kg, write(tmp_path, "copy.txt", text + "\n"))
     assert copy["status"] == "completed" and copy["chunks_failed"] == 0
     assert len(ollama.chat_bodies()) == sent  # not one request
     cached = rows(db, "SELECT endpoint, latency_ms, prompt_tokens, status FROM calls "
@@ -103,7 +104,7 @@ def test_no_cache_and_force_ask_the_model_again(kg, db, ollama: FakeOllama, tmp_
     path = write(tmp_path, "a.txt", text)
     first = ingest(kg, path)
     sent = len(ollama.chat_bodies())
-    ingest(kg, write(tmp_path, "b.txt", text), "--no-cache")
+    ingest(kg, write(tmp_path, "b.txt", text + "\n"), "--no-cache")
     assert len(ollama.chat_bodies()) == 2 * sent
     forced = ingest(kg, path, "--force")  # re-extract: the model is asked, not the cache
     assert len(ollama.chat_bodies()) == 3 * sent

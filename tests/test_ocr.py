@@ -355,3 +355,16 @@ def test_uploaded_image_is_read(kg, db, ollama) -> None:
         assert events.of("finished")[0].data["status"] == "completed"
     [(path, kind, mapped)] = rows(db, "SELECT path, kind, source_map IS NOT NULL FROM documents")
     assert path.endswith(".png") and kind == "image" and mapped
+
+
+def test_labels_side_by_side_stay_separate_phrases(tmp_path: Path) -> None:
+    image = Image.new("RGB", (1280, 720), "white")
+    draw = ImageDraw.Draw(image)
+    for i, label in enumerate(("Power Grid", "Heat Pump", "Solar Farm")):
+        x = 60 + 410 * i
+        draw.rectangle((x, 160, x + 330, 280), outline=(20, 60, 140), width=4)
+        draw.text((x + 20, 200), label, fill="black", font=ImageFont.truetype(FONT, 32))
+    draw.text((60, 650), "Figure: how it works", fill="black", font=ImageFont.truetype(FONT, 28))
+    doc = load(save(image, tmp_path / "boxes.png"))
+    assert isinstance(doc, LoadedDocument)
+    assert doc.text.split("\n")[:3] == ["Power Grid", "Heat Pump", "Solar Farm"]

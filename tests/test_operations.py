@@ -203,6 +203,7 @@ def test_analytics_agree_with_a_hand_computation(kg, db) -> None:
         "failures": {"ServerBusy": 2, "not_json": 1},
         "prompt_tokens": 3700, "completion_tokens": 1200, "thinking_tokens": 100,
         "tokens_per_s": 520.0,  # 1300 output tokens over 2.5 s of eval time
+        "seconds": 6.0,  # 1 + 2 + 3 s of the calls that answered (the 503s have no latency)
         "latency_p50_ms": 2000.0, "latency_p95_ms": 2900.0,
         "cost": 0.0, "cost_at_cloud_ref": 0.02, "savings": 0.02,
         "fallback_rate": 0.0, "fallback_calls": 0, "fallback_cost": 0.0, "cache_hit_rate": 0.0,

@@ -97,6 +97,15 @@ def _events(body: str) -> Found:
                   path=(d["document"] for d in data if "document" in d))
 
 
+def _search(body: Any) -> Found:
+    return _found(concept=(h["id"] for h in body["hits"] if h["kind"] == "concept"),
+                  path=(h["document"] for h in body["hits"] if h["document"]))
+
+
+def _evidence(body: Any) -> Found:
+    return _found(path=iter([body["document"]]))
+
+
 def _text(_body: str) -> Found:
     return {}
 
@@ -121,6 +130,9 @@ GETS: list[tuple[str, str, dict[str, str], Callable[[Any], Found]]] = [
     ("/runs", "/runs", {}, _runs),
     ("/runs/{run_id}", "/runs/{run}", {}, _run),
     ("/runs/{run_id}/events", "/runs/{run}/events", {}, _events),
+    ("/search", "/search", {"q": "Sherlock Holmes"}, _search),
+    ("/search", "/search", {"q": "holmes baker street london"}, _search),
+    ("/evidence/{evidence_id}", "/evidence/{evidence}", {}, _evidence),
 ]
 # Routes at the root that answer about collections: checked for beta's name and figures.
 ROOT_GETS = ["/collections", "/whoami", "/metrics"]
@@ -153,7 +165,8 @@ def _ids(db: Database, collection_id: int) -> Found:
             "relationship": of("SELECT id FROM relationships WHERE collection_id = :c"),
             "document": of("SELECT id FROM documents WHERE collection_id = :c"),
             "run": of("SELECT id FROM runs WHERE collection_id = :c"),
-            "path": of("SELECT path FROM documents WHERE collection_id = :c")}
+            "path": of("SELECT path FROM documents WHERE collection_id = :c"),
+            "evidence": of("SELECT id FROM evidence WHERE collection_id = :c")}
 
 
 def _ingest(client: httpx.Client, collection: str, name: str, content: str) -> int:
@@ -205,7 +218,7 @@ def _call(client: httpx.Client, path: str, params: dict[str, str]) -> httpx.Resp
 def _fill(path: str, world: World, collection: str) -> str:
     mine = world.ids[collection]
     return path.replace("{concept}", str(min(mine["concept"]))).replace(
-        "{run}", str(world.runs[collection]))
+        "{run}", str(world.runs[collection])).replace("{evidence}", str(min(mine["evidence"])))
 
 
 # -- the leak test -------------------------------------------------------------------------------

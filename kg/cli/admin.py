@@ -202,7 +202,7 @@ def providers(output: str) -> None:
     if output == "table":
         rows = [{**r, "defaults": None} for r in rows]
     emit_rows(rows, output, ["name", "needs_base_url", "structured_output", "thinking", "reload",
-                             "summary"] if output == "table" else None)
+                             "images", "summary"] if output == "table" else None)
 
 
 @extraction.command()
@@ -227,10 +227,13 @@ def reload() -> None:
 @output_option
 def test_(name: str | None, output: str) -> None:
     """Preflight a profile before a long run: one line per check, exit 1 if any fails."""
+    from kg.extraction import vision
     from kg.operations import preflight
 
     with context.session() as session:
         checks = preflight(session, name, context.settings().models_dir)
+        # A vision profile: can its model see? (one line; none without a vision profile)
+        checks += vision.checks(session, name, context.settings().models_dir)
     if output == "table":
         for c in checks:
             emit(f"{c.status.value.upper():4}  {c.name:8}  {c.detail}")
@@ -244,8 +247,10 @@ def test_(name: str | None, output: str) -> None:
 @click.option("--last-30-days", is_flag=True, help="Only the last 30 days.")
 @click.option("--since", help="Only calls since this date (YYYY-MM-DD, UTC).")
 @click.option("--by", "by", type=click.Choice(["provider", "model", "profile", "day",
-                                               "endpoint"]),
-              default="model", show_default=True)
+                                               "endpoint", "kind"]),
+              default="model", show_default=True,
+              help="Group by; kind splits extraction from the readers of images "
+                   "(describe, ocr).")
 @click.option("--compare-to", help="A priced model: savings = its cost for the same tokens "
                                    "minus ours.")
 @output_option

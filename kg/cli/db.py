@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 
 import click
 
 from kg.cli import context
-from kg.cli.render import emit, table
+from kg.cli.render import emit, emit_object, json_option, table
 from kg.db import Database, migrate
+from kg.db.prune import Pruned
+from kg.db.prune import prune as prune_history
+from kg.db.scope import parse_as_of
 from kg.errors import KgError, UsageError
 
 
@@ -109,6 +113,38 @@ def _confirm(database: Database, revision: str, plan: list[migrate.Step],
         emit("The data in the dropped tables is lost.")
     if not click.confirm("Downgrade?", default=False):
         raise KgError("downgrade cancelled; nothing changed")
+
+
+@db.command()
+@click.option("--before", required=True, metavar="DATE",
+              help="Delete history retracted before DATE (ISO 8601: 2026-12-01).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+def prune(before: str, yes: bool, output: str) -> None:
+    """Delete history: evidence, relationships, concepts and document versions retracted
+    before DATE (live rows are never touched; `--as-of` before DATE then shows less)."""
+    when = parse_as_of(before, "--before")
+    database = context.database()
+    try:
+        counts = prune_history(database, when, dry_run=True)
+        if not yes and any(asdict(counts).values()):
+            if not sys.stdin.isatty():
+                raise UsageError(f"prune would delete {_pruned(counts)}; run it in a terminal "
+                                 "to confirm, or add --yes")
+            click.confirm(f"delete {_pruned(counts)}?", abort=True, err=True)
+        if any(asdict(counts).values()):
+            counts = prune_history(database, when)
+    finally:
+        database.dispose()
+    if output != "table":
+        emit_object(asdict(counts), output)
+        return
+    emit(f"pruned history before {when:%Y-%m-%d %H:%M}: {_pruned(counts)}")
+
+
+def _pruned(counts: Pruned) -> str:
+    return (f"{counts.evidence} evidence row(s), {counts.relationships} relationship(s), "
+            f"{counts.concepts} concept(s), {counts.documents} document version(s)")
 
 
 def _rows(count: int) -> str:

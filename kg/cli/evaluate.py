@@ -148,3 +148,8 @@ def show(evaluation_id: int, records: bool, output: str) -> None:
         _show_records(evaluation_id, output)
         return
     _show(evaluation_id, output)
+
+
+from kg.cli.ask import eval_ask  # noqa: E402  (`kg eval ask`: the question set, issue #23)
+
+eval_.add_command(eval_ask)

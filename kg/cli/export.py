@@ -10,6 +10,7 @@ import click
 
 from kg.cli import context
 from kg.cli.render import emit
+from kg.db.scope import parse_as_of
 from kg.errors import UsageError
 from kg.export import FORMATS, ExportFilter, export_graph
 from kg.training import export_training
@@ -43,10 +44,12 @@ def _format(fmt: str | None, output: Path | None) -> str:
               help="csv: put ' before text cells starting with = + - @ (tab, CR) so that a "
                    "spreadsheet shows them instead of running them. Off by default: "
                    "neo4j-admin would import the ' as part of the label.")
+@click.option("--as-of", "as_of", metavar="DATE",
+              help="The graph as it was at DATE (ISO 8601: 2026-12-01 or 2026-12-01T14:30).")
 @click.pass_context
 def export(ctx: click.Context, fmt: str | None, output: Path | None, run: int | None,
            document: str | None, min_confidence: float | None, base_iri: str,
-           escape_formulas: bool) -> None:
+           escape_formulas: bool, as_of: str | None) -> None:
     """Write the graph out for other tools (streams: any size of graph in bounded memory).
 
     \b
@@ -63,7 +66,8 @@ def export(ctx: click.Context, fmt: str | None, output: Path | None, run: int | 
     if escape_formulas and chosen != "csv":
         raise UsageError(f"--escape-formulas is for --format csv; {chosen} has no cells a "
                          "spreadsheet would run")
-    scope = ExportFilter(run=run, document=document, min_confidence=min_confidence)
+    scope = ExportFilter(run=run, document=document, min_confidence=min_confidence,
+                         as_of=parse_as_of(as_of) if as_of is not None else None)
     database = context.database()
     try:
         result = export_graph(database, chosen, output, scope=scope, base_iri=base_iri,

@@ -16,6 +16,7 @@ from kg.cli.render import (
     table,
     text_block,
 )
+from kg.db.scope import parse_as_of
 
 LIMIT_HELP = "Show at most N rows."
 EDGE_COLUMNS = ["id", "source", "type", "target", "confidence", "evidence"]
@@ -53,10 +54,13 @@ def graph_group() -> None:
               help="How many relationships away.")
 @click.option("--limit", default=500, show_default=True, type=context.LIMIT, metavar="N",
               help="At most N concepts (closest first).")
+@click.option("--as-of", "as_of", metavar="DATE",
+              help="The graph as it was at DATE (ISO 8601: 2026-12-01 or 2026-12-01T14:30).")
 @json_option
-def neighbors(label: str, depth: int, limit: int, output: str) -> None:
+def neighbors(label: str, depth: int, limit: int, as_of: str | None, output: str) -> None:
     """Concepts within --depth relationships of LABEL (either direction)."""
-    data = context.read(graph.neighbors, label, depth=depth, limit=limit)
+    when = parse_as_of(as_of) if as_of is not None else None
+    data = context.read(graph.neighbors, label, depth=depth, limit=limit, as_of=when)
     if output != "table":
         emit_object(data, output)
         return
@@ -125,6 +129,22 @@ def documents_show(path: str, output: str) -> None:
                                   "sha256"]))
     emit("\nconcepts:")
     emit(table(data["top_concepts"]))
+
+
+@documents.command(name="history")
+@click.argument("path")
+@json_option
+def documents_history(path: str, output: str) -> None:
+    """The versions of a document, with the concepts and relationships each added and
+    removed (what the graph looked like then: `kg export --as-of DATE`)."""
+    data = context.read(graph.document_history, path)
+    if output != "table":
+        emit_object(data, output)
+        return
+    emit(data["path"])
+    emit(table(data["versions"], ["version", "id", "status", "live", "valid_from", "valid_to",
+                                  "concepts_added", "concepts_removed", "relationships_added",
+                                  "relationships_removed"]))
 
 
 @documents.command(name="delete")

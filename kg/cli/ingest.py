@@ -20,6 +20,7 @@ from kg.cli import context
 from kg.cli.render import console, emit, emit_object, json_option, key_values
 from kg.db.runstate import RunStatus
 from kg.errors import UsageError
+from kg.extraction import plan, versions
 from kg.extraction.chunking import ChunkingOptions
 from kg.extraction.ingest import (
     IngestRequest,
@@ -152,6 +153,18 @@ def _dry_run(request: IngestRequest, compare_to: str | None, output: str) -> Non
     emit(key_values(pairs))
 
 
+def _report_gone(gone: list[versions.Gone], output: str, *, would: bool) -> None:
+    verb = "would retract" if would else "retracted"
+    if output == "json":
+        emit_object({verb.replace(" ", "_"): [g.path for g in gone]}, output)
+        return
+    if not gone:
+        emit(f"--sync: no document's file is gone ({'nothing to' if would else 'nothing'} "
+             "retract)")
+    for g in gone:
+        emit(f"{verb} {g.path} (file gone)")
+
+
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--recursive", "-r", is_flag=True, help="Descend into folders.")
@@ -184,13 +197,33 @@ def _dry_run(request: IngestRequest, compare_to: str | None, output: str) -> Non
               help="With --dry-run: also the cost at this priced model (`kg admin prices`).")
 @click.option("--ontology", metavar="NAME",
               help="Extract with this ontology for this run (default: the profile's).")
+@click.option("--sync", is_flag=True,
+              help="Also retract the documents of the given folders whose files are gone "
+                   "(with --dry-run: only list them).")
 @json_option
 def ingest(paths: tuple[Path, ...], recursive: bool, profile: str | None, force: bool,
            resume: int | None, chunk_tokens: int, chunk_min: int, chunk_max: int,
            chunk_overlap: int, fuzzy_threshold: float, retry_backoff: float,
            queued: bool, follow: bool, no_cache: bool, dry_run: bool, compare_to: str | None,
-           ontology: str | None, output: str) -> None:
-    """Extract concepts and relationships from PATHS (.txt .md .pdf .html) into the graph."""
+           ontology: str | None, sync: bool, output: str) -> None:
+    """Extract concepts and relationships from PATHS (.txt .md .pdf .html) into the graph.
+
+    A changed file becomes a new version of its document: only its new text is extracted,
+    and what only the old text supported is retracted when the new version is complete."""
+    gone: list[versions.Gone] = []
+    if sync:
+        folders = [p for p in paths if not p.is_file()]
+        if not folders or resume is not None or queued:
+            raise UsageError("--sync goes with folders to ingest, without --resume or --queue: "
+                             "kg ingest DIR --sync")
+        database = context.database()
+        try:
+            gone = versions.gone_from(database, folders, recursive)
+        finally:
+            database.dispose()
+        if dry_run:
+            _report_gone(gone, output, would=True)
+            return
     if not paths and resume is None:
         raise UsageError("give files or folders to ingest, or --resume RUN_ID")
     if paths and resume is not None:
@@ -223,14 +256,23 @@ def ingest(paths: tuple[Path, ...], recursive: bool, profile: str | None, force:
     database = context.database()
     display = ProgressDisplay()
     try:
+        if sync and not plan.discover(list(paths), recursive):
+            # Every file is gone: nothing to ingest, only retractions.
+            versions.retract_gone(database, gone)
+            _report_gone(gone, output, would=False)
+            return
         with stop_on_sigterm():
             summary = run_ingest(database, request, models_dir=context.settings().models_dir,
                                  on_progress=display.progress, on_planning=display.planning)
+        # After the ingest: a moved file's new path has taken over its facts by now.
+        versions.retract_gone(database, gone)
     except Terminated as exc:  # before a run existed: nothing was written
         raise Interrupted("interrupted before anything was written", 128 + exc.signum) from None
     finally:
         display.close()
         database.dispose()
+    if gone and output != "json":
+        _report_gone(gone, output, would=False)
     for path, reason in summary.skipped:
         click.echo(f"skipped {path}: {reason}", err=True)
     for path, owner in summary.busy:

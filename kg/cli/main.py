@@ -55,6 +55,7 @@ def _interrupt_exit(exc: BaseException | None) -> int:
 # and every shell-completion TAB do not pay for the engine and the providers.
 COMMANDS = {
     "admin": "kg.cli.admin:admin",
+    "ask": "kg.cli.ask:ask",
     "collections": "kg.cli.collections:collections",
     "concepts": "kg.cli.curation:concepts",  # kg.cli.graph's group + merge/rename/delete
     "curation": "kg.cli.curation:curation",
@@ -65,10 +66,12 @@ COMMANDS = {
     "graph": "kg.cli.graph_read:graph_group",
     "ingest": "kg.cli.ingest:ingest",
     "logs": "kg.cli.logs:logs",
+    "mcp": "kg.cli.mcp:mcp",
     "models": "kg.cli.models:models",
     "ontology": "kg.cli.ontology:ontology_group",
     "relationships": "kg.cli.curation:relationships",  # + delete
     "runs": "kg.cli.graph:runs",
+    "search": "kg.cli.search:search",
     "serve": "kg.cli.serve:serve",
     "vocab": "kg.cli.graph:vocab",
     "worker": "kg.cli.worker:worker",

@@ -14,11 +14,12 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, select
 from sqlalchemy.orm import Session
 
-from kg.db.models import Concept, ConceptAlias, CurationDecision
+from kg.db.models import Concept, ConceptAlias, CurationDecision, RelationshipType
 from kg.db.scope import collection_of
 
 CONCEPTS = cast(Table, Concept.__table__)
 ALIASES = cast(Table, ConceptAlias.__table__)
+TYPES = cast(Table, RelationshipType.__table__)
 Row = dict[str, Any]
 Reader = Session | Connection
 
@@ -32,19 +33,32 @@ class Action(StrEnum):
     DELETE_RELATIONSHIP = "delete_relationship"
 
 
-def _active(reader: Reader, *actions: Action) -> list[tuple[int | None, list[str], Row]]:
+Decision = tuple[int | None, list[str], Row]  # (concept id, retired norms, data) of one row
+
+
+def _active(reader: Reader, *actions: Action) -> list[Decision]:
+    return [decision for _a, decision in _active_rows(reader, *actions)]
+
+
+def _active_rows(reader: Reader, *actions: Action) -> list[tuple[Action, Decision]]:
+    """Decisions not undone, oldest first, with their action."""
     table = cast(Table, CurationDecision.__table__)
-    rows = reader.execute(select(table.c.concept_id, table.c.norms, table.c.data).where(
+    rows = reader.execute(select(table.c.action, table.c.concept_id, table.c.norms,
+                                 table.c.data).where(
         table.c.collection_id == collection_of(reader),
         table.c.action.in_([a.value for a in actions]), table.c.undone_at.is_(None))
         .order_by(table.c.id))
-    return [(r.concept_id, list(r.norms or []), r.data or {}) for r in rows]
+    return [(Action(r.action), (r.concept_id, list(r.norms or []), r.data or {})) for r in rows]
 
 
 def suppressed_labels(reader: Reader) -> set[str]:
     """Normalised labels (and aliases) of deleted concepts that a run must not create again;
     a label that names a live concept now is not suppressed."""
-    norms = {n for _c, ns, _d in _active(reader, Action.DELETE_CONCEPT) for n in ns}
+    return _suppressed_labels(reader, _active(reader, Action.DELETE_CONCEPT))
+
+
+def _suppressed_labels(reader: Reader, deleted: list[Decision]) -> set[str]:
+    norms = {n for _c, ns, _d in deleted for n in ns}
     if not norms:
         return set()
     live = set(reader.scalars(select(CONCEPTS.c.norm_label).where(
@@ -53,9 +67,30 @@ def suppressed_labels(reader: Reader) -> set[str]:
 
 
 def suppressed_edges(reader: Reader) -> set[tuple[int, int, int]]:
-    """(source id, type id, target id) of deleted relationships a run must not add again."""
-    return {(d["edge"]["source_id"], d["edge"]["type_id"], d["edge"]["target_id"])
-            for _c, _n, d in _active(reader, Action.DELETE_RELATIONSHIP)}
+    """(source id, type id, target id) of deleted relationships a run must not add again,
+    their ends followed through later merges (the text that gave the edge resolves to the
+    survivor now, and the person's deletion still holds there)."""
+    return _suppressed_edges(reader, _active_rows(
+        reader, Action.DELETE_RELATIONSHIP, Action.MERGE))
+
+
+def _suppressed_edges(reader: Reader,
+                      decisions: list[tuple[Action, Decision]]) -> set[tuple[int, int, int]]:
+    """From deletions and merges in the order they were made: a merge moves the ends of the
+    deletions before it only (a merged-away id may name a new concept later)."""
+    keys: list[tuple[int, int, int]] = []
+    for action, (_c, _n, data) in decisions:
+        if action is Action.DELETE_RELATIONSHIP:
+            edge = data["edge"]
+            keys.append((edge["source_id"], edge["type_id"], edge["target_id"]))
+        elif action is Action.MERGE and keys:
+            old, new = int(data["merged"]["id"]), int(data["survivor"])
+            keys = [(new if s == old else s, t, new if g == old else g) for s, t, g in keys]
+    types = {t for _s, t, _g in keys}
+    symmetric = set(reader.scalars(select(TYPES.c.id).where(
+        TYPES.c.id.in_(types), TYPES.c.direction == "symmetric"))) if types else set()
+    # The writer's order of a symmetric edge's ends (an end that moved may break it).
+    return {(g, t, s) if t in symmetric and s > g else (s, t, g) for s, t, g in keys}
 
 
 def redirects(reader: Reader) -> dict[str, int]:
@@ -82,20 +117,39 @@ class Rules:
 
     suppressed_labels: frozenset[str] = frozenset()
     suppressed_edges: frozenset[tuple[int, int, int]] = frozenset()
+    # Concepts whose label a person chose (a rename, or the label a merge kept): no automatic
+    # rule (the writer's fuller-spelling relabel) replaces it.
     renamed: frozenset[int] = frozenset()
 
 
 def rules(reader: Reader) -> Rules:
     """The active decisions as the writer needs them (cheap: the table holds decisions, not
-    graph rows, and an empty table costs one indexed query)."""
-    active = _active(reader, Action.DELETE_CONCEPT, Action.DELETE_RELATIONSHIP, Action.RENAME)
+    graph rows; one indexed query reads them all, and an empty table costs only that)."""
+    active = _active_rows(reader, *Action)
     if not active:
         return Rules()
-    return Rules(frozenset(suppressed_labels(reader)), frozenset(suppressed_edges(reader)),
-                 frozenset(renamed_concepts(reader)))
+
+    def of(*actions: Action) -> list[Decision]:
+        return [decision for action, decision in active if action in actions]
+
+    return Rules(
+        frozenset(_suppressed_labels(reader, of(Action.DELETE_CONCEPT))),
+        frozenset(_suppressed_edges(reader, [
+            (a, d) for a, d in active if a in (Action.DELETE_RELATIONSHIP, Action.MERGE)])),
+        frozenset(_chosen(of(Action.RENAME, Action.MERGE))))
 
 
 def renamed_concepts(reader: Reader) -> set[int]:
-    """Concepts whose label a person chose: a run must not replace it with a spelling it
-    prefers (store's relabel step)."""
-    return {c for c, _n, _d in _active(reader, Action.RENAME) if c is not None}
+    """Concepts a person renamed."""
+    return _chosen(_active(reader, Action.RENAME))
+
+
+def chosen_labels(reader: Reader) -> set[int]:
+    """Concepts whose label a person chose: renamed, or kept by a merge (with `--into` or
+    without). A run must not replace it with a spelling it prefers (store's relabel step)."""
+    return _chosen(_active(reader, Action.RENAME, Action.MERGE))
+
+
+def _chosen(decisions: list[Decision]) -> set[int]:
+    # A rename's and a merge's concept_id is the concept that carries the chosen label.
+    return {c for c, _n, _d in decisions if c is not None}

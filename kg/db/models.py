@@ -83,6 +83,17 @@ class InCollection:
         default=current_collection, server_default=text(str(DEFAULT_COLLECTION_ID)))
 
 
+class Temporal:
+    """A graph row with a validity interval (issue #22): live while `valid_to` is NULL; a row
+    written for a document version not yet cut over has `valid_from` NULL (kg.db.scope hides
+    both from ORM reads unless a session asks for history or a past date)."""
+
+    # The server default too: rows written outside kg's inserts (COPY, SQL) are live.
+    valid_from: Mapped[datetime | None] = mapped_column(
+        default=utcnow, server_default=text("CURRENT_TIMESTAMP"))
+    valid_to: Mapped[datetime | None] = mapped_column(default=None)
+
+
 def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
@@ -121,6 +132,8 @@ class ExtractionProfile(Base):
         CheckConstraint("fallback_profile IS NULL OR (length(fallback_profile) >= 1 "
                         "AND length(fallback_profile) <= 64)", name="ck_profile_fallback_profile"),
         CheckConstraint(_in("fallback_on", FALLBACK_ON), name="ck_profile_fallback_on"),
+        CheckConstraint("vision_profile IS NULL OR (length(vision_profile) >= 1 "
+                        "AND length(vision_profile) <= 64)", name="ck_profile_vision_profile"),
         Index(
             "uq_extraction_profiles_one_active",
             "active",
@@ -150,6 +163,8 @@ class ExtractionProfile(Base):
     fallback_profile: Mapped[str | None] = mapped_column(String(64))
     fallback_on: Mapped[str] = mapped_column(String(64), default="unreachable,timeout,error",
                                              server_default="unreachable,timeout,error")
+    # The profile that describes images (issue #25); None: offline OCR.
+    vision_profile: Mapped[str | None] = mapped_column(String(64))
     ontology: Mapped[str] = mapped_column(String(64), default="default")
     descriptions: Mapped[str] = mapped_column(String(8), default="generate")
     grounding: Mapped[str] = mapped_column(String(8), default="on")
@@ -294,6 +309,12 @@ class Document(InCollection, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # OCR text only: pages and word boxes of the transcription (kg.sourcemap), else NULL.
     source_map: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Versions (issue #22): one row per content of a path; the live one has valid_to NULL, a
+    # new one waiting for its cutover has valid_from NULL.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    valid_from: Mapped[datetime | None] = mapped_column(
+        default=utcnow, server_default=text("CURRENT_TIMESTAMP"))
+    valid_to: Mapped[datetime | None] = mapped_column(default=None, index=True)
 
     chunks: Mapped[list[Chunk]] = relationship(back_populates="document")
 
@@ -313,7 +334,7 @@ class Chunk(InCollection, Base):
     document: Mapped[Document] = relationship(back_populates="chunks")
 
 
-class Concept(InCollection, Base):
+class Concept(InCollection, Temporal, Base):
     __tablename__ = "concepts"
     __table_args__ = (
         UniqueConstraint("collection_id", "norm_label", name="uq_concept_norm_label"),
@@ -346,7 +367,7 @@ class ConceptAlias(InCollection, Base):
     concept: Mapped[Concept] = relationship(back_populates="aliases")
 
 
-class Relationship(InCollection, Base):
+class Relationship(InCollection, Temporal, Base):
     """One typed edge; every sighting of it is an evidence row."""
 
     __tablename__ = "relationships"
@@ -366,7 +387,7 @@ class Relationship(InCollection, Base):
     confidence: Mapped[float] = mapped_column(Float)
 
 
-class Evidence(InCollection, Base):
+class Evidence(InCollection, Temporal, Base):
     """A verbatim quote from a chunk supporting a concept or a relationship."""
 
     __tablename__ = "evidence"
@@ -461,6 +482,7 @@ class Call(InCollection, Base):
     """One LLM request (or one OCR pass): the unit every analytic is computed from."""
 
     __tablename__ = "calls"
+    __table_args__ = (CheckConstraint(_in("kind", CALL_KINDS), name="ck_call_kind"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int | None] = mapped_column(
@@ -492,6 +514,8 @@ class Call(InCollection, Base):
     fallback: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     rule_id: Mapped[int | None] = mapped_column(Integer)  # the routing rule that chose it
     cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # What the call was for (CALL_KINDS): analytics split by it.
+    kind: Mapped[str] = mapped_column(String(16), default="extract", server_default="extract")
 
 
 class ModelPrice(Base):

@@ -14,12 +14,14 @@ its filter.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, event, text
+from sqlalchemy import ColumnElement, Connection, and_, event, or_, text
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 
-from kg.db.models import COLLECTION_KEY, DEFAULT_COLLECTION_ID, InCollection
+from kg.db.models import COLLECTION_KEY, DEFAULT_COLLECTION_ID, InCollection, Temporal
+from kg.errors import UsageError
 
 SESSION_KEY = "kg_collection_id"
 ENFORCE_KEY = "kg_enforce"  # a tuple of collection ids the database lets the session see
@@ -27,6 +29,11 @@ ROLE = "kg_scoped"
 # An execution option for the few statements that look across collections (counting what a
 # collection holds for `kg collections list`, a worker's queue bookkeeping).
 ALL_COLLECTIONS = "kg_all_collections"
+# Versions (issue #22): ORM reads of concepts, relationships and evidence see the live rows;
+# a session with `AS_OF_KEY` set sees the rows valid at that moment, one with `HISTORY_KEY`
+# sees every row (pruning, deleting a document, a document's history).
+AS_OF_KEY = "kg_as_of"
+HISTORY_KEY = "kg_history"
 
 
 def scope_of(conn: Connection) -> int:
@@ -64,6 +71,42 @@ def rls_available(conn: Connection) -> bool:
     return bool(cached)
 
 
+def valid(valid_from: Any, valid_to: Any, as_of: datetime | None = None) -> ColumnElement[bool]:
+    """SQL: a row with these validity columns is live (or was valid at `as_of`)."""
+    if as_of is None:
+        return and_(valid_from.is_not(None), valid_to.is_(None))
+    return and_(valid_from.is_not(None), valid_from <= as_of,
+                or_(valid_to.is_(None), valid_to > as_of))
+
+
+def parse_as_of(value: str, option: str = "--as-of") -> datetime:
+    """A user's date or time (ISO 8601; a date means its end, UTC unless given) as the moment
+    to view the graph at; not a date or in the future: a one-line error."""
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise UsageError(f"{option} {value!r} is not a date; give e.g. 2026-12-01 or "
+                         "2026-12-01T14:30") from None
+    if len(value.strip()) == 10:  # a bare date: the graph at the end of that day
+        when = when + timedelta(days=1) - timedelta(microseconds=1)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if when > datetime.now(UTC) + timedelta(days=1) or (
+            len(value.strip()) != 10 and when > datetime.now(UTC)):
+        raise UsageError(f"{option} {value} is in the future; give a date up to today")
+    return when
+
+
+def view_as_of(session: Session, when: datetime | None) -> None:
+    """Make the session's ORM reads show the graph as it was at `when` (None: as it is)."""
+    session.info[AS_OF_KEY] = when
+
+
+def with_history(session: Session) -> None:
+    """Make the session's ORM reads see retracted and staged rows too."""
+    session.info[HISTORY_KEY] = True
+
+
 @event.listens_for(Session, "after_begin")
 def _after_begin(session: Session, _transaction: Any, connection: Connection) -> None:
     collection_id = session.info.get(SESSION_KEY)
@@ -81,3 +124,22 @@ def _only_this_collection(state: ORMExecuteState) -> None:
         state.statement = state.statement.options(with_loader_criteria(
             InCollection, lambda cls: cls.collection_id == collection_id,
             include_aliases=True, track_closure_variables=True))
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _only_valid_rows(state: ORMExecuteState) -> None:
+    # Reads only: an update or delete (curation, removing a document) reaches history too.
+    if (not state.is_select or state.is_column_load or state.is_relationship_load
+            or state.session.info.get(HISTORY_KEY)):
+        return
+    as_of = state.session.info.get(AS_OF_KEY)
+    if as_of is None:
+        criteria = with_loader_criteria(
+            Temporal, lambda cls: and_(cls.valid_from.is_not(None), cls.valid_to.is_(None)),
+            include_aliases=True)
+    else:
+        criteria = with_loader_criteria(
+            Temporal, lambda cls: and_(cls.valid_from.is_not(None), cls.valid_from <= as_of,
+                                       or_(cls.valid_to.is_(None), cls.valid_to > as_of)),
+            include_aliases=True, track_closure_variables=True)
+    state.statement = state.statement.options(criteria)

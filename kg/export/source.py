@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ from kg.db.models import (
     RelationshipType,
     Run,
 )
-from kg.db.scope import begin_scope, scope_of
+from kg.db.scope import begin_scope, scope_of, valid
 from kg.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class ExportFilter:
     run: int | None = None
     document: str | None = None
     min_confidence: float | None = None
+    as_of: datetime | None = None  # the graph as it was then (None: as it is)
 
     def __post_init__(self) -> None:
         if self.min_confidence is not None and not 0 <= self.min_confidence <= 1:
@@ -133,7 +135,14 @@ class GraphSource:
         return ids
 
     # -- the scope as SQL --------------------------------------------------------------
+    def _valid(self, table: Any) -> ColumnElement[bool]:
+        """Core statements are not filtered by kg.db.scope: the validity test is ours too."""
+        return valid(table.valid_from, table.valid_to, self.scope.as_of)
+
     def _evidence_scope(self) -> list[ColumnElement[bool]]:
+        return [self._valid(Evidence), *self._narrowing()]
+
+    def _narrowing(self) -> list[ColumnElement[bool]]:
         conditions: list[ColumnElement[bool]] = []
         if self.scope.run is not None:
             conditions.append(Evidence.run_id == self.scope.run)
@@ -152,7 +161,7 @@ class GraphSource:
     @property
     def scoped(self) -> bool:
         """Whether a run or document narrows the export (the collection always does)."""
-        return bool(self._evidence_scope())
+        return bool(self._narrowing())
 
     def _concept_in_scope(self, column: Any) -> ColumnElement[bool]:
         return exists().where(Evidence.concept_id == column, *self._evidence_scope())
@@ -166,7 +175,8 @@ class GraphSource:
         last = 0
         while True:
             query = select(*columns).where(Concept.id > last,
-                                           Concept.collection_id == self.collection)
+                                           Concept.collection_id == self.collection,
+                                           self._valid(Concept))
             if self.scoped:
                 query = query.where(self._concept_in_scope(Concept.id))
             rows: list[Any] = list(self.conn.execute(
@@ -197,7 +207,8 @@ class GraphSource:
 
     # -- edges -------------------------------------------------------------------------
     def _edge_filter(self) -> list[ColumnElement[bool]]:
-        conditions: list[ColumnElement[bool]] = [Relationship.collection_id == self.collection]
+        conditions: list[ColumnElement[bool]] = [Relationship.collection_id == self.collection,
+                                                 self._valid(Relationship)]
         if self.scope.min_confidence is not None:
             conditions.append(Relationship.confidence >= self.scope.min_confidence)
         if self.scoped:
@@ -221,7 +232,8 @@ class GraphSource:
                 .join(RelationshipType, RelationshipType.id == Relationship.type_id)
                 .join(source, source.c.id == Relationship.source_id)
                 .join(target, target.c.id == Relationship.target_id)
-                .where(Relationship.id > last, *self._edge_filter())
+                .where(Relationship.id > last, *self._edge_filter(),
+                       self._valid(source.c), self._valid(target.c))
                 .order_by(Relationship.id).limit(self.batch))
             rows = self.conn.execute(query).all()
             if not rows:

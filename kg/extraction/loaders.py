@@ -15,7 +15,7 @@ import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from kg.errors import UsageError
 from kg.extraction import ocr
@@ -37,6 +37,58 @@ MIN_PAGE_CHARACTERS = 3
 
 
 @dataclass
+class ReadCall:
+    """One page or image read by a reader: a `calls` row of kind 'ocr' (seconds, no tokens)
+    or 'describe' (a vision model's tokens and latency), written once the document has a run."""
+
+    kind: str  # 'ocr' | 'describe' (kg.db.models.CALL_KINDS)
+    page: int
+    provider: str
+    model: str
+    seconds: float
+    profile_name: str | None = None  # None: the run's profile (OCR serves no profile)
+    profile_revision: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    thinking_tokens: int = 0
+    load_s: float | None = None
+    prompt_eval_s: float | None = None
+    eval_s: float | None = None
+    finish_reason: str | None = None
+    endpoint: str | None = None
+    fallback: bool = False
+
+
+Page = ocr.OcrPage | ocr.DescribedPage
+
+
+class ImageReader(Protocol):
+    """What reads images and PDF pages without a text layer: Tesseract (OcrReader) or a vision
+    profile's model (kg.extraction.vision.Describer). Both raise ocr.Unreadable with the
+    file's one-line skip reason."""
+
+    def read_image(self, data: bytes) -> list[tuple[Page, ReadCall]]: ...
+
+    def read_pdf_pages(self, data: bytes,
+                       numbers: list[int]) -> dict[int, tuple[Page, ReadCall]]: ...
+
+
+class OcrReader:
+    """The default reader: offline OCR (kg.extraction.ocr), one 'ocr' call per page."""
+
+    @staticmethod
+    def _call(page: ocr.OcrPage) -> ReadCall:
+        return ReadCall("ocr", page.number, "tesseract", "tesseract", page.seconds)
+
+    def read_image(self, data: bytes) -> list[tuple[Page, ReadCall]]:
+        return [(p, self._call(p)) for p in ocr.read_image(data)]
+
+    def read_pdf_pages(self, data: bytes,
+                       numbers: list[int]) -> dict[int, tuple[Page, ReadCall]]:
+        return {n: (p, self._call(p)) for n, p in ocr.read_pdf_pages(data, numbers).items()}
+
+
+@dataclass
 class LoadedDocument:
     """A document's text plus the offsets where a section starts (preferred chunk cuts)."""
 
@@ -48,6 +100,8 @@ class LoadedDocument:
     boundaries: list[int] = field(default_factory=list)
     # Pages and boxes of OCR text (kg.sourcemap's format); None for text read as text.
     source_map: dict[str, Any] | None = None
+    # Which reader served each page read from pixels (calls rows once the run exists).
+    reads: list[ReadCall] = field(default_factory=list)
 
 
 @dataclass
@@ -132,8 +186,10 @@ def discover(paths: list[Path], recursive: bool) -> list[Path]:
     return unique
 
 
-def load(path: Path) -> LoadedDocument | Skipped:
-    """Read one file, or say in one line why it is skipped."""
+def load(path: Path, reader: ImageReader | None = None) -> LoadedDocument | Skipped:
+    """Read one file, or say in one line why it is skipped. Images and PDF pages without a
+    text layer go to `reader` (default: offline OCR)."""
+    reader = reader or OcrReader()
     if (problem := _unreachable(path)) is not None:
         return Skipped(path, problem)
     kind = KINDS.get(path.suffix.lower())
@@ -152,12 +208,12 @@ def load(path: Path) -> LoadedDocument | Skipped:
     sha = hashlib.sha256(data).hexdigest()
     if kind == "pdf":
         try:
-            return _pdf(path, data, sha)
+            return _pdf(path, data, sha, reader)
         except ImportError as exc:
             raise _not_installed(path, "PDF", exc) from None
     if kind == "image":
         try:
-            return _image(path, data, sha)
+            return _image(path, data, sha, reader)
         except ImportError as exc:
             raise _not_installed(path, "an image", exc) from None
     if b"\x00" in data[:8192]:
@@ -229,16 +285,19 @@ def _pdf_pages(path: Path, data: bytes) -> list[str] | str:
     return pages
 
 
-def _pdf(path: Path, data: bytes, sha: str) -> LoadedDocument | Skipped:
+def _pdf(path: Path, data: bytes, sha: str, reader: ImageReader) -> LoadedDocument | Skipped:
     pages = _pdf_pages(path, data)
     if isinstance(pages, str):
         return Skipped(path, pages)
     scanned = [n for n, page in enumerate(pages, 1)
                if sum(c.isalnum() for c in page) < MIN_PAGE_CHARACTERS]
-    read: list[tuple[int, str | ocr.OcrPage]] = list(enumerate(pages, 1))
+    read: list[tuple[int, str | Page]] = list(enumerate(pages, 1))
+    calls: list[ReadCall] = []
     if scanned:
         try:
-            found = ocr.read_pdf_pages(data, scanned)
+            served = reader.read_pdf_pages(data, scanned)
+            found = {n: page for n, (page, _call) in served.items()}
+            calls = [call for _page, call in served.values()]
             log.info("%s: %d page(s) without a text layer read by OCR", path, len(scanned))
         except ocr.Unreadable as exc:
             return Skipped(path, str(exc))
@@ -256,16 +315,19 @@ def _pdf(path: Path, data: bytes, sha: str) -> LoadedDocument | Skipped:
         return Skipped(path, f"PDF has no text: no text layer, and OCR found none on its "
                              f"{len(pages)} page(s) (pictures only?)")
     return LoadedDocument(path, "pdf", text, sha, len(data), boundaries,
-                          source_map if scanned else None)
+                          source_map if scanned else None, calls)
 
 
-def _image(path: Path, data: bytes, sha: str) -> LoadedDocument | Skipped:
-    """An image read by OCR: its text, a boundary per page (multi-page TIFF), the source map."""
+def _image(path: Path, data: bytes, sha: str, reader: ImageReader) -> LoadedDocument | Skipped:
+    """An image read by its reader: its text, a boundary per page (multi-page TIFF), the
+    source map."""
     try:
-        pages = ocr.read_image(data)
+        served = reader.read_image(data)
     except ocr.Unreadable as exc:
         return Skipped(path, str(exc))
-    text, boundaries, source_map = ocr.assemble([(p.number, p) for p in pages])
+    text, boundaries, source_map = ocr.assemble([(p.number, p) for p, _call in served])
     if not text.strip():
-        return Skipped(path, "OCR found no text in the image")
-    return LoadedDocument(path, "image", text, sha, len(data), boundaries, source_map)
+        found = "OCR" if isinstance(reader, OcrReader) else "the vision model"
+        return Skipped(path, f"{found} found no text in the image")
+    return LoadedDocument(path, "image", text, sha, len(data), boundaries, source_map,
+                          [call for _page, call in served])

@@ -15,6 +15,7 @@ import math
 import os
 import re
 import threading
+import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ TIMEOUT_S = 300  # one page; a page Tesseract cannot finish in 5 minutes is not 
 # Words with no letter or digit below this confidence are line art (arrows, box edges) read
 # as "|", "—" or "~", not text: they are left out of the transcription.
 SYMBOL_MIN_CONFIDENCE = 60.0
+# A gap between two words of one Tesseract line wider than this many text heights separates
+# two phrases (boxes of a diagram side by side, table cells), not two words of one sentence.
+GAP_LINES = 2.0
 LANGUAGES_VARIABLE = "KG_OCR_LANGUAGES"
 DEFAULT_LANGUAGES = "eng"
 INSTALL = "apt-get install tesseract-ocr"
@@ -70,6 +74,19 @@ class OcrPage:
     height: int
     dpi: int | None = None
     words: list[Word] = field(default_factory=list)
+    seconds: float = 0.0  # Tesseract's time on the page (a `calls` row of kind 'ocr')
+
+
+@dataclass
+class DescribedPage:
+    """What a vision model wrote about one page or image: the text on it, then what it shows.
+    Evidence on it points at the page as a whole (no boxes)."""
+
+    number: int
+    text: str
+    width: int
+    height: int
+    dpi: int | None = None
 
 
 def languages() -> str:
@@ -146,6 +163,11 @@ def _refuse_large(width: int, height: int) -> None:
         raise Unreadable(f"image of {width} x {height} pixels is above kg's limit of "
                          f"{MAX_PIXELS // 1_000_000} megapixels (decompression bomb?); scale "
                          "it down")
+
+
+def frames(data: bytes) -> Iterator[Any]:
+    """The decoded frames of an image file to read (limits as for OCR); raises Unreadable."""
+    return _frames(data)
 
 
 def _frames(data: bytes) -> Iterator[Any]:
@@ -271,6 +293,7 @@ def ocr_image(image: Any, number: int, dpi: int | None = None) -> OcrPage:
 
     langs = check_ready()
     pytesseract = _pytesseract()
+    started = time.perf_counter()
     image = ImageOps.exif_transpose(image) or image  # photos: upright as the camera meant
     width, height = image.size
     prepared, geometry = _prepared(image)
@@ -289,6 +312,7 @@ def ocr_image(image: Any, number: int, dpi: int | None = None) -> OcrPage:
     parts: list[str] = []
     offset = 0
     last_line: tuple[int, int, int] | None = None
+    last_right = last_height = 0
     lines: dict[tuple[int, int, int], int] = {}
     for i, raw in enumerate(data["text"]):
         text = str(raw).strip()
@@ -298,12 +322,18 @@ def ocr_image(image: Any, number: int, dpi: int | None = None) -> OcrPage:
         if confidence < SYMBOL_MIN_CONFIDENCE and not any(c.isalnum() for c in text):
             continue
         key = (int(data["block_num"][i]), int(data["par_num"][i]), int(data["line_num"][i]))
+        left, height = int(data["left"][i]), int(data["height"][i])
         if last_line is not None:
             # Same line: a space; new line of the paragraph: newline; new paragraph: blank line.
             sep = " " if key == last_line else "\n" if key[:2] == last_line[:2] else "\n\n"
+            if sep == " " and left - last_right > GAP_LINES * max(height, last_height):
+                # Labels of boxes side by side come out as one Tesseract line: a gap wider
+                # than a few letters ends the phrase, so "Power Grid" and "Heat Pump" stay two.
+                sep = "\n"
             parts.append(sep)
             offset += len(sep)
         last_line = key
+        last_right, last_height = left + int(data["width"][i]), height
         line = lines.setdefault(key, len(lines))
         box = geometry.box(int(data["left"][i]), int(data["top"][i]), int(data["width"][i]),
                            int(data["height"][i]))
@@ -311,6 +341,7 @@ def ocr_image(image: Any, number: int, dpi: int | None = None) -> OcrPage:
         parts.append(text)
         offset += len(text)
     page.text = "".join(parts)
+    page.seconds = time.perf_counter() - started
     return page
 
 
@@ -320,32 +351,38 @@ def read_image(data: bytes) -> list[OcrPage]:
     return [ocr_image(frame, number) for number, frame in enumerate(_frames(data), 1)]
 
 
-def read_pdf_pages(data: bytes, numbers: Iterable[int]) -> dict[int, OcrPage]:
-    """OCR of the given PDF pages (1-based), rendered at PDF_DPI (less for a page so large that
-    it would pass MAX_PIXELS); raises Unreadable."""
+def render_pdf_page(data: bytes, number: int) -> tuple[Any, int]:
+    """One PDF page (1-based) as a grayscale image at PDF_DPI (less for a page so large that
+    it would pass MAX_PIXELS), and the dpi used; raises Unreadable."""
     import pypdfium2 as pdfium
 
+    with _pdfium:
+        try:
+            pdf = pdfium.PdfDocument(data)
+            try:
+                page = pdf[number - 1]
+                width_pt, height_pt = page.get_size()
+                dpi = PDF_DPI
+                pixels = width_pt * height_pt * (dpi / 72) ** 2
+                if pixels > MAX_PIXELS:
+                    dpi = int(72 * (MAX_PIXELS / (width_pt * height_pt)) ** 0.5)
+                    log.warning("page %d is large: rendered at %d dpi", number, dpi)
+                image = page.render(scale=dpi / 72, grayscale=True).to_pil()
+                page.close()
+            finally:
+                pdf.close()
+        except pdfium.PdfiumError as exc:
+            raise Unreadable(f"cannot render PDF page {number} ({_one_line(exc)}); "
+                             "re-save or re-export it") from None
+    return image, dpi
+
+
+def read_pdf_pages(data: bytes, numbers: Iterable[int]) -> dict[int, OcrPage]:
+    """OCR of the given PDF pages (1-based), rendered by render_pdf_page; raises Unreadable."""
     check_ready()
     pages: dict[int, OcrPage] = {}
     for number in numbers:
-        with _pdfium:
-            try:
-                pdf = pdfium.PdfDocument(data)
-                try:
-                    page = pdf[number - 1]
-                    width_pt, height_pt = page.get_size()
-                    dpi = PDF_DPI
-                    pixels = width_pt * height_pt * (dpi / 72) ** 2
-                    if pixels > MAX_PIXELS:
-                        dpi = int(72 * (MAX_PIXELS / (width_pt * height_pt)) ** 0.5)
-                        log.warning("page %d is large: rendered at %d dpi", number, dpi)
-                    image = page.render(scale=dpi / 72, grayscale=True).to_pil()
-                    page.close()
-                finally:
-                    pdf.close()
-            except pdfium.PdfiumError as exc:
-                raise Unreadable(f"cannot render PDF page {number} ({_one_line(exc)}); "
-                                 "re-save or re-export it") from None
+        image, dpi = render_pdf_page(data, number)
         try:
             pages[number] = ocr_image(image, number, dpi)
         finally:
@@ -353,7 +390,8 @@ def read_pdf_pages(data: bytes, numbers: Iterable[int]) -> dict[int, OcrPage]:
     return pages
 
 
-def assemble(pages: list[tuple[int, str | OcrPage]]) -> tuple[str, list[int], dict[str, Any]]:
+def assemble(pages: list[tuple[int, str | OcrPage | DescribedPage]],
+             ) -> tuple[str, list[int], dict[str, Any]]:
     """The document text of numbered pages (a PDF's text layer or OCR), the offsets where each
     page starts, and the source map; pages without text are left out."""
     parts: list[str] = []
@@ -362,7 +400,7 @@ def assemble(pages: list[tuple[int, str | OcrPage]]) -> tuple[str, list[int], di
     words: list[list[Any]] = []
     offset = 0
     for number, page in pages:
-        text = page.text if isinstance(page, OcrPage) else page.strip()
+        text = page.strip() if isinstance(page, str) else page.text
         if not text.strip():
             continue
         boundaries.append(offset)
@@ -372,6 +410,9 @@ def assemble(pages: list[tuple[int, str | OcrPage]]) -> tuple[str, list[int], di
             entry.update(reader="ocr", width=page.width, height=page.height, dpi=page.dpi)
             words.extend([offset + w.start, offset + w.end, number, w.line, *w.box,
                           w.confidence] for w in page.words)
+        elif isinstance(page, DescribedPage):
+            # A vision model's description: the page as a whole is the evidence (no boxes).
+            entry.update(reader="describe", width=page.width, height=page.height, dpi=page.dpi)
         listed.append(entry)
         parts.append(text + "\n\n")
         offset += len(parts[-1])

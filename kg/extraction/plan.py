@@ -27,7 +27,7 @@ from kg.db.models import Chunk, Document, Run, RunDocument, utcnow
 from kg.db.runstate import DocumentStatus, RunStatus, effective_status
 from kg.db.scope import scope_of
 from kg.errors import UsageError
-from kg.extraction import loaders, ocr
+from kg.extraction import loaders, ocr, versions, vision
 from kg.extraction.chunking import ChunkingOptions, chunk_text
 from kg.extraction.runs import committed, left_to_others, mine
 from kg.extraction.store import ChunkRef
@@ -66,7 +66,8 @@ def is_unchanged(db: Database, path: Path, sha: str) -> bool:
         return conn.scalar(select(DOCUMENTS.c.id).where(
             DOCUMENTS.c.collection_id == scope_of(conn),
             DOCUMENTS.c.path == str(path.resolve()), DOCUMENTS.c.sha256 == sha,
-            DOCUMENTS.c.status == DocumentStatus.INGESTED)) is not None
+            DOCUMENTS.c.status == DocumentStatus.INGESTED,
+            DOCUMENTS.c.valid_to.is_(None))) is not None
 
 
 
@@ -114,7 +115,9 @@ class Added:
 
 def _lock(conn: Connection, run_id: int, path: str, sha: str) -> None:
     if conn.dialect.name == "postgresql":
-        digest = hashlib.blake2b(f"{scope_of(conn)}\0{path}\0{sha}".encode(),
+        # By path, not content: two new versions of one file are planned one after the other
+        # (issue #22), so each sees the other and none gets a duplicate version number.
+        digest = hashlib.blake2b(f"{scope_of(conn)}\0{path}".encode(),
                                  digest_size=4).digest()
         conn.execute(select(func.pg_advisory_xact_lock(
             LOCK_SPACE, int.from_bytes(digest, "big", signed=True))))
@@ -176,29 +179,34 @@ def add_files(db: Database, files: list[Path], chunking: ChunkingOptions, force:
     every file is unchanged or unreadable; the caller keeps the id it returned (also when this
     raises half-way)."""
     run_id: int | None = None
-    if any(loaders.KINDS.get(p.suffix.lower()) == "image" for p in files):
-        ocr.check_ready()  # no Tesseract: one line before any run exists, not a failed run
-    for number, path in enumerate(files, 1):
-        if on_planning:
-            on_planning(Planning(number, len(files), str(path)))
-        sha = loaders.sha256_file(path)
-        if sha is not None and not force and is_unchanged(db, path, sha):
-            tally.unchanged.append(str(path))
-            continue
-        loaded = loaders.load(path)
-        if isinstance(loaded, loaders.Skipped):
-            tally.skipped.append(SkippedFile(str(path), loaded.reason))
-            continue
-        if run_id is None:
-            run_id = start_run()
-        added = add_document(db, run_id, loaded, chunking, force)
-        if added.decision == Decision.UNCHANGED:
-            tally.unchanged.append(str(path))
-        elif added.decision == Decision.BUSY:
-            assert added.owner is not None
-            tally.busy.append(BusyFile(str(path), added.owner))
-        else:
-            tally.documents += 1
+    # Issue #25 (vision helper): images and PDF pages without a text layer are read by the
+    # active profile's vision profile when it names one (reader), else by Tesseract (None).
+    with vision.reader_for(db, files) as reader:
+        if reader is None and any(loaders.KINDS.get(p.suffix.lower()) == "image"
+                                  for p in files):
+            ocr.check_ready()  # no Tesseract: one line before any run exists, not a failed run
+        for number, path in enumerate(files, 1):
+            if on_planning:
+                on_planning(Planning(number, len(files), str(path)))
+            sha = loaders.sha256_file(path)
+            if sha is not None and not force and is_unchanged(db, path, sha):
+                tally.unchanged.append(str(path))
+                continue
+            loaded = loaders.load(path, reader)  # issue #25: the reader of images
+            if isinstance(loaded, loaders.Skipped):
+                tally.skipped.append(SkippedFile(str(path), loaded.reason))
+                continue
+            if run_id is None:
+                run_id = start_run()
+            added = add_document(db, run_id, loaded, chunking, force)
+            vision.record_reads(db, run_id, loaded)  # issue #25: a calls row per page read
+            if added.decision == Decision.UNCHANGED:
+                tally.unchanged.append(str(path))
+            elif added.decision == Decision.BUSY:
+                assert added.owner is not None
+                tally.busy.append(BusyFile(str(path), added.owner))
+            else:
+                tally.documents += 1
 
 
 def add_document(db: Database, run_id: int, doc: loaders.LoadedDocument,
@@ -207,11 +215,14 @@ def add_document(db: Database, run_id: int, doc: loaders.LoadedDocument,
     path = str(doc.path.resolve())
     with db.transaction() as conn:
         _lock(conn, run_id, path, doc.sha256)
-        row = conn.execute(select(DOCUMENTS.c.id, DOCUMENTS.c.status, DOCUMENTS.c.chunk_count)
+        row = conn.execute(select(DOCUMENTS.c.id, DOCUMENTS.c.status, DOCUMENTS.c.chunk_count,
+                                  DOCUMENTS.c.valid_to)
                            .where(DOCUMENTS.c.collection_id == scope_of(conn),
                                   DOCUMENTS.c.path == path,
                                   DOCUMENTS.c.sha256 == doc.sha256)).first()
-        if row is not None and row.status == DocumentStatus.INGESTED and not force:
+        retired = row is not None and row.valid_to is not None
+        if (row is not None and row.status == DocumentStatus.INGESTED and not force
+                and not retired):
             return Added(Decision.UNCHANGED)
         if row is not None:
             owner = _live_owner(conn, row.id, run_id)
@@ -221,6 +232,13 @@ def add_document(db: Database, run_id: int, doc: loaders.LoadedDocument,
         if row is None:
             document_id = _insert_document(conn, doc, path)
             chunks = _write_chunks(conn, document_id, doc, chunking)
+            sources = versions.stage(conn, document_id, path, doc.sha256)
+            if not force:  # unchanged text reuses what was extracted (0 calls)
+                versions.reuse(conn, run_id, document_id, sources)
+        elif retired:  # an earlier content is back: it becomes the newest version
+            document_id, chunks = row.id, row.chunk_count
+            versions.reuse(conn, run_id, document_id,
+                           versions.restage(conn, document_id, path, row.valid_to))
         else:
             document_id, chunks = row.id, row.chunk_count
             if force:

@@ -26,6 +26,7 @@ from kg.db.runstate import (
     check_resumable,
 )
 from kg.errors import NotFoundError, UsageError
+from kg.extraction import versions
 
 
 def start(session: Session, *, profile_name: str, snapshot: dict[str, Any],
@@ -144,6 +145,9 @@ def finish(db: Database, run_id: int, status: RunStatus | None = None,
             missing = session.scalar(select(func.count()).select_from(Chunk).where(
                 Chunk.document_id == doc.id, any_ok == 0)) or 0
             doc.status = DocumentStatus.INGESTED if missing == 0 else DocumentStatus.PARTIAL
+            if missing == 0 and doc.valid_from is None:
+                # A new version, complete: its cutover commits with this status (issue #22).
+                doc.valid_from = versions.promote(session.connection(), doc.id)
         remaining = session.scalar(select(func.count()).select_from(Chunk).join(
             RunDocument, mine(run_id, left_to_others(run.options)))
             .where(~committed(run_id, force))) or 0

@@ -80,6 +80,7 @@ from kg.db.models import (
     ChunkExtraction,
     Concept,
     ConceptAlias,
+    Document,
     Evidence,
     Relationship,
     RelationshipTypeProposal,
@@ -102,6 +103,7 @@ log = logging.getLogger(__name__)
 
 CALLS = cast(Table, Call.__table__)
 CONCEPTS = cast(Table, Concept.__table__)
+DOCUMENTS = cast(Table, Document.__table__)
 ALIASES = cast(Table, ConceptAlias.__table__)
 EDGES = cast(Table, Relationship.__table__)
 EVIDENCE = cast(Table, Evidence.__table__)
@@ -177,6 +179,20 @@ PG_STORED = _for_psycopg(select(literal(1)).where(
     EXTRACTIONS.c.chunk_id == any_(bindparam("chunks"))).limit(1))
 PG_NEW = (_for_psycopg(NEW_LABELS), _for_psycopg(NEW_ALIASES), _for_psycopg(NEW_EDGES))
 PG_ADVANCE = _for_psycopg(ADVANCE)
+
+
+def _revive(table: Table, ids: Any) -> Any:
+    """Rows that gained live evidence become live: a retracted concept or relationship seen
+    again comes back (history keeps its earlier interval in the evidence), a staged one
+    (made for a version not yet cut over) goes live with it."""
+    return update(table).where(
+        ids, or_(table.c.valid_to.is_not(None), table.c.valid_from.is_(None))).values(
+        valid_to=None, valid_from=func.coalesce(
+            table.c.valid_from, bindparam("now", type_=table.c.valid_from.type)))
+
+
+PG_REVIVE = tuple(_for_psycopg(_revive(t, t.c.id == any_(bindparam("ids"))))
+                  for t in (CONCEPTS, EDGES))
 PG_DELETE_RETRIED = _for_psycopg(delete(EXTRACTIONS).where(
     EXTRACTIONS.c.run_id == bindparam("run"),
     EXTRACTIONS.c.chunk_id == any_(bindparam("chunks"))))
@@ -242,6 +258,34 @@ class _GroupRows:
     evidence: list[dict[str, Any]] = field(default_factory=list)
     proposals: dict[str, tuple[int, str]] = field(default_factory=dict)
     retried: list[int] = field(default_factory=list)  # chunks whose failure rows go
+    now: datetime = field(default_factory=utcnow)  # valid_from of what goes live now
+    live_concepts: set[int] = field(default_factory=set)  # with live evidence in the group
+    live_edges: set[int] = field(default_factory=set)
+
+    def note_live(self) -> None:
+        for row in self.evidence:
+            if row["valid_from"] is not None:
+                if row["concept_id"] is not None:
+                    self.live_concepts.add(row["concept_id"])
+                else:
+                    self.live_edges.add(row["relationship_id"])
+
+
+class LiveIndex(ConceptIndex):
+    """The index, knowing which concepts are retracted (issue #22): a spelling that is the
+    retracted concept's own brings it back (its label is unique anyway), a merely similar
+    one makes a new concept, as in a graph that never held the retracted one. Retraction and
+    revival by a cutover bump the graph epoch, so the set is reloaded with the index."""
+
+    def __init__(self, threshold: float = 92.0) -> None:
+        super().__init__(threshold)
+        self.retracted: set[int] = set()
+
+    def find(self, norm: str) -> tuple[int, str] | None:
+        hit = super().find(norm)
+        if hit is not None and hit[1] == "fuzzy" and hit[0] in self.retracted:
+            return None
+        return hit
 
 
 @dataclass(frozen=True)
@@ -294,6 +338,9 @@ class GraphWriter:
         self.marks = (0, 0, 0)  # highest concept, alias and relationship id the caches hold
         self.epoch = -1  # the graph epoch the caches were loaded at
         self.rules = curation_rules.Rules()  # what curation decided, read with the caches
+        # Documents whose evidence waits for a cutover (a new version of a live document,
+        # valid_from NULL until kg.extraction.versions promotes it); fixed until then.
+        self.staged: dict[int, bool] = {}
         self.failed_before: dict[int, set[int]] = {}  # run -> chunks with a failure row
         self.retries = 0  # commits started over (figures and tests)
         self.pg = db.dialect == "postgresql"
@@ -347,6 +394,7 @@ class GraphWriter:
         A commit that keeps failing on conflicts is split; a chunk that fails alone is recorded
         as failed (its calls kept) and the run goes on.
         """
+        self._learn_staged({chunk.document_id for chunk, _o in items})
         try:
             return self._commit_retrying(run_id, items)
         except _Unstorable as exc:
@@ -362,6 +410,15 @@ class GraphWriter:
                 return self._commit_retrying(run_id, [(chunk, failed)])
             except _Unstorable as again:
                 raise DatabaseError(f"database error at {self.db.display_url}: {again}") from None
+
+    def _learn_staged(self, documents: set[int]) -> None:
+        unknown = documents - self.staged.keys()
+        if not unknown:
+            return
+        with self.db.transaction() as conn:
+            staged = set(conn.scalars(select(DOCUMENTS.c.id).where(
+                DOCUMENTS.c.id.in_(unknown), DOCUMENTS.c.valid_from.is_(None))))
+        self.staged.update({d: d in staged for d in unknown})
 
     def record_calls(self, run_id: int, chunk: ChunkRef, outcome: ChunkOutcome) -> None:
         """Keep the calls of a chunk that a fatal error stopped; the chunk itself stays pending."""
@@ -458,7 +515,12 @@ class GraphWriter:
             # Rows were changed or removed (not only added) since: new rows would not tell.
             self.epoch = newest[3]
             self.rules = curation_rules.rules(conn)
-            self.index = ConceptIndex.load(conn, self.fuzzy_threshold)
+            index = LiveIndex.load(conn, self.fuzzy_threshold)
+            assert isinstance(index, LiveIndex)
+            self.index = index
+            index.retracted = set(conn.scalars(select(CONCEPTS.c.id).where(
+                CONCEPTS.c.collection_id == self.db.collection_id,
+                CONCEPTS.c.valid_to.is_not(None))))
             self.edges = {}
             self.marks = (top[0], top[1], 0)  # edges: all of them, below
         index = self.index
@@ -519,7 +581,9 @@ class GraphWriter:
                 continue
             concepts_before, edges_before = len(plan.new_concepts), len(plan.new_edges)
             dropped = Counter(verdict.dropped)
-            group.evidence += self._plan_chunk(plan, run_id, chunk, verdict, dropped)
+            staged = self.staged.get(chunk.document_id, False)
+            group.evidence += [{**e, "valid_from": None if staged else group.now}
+                               for e in self._plan_chunk(plan, run_id, chunk, verdict, dropped)]
             group.extractions.append({**row, "status": "ok", "concepts": len(verdict.concepts),
                                       "relationships": len(verdict.relationships),
                                       "dropped": dict(dropped), "error": None})
@@ -529,6 +593,7 @@ class GraphWriter:
                 count, first = group.proposals.get(name[:64], (0, example))
                 group.proposals[name[:64]] = (count + 1, first)
 
+        group.note_live()
         changes = self._changed_details(conn, plan)
         if self.pg:
             self._store_pipelined(conn, run_id, plan, group, changes)
@@ -607,7 +672,7 @@ class GraphWriter:
             # A resumed run retries chunks that failed before: replace their failure records.
             conn.execute(delete(EXTRACTIONS).where(EXTRACTIONS.c.run_id == run_id,
                                                    EXTRACTIONS.c.chunk_id.in_(group.retried)))
-        new_concepts = _new_concept_rows(plan)
+        new_concepts = _new_concept_rows(plan, group)
         if new_concepts:
             stored = conn.execute(
                 self._insert(CONCEPTS).on_conflict_do_nothing(
@@ -644,7 +709,7 @@ class GraphWriter:
                                                 CONCEPTS.c.type.is_(None))
                          .values(type=bindparam("ctype")), typed)
         if plan.new_edges:
-            rows = list(plan.new_edges.values())
+            rows = _new_edge_rows(plan, group)
             stored = conn.execute(
                 self._insert(EDGES).on_conflict_do_nothing(
                     index_elements=["source_id", "type_id", "target_id"])
@@ -658,6 +723,11 @@ class GraphWriter:
                     else_=EDGES.c.confidence)), _raised_rows(plan))
         if group.evidence:
             conn.execute(insert(EVIDENCE), group.evidence)
+        self._revived(group)
+        for table, ids in ((CONCEPTS, group.live_concepts - plan.new_concepts.keys()),
+                           (EDGES, group.live_edges - _new_edge_ids(plan))):
+            if ids:
+                conn.execute(_revive(table, table.c.id.in_(sorted(ids))), {"now": group.now})
         if group.proposals:
             statement = self._insert(PROPOSALS)
             conn.execute(statement.on_conflict_do_update(
@@ -672,8 +742,8 @@ class GraphWriter:
         """The same writes, in the same order, as `_store`, in one PostgreSQL pipeline: one
         statement per table, its rows one JSON parameter; the results are checked once the
         pipeline is back (a failure anywhere rolls the whole commit back, as before)."""
-        new_concepts = _new_concept_rows(plan)
-        new_edges = list(plan.new_edges.values())
+        new_concepts = _new_concept_rows(plan, group)
+        new_edges = _new_edge_rows(plan, group)
         collection = self.db.collection_id
         with _pipeline(conn) as driver:
             def rows(table: Table, batch: list[dict[str, Any]], tail: str = "") -> Any:
@@ -706,6 +776,11 @@ class GraphWriter:
                          "ON CONFLICT (source_id, type_id, target_id) DO NOTHING")
             each(PG_RAISES, _raised_rows(plan))
             rows(EVIDENCE, group.evidence)
+            self._revived(group)
+            for sql, ids in zip(PG_REVIVE, (group.live_concepts - plan.new_concepts.keys(),
+                                            group.live_edges - _new_edge_ids(plan)), strict=True):
+                if ids:
+                    driver.execute(sql.text, sql.params(ids=sorted(ids), now=group.now))
             rows(PROPOSALS, _proposal_rows(group.proposals), PROPOSALS_UPSERT)
             rows(EXTRACTIONS, group.extractions)
             if new_concepts or new_edges:
@@ -723,6 +798,12 @@ class GraphWriter:
         self._mark_aliases([r[0] for r in unaliased.fetchall()] if unaliased else [],
                            [r[0] for r in aliased.fetchall()] if aliased else [])
 
+    def _revived(self, group: _GroupRows) -> None:
+        """Concepts this commit brings back are no longer retracted for fuzzy matching (a
+        failed commit drops the whole index, so this never outlives its transaction)."""
+        if isinstance(self.index, LiveIndex):
+            self.index.retracted -= group.live_concepts
+
     def _mark_aliases(self, gone: Sequence[int], added: Sequence[int]) -> None:
         """Where the next sync looks for new aliases from."""
         mark = self.marks[1]
@@ -733,13 +814,24 @@ class GraphWriter:
         self.marks = (self.marks[0], mark, self.marks[2])
 
 
-def _new_concept_rows(plan: GroupPlan) -> list[dict[str, Any]]:
+def _new_concept_rows(plan: GroupPlan, group: _GroupRows) -> list[dict[str, Any]]:
+    """New concepts; one only a staged version mentions stays hidden until its cutover."""
     rows = []
     for cid, row in plan.new_concepts.items():
         description, terms = merge_details("", [], plan.seen.get(cid, []))
         rows.append({**row, "description": description, "search_terms": terms,
-                     "type": plan.types.get(cid)})
+                     "type": plan.types.get(cid),
+                     "valid_from": group.now if cid in group.live_concepts else None})
     return rows
+
+
+def _new_edge_rows(plan: GroupPlan, group: _GroupRows) -> list[dict[str, Any]]:
+    return [{**row, "valid_from": group.now if row["id"] in group.live_edges else None}
+            for row in plan.new_edges.values()]
+
+
+def _new_edge_ids(plan: GroupPlan) -> set[int]:
+    return {row["id"] for row in plan.new_edges.values()}
 
 
 def _alias_rows(plan: GroupPlan) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from rapidfuzz import fuzz, process
@@ -13,6 +14,7 @@ from kg.errors import NotFoundError
 from kg.text import datatype_of, label_key, snake
 
 SUFFIXES = ("ing", "es", "ed", "s")
+CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")  # a word boundary in camelCase
 
 
 def _stem_word(word: str) -> str:
@@ -25,7 +27,7 @@ def _stem_word(word: str) -> str:
 
 def stem(name: str) -> str:
     """Tense/plural-insensitive key: causes, caused, causing, cause -> caus."""
-    words = snake(name).split("_")
+    words = snake(CAMEL.sub("_", name)).split("_")  # isPartOf -> is_part_of
     if words and words[0] in ("is", "are", "was", "be", "being") and len(words) > 1:
         words = words[1:]
     return "_".join(_stem_word(w) for w in words)

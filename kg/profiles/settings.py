@@ -157,6 +157,10 @@ class ProfileSettings(BaseModel):
         default="unreachable,timeout,error", max_length=64,
         description="When a chunk goes to the fallback profile: any of unreachable, timeout, "
                     "invalid, error, joined by commas.")
+    vision_profile: Annotated[str | None, SERVING] = Field(
+        default=None, min_length=1, max_length=64,
+        description="Profile whose model describes images and scanned pages (its provider "
+                    "must take images); none: offline OCR (Tesseract).")
 
     @field_validator("base_url")
     @classmethod

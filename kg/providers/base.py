@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 # The settings are declared once, in kg.profiles.settings (which imports nothing from here);
 # providers only read them.
+from kg.errors import ProviderError
 from kg.profiles.settings import ProviderSettings
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
@@ -111,10 +112,42 @@ class Provider(Protocol):
     def close(self) -> None: ...
 
 
+class VisionUnsupported(ProviderError):
+    """The model (or its provider) cannot take images: a vision profile needs one that can."""
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image for a vision model: the encoded bytes and their media type (image/png...)."""
+
+    data: bytes
+    media_type: str = "image/png"
+
+    def base64(self) -> str:
+        import base64
+
+        return base64.b64encode(self.data).decode("ascii")
+
+    def data_url(self) -> str:
+        return f"data:{self.media_type};base64,{self.base64()}"
+
+
 class ProviderBase:
     """Defaults for the optional parts of the Provider protocol; backends override what they can."""
 
     settings: ProviderSettings
+
+    def describe(self, prompt: str, image: Image) -> Completion:
+        """One plain-text chat request about an image (vision profiles); VisionUnsupported
+        when the backend cannot carry images."""
+        raise VisionUnsupported(
+            f"provider {self.settings.provider} cannot send images; give the vision profile a "
+            "provider that can (ollama, vllm, openai)")
+
+    def vision_check(self) -> CheckResult:
+        """Whether the configured model can see: raises VisionUnsupported if not."""
+        self.describe("", Image(b""))  # raises for providers without images
+        return CheckResult("vision", CheckStatus.OK, f"{self.settings.model} takes images")
 
     def context_check(self) -> CheckResult:
         return CheckResult("context", CheckStatus.OK,

@@ -23,10 +23,12 @@ from kg.providers.base import (
     CheckResult,
     CheckStatus,
     Completion,
+    Image,
     LoadedModel,
     Message,
     ModelEntry,
     ProviderBase,
+    VisionUnsupported,
     estimate_tokens,
     unreadable_detail,
 )
@@ -253,6 +255,48 @@ class OllamaProvider(ProviderBase):
             model=reply.model or self.settings.model,
         )
 
+    def _blind(self, detail: str) -> VisionUnsupported:
+        return VisionUnsupported(
+            f"model {self.settings.model} on {self.shown_host} cannot see images ({detail}); "
+            "give the vision profile a vision model (e.g. `ollama pull qwen2.5vl:7b`)")
+
+    def vision_check(self) -> CheckResult:
+        capabilities = self.show()["capabilities"]
+        if "vision" not in capabilities:
+            raise self._blind(f"capabilities: {', '.join(capabilities) or 'none'}")
+        return CheckResult("vision", CheckStatus.OK,
+                           f"{self.settings.model} lists vision in its capabilities")
+
+    def describe(self, prompt: str, image: Image) -> Completion:
+        import ollama
+
+        # /api/show first: a text-only model would otherwise fail only after loading it.
+        self.vision_check()
+        think = self._think()
+        started = time.perf_counter()
+        try:
+            # `images` holds plain base64 (no data: prefix); the client encodes bytes so.
+            reply = self.client.chat(
+                model=self.settings.model,
+                messages=[{"role": "user", "content": prompt, "images": [image.data]}],
+                options=self.options(), think=think,
+                keep_alive=_keep_alive(self.settings.keep_alive), stream=False)
+        except ollama.ResponseError as exc:
+            if "image input" in str(exc.error) or "does not support vision" in str(exc.error):
+                raise self._blind(str(exc.error)) from None
+            raise self._translate(exc) from None
+        except Exception as exc:
+            import httpx
+
+            if isinstance(exc, ConnectionError | httpx.HTTPError | UNREADABLE):
+                raise self._translate(exc) from None
+            raise
+        latency = time.perf_counter() - started
+        try:
+            return self._completion(reply, latency)
+        except UNREADABLE as exc:
+            raise _malformed(f"Ollama at {self.shown_host}", exc) from None
+
     def _version(self) -> str:
         response = self._call(self.http.get, "/api/version")
         if response.status_code != 200:
@@ -362,4 +406,5 @@ SPEC = register(ProviderSpec(
     thinking=Thinking.OLLAMA_THINK,
     reload=Reload.SERVER,
     reload_note="",
+    images=True,  # `images` (base64) on a message; /api/show says whether the model sees
 ))

@@ -24,10 +24,12 @@ from kg.providers.base import (
     CheckResult,
     CheckStatus,
     Completion,
+    Image,
     LoadedModel,
     Message,
     ModelEntry,
     ProviderBase,
+    VisionUnsupported,
     estimate_tokens,
     split_think_tags,
     unreadable_detail,
@@ -249,6 +251,51 @@ class OpenAICompatProvider(ProviderBase):
             else self.settings.model,
         )
 
+    def describe(self, prompt: str, image: Image) -> Completion:
+        return self._describe(prompt, image, self.settings.output_budget)
+
+    def _describe(self, prompt: str, image: Image, max_tokens: int) -> Completion:
+        import httpx
+        import openai
+
+        self._require_key()
+        s = self.settings
+        body: dict[str, Any] = {
+            "model": s.model,
+            # OpenAI's content parts: the image as a data: URL (no URL kg would have to host).
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": prompt},
+                {"type": "image_url", "image_url": {"url": image.data_url()}}]}],
+            "temperature": s.temperature, "top_p": s.top_p, "max_tokens": max_tokens,
+        }
+        if self.is_vllm:
+            body["extra_body"] = {"chat_template_kwargs": {"enable_thinking":
+                                                           s.thinking_mode != "off"}}
+        started = time.perf_counter()
+        try:
+            reply = self.client.chat.completions.create(**body)
+        except openai.APIStatusError as exc:
+            message = _error_message(exc)
+            if exc.status_code in (400, 500) and is_image_refusal(message):
+                raise VisionUnsupported(
+                    f"model {s.model} at {self.shown_url} cannot see images ({message}); "
+                    "serve a vision model (llama.cpp: with --mmproj)") from None
+            raise self._translate(exc) from None
+        except (openai.OpenAIError, httpx.HTTPError, *UNREADABLE) as exc:
+            raise self._translate(exc) from None
+        latency = time.perf_counter() - started
+        try:
+            return self._completion(reply, latency)
+        except UNREADABLE as exc:
+            raise _malformed(self.shown_url, exc) from None
+
+    def vision_check(self) -> CheckResult:
+        # The OpenAI API has no capability listing: a one-token request with a tiny image
+        # is the only honest test.
+        self._describe("What colour is this image? One word.", Image(TINY_PNG), 8)
+        return CheckResult("vision", CheckStatus.OK,
+                           f"{self.settings.model} answered a request with an image")
+
     def _health(self) -> None:
         import httpx
 
@@ -351,6 +398,25 @@ def _error_message(exc: openai.APIStatusError) -> str:
     return str(exc.message)
 
 
+# What servers answer when the model has no vision encoder: vLLM (400 "At most 0 image(s)
+# may be provided in one prompt."), llama.cpp's server without --mmproj (400 "image input is
+# not supported ..."), LM Studio and others ("does not support images", "not a multimodal
+# model").
+_IMAGE_REFUSALS = ("at most 0 image", "image input is not supported", "does not support image",
+                   "not a multimodal model", "mmproj", "does not support vision",
+                   "missing data required for image input")
+# An 8 x 8 white PNG (vision_check's probe).
+TINY_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000008000000080800000000e164e1570000001049444154"
+    "789c63fccf00014c0c1431004941010f7960f3f80000000049454e44ae426082")
+
+
+def is_image_refusal(message: str) -> bool:
+    """True when a server's error says the model cannot take images."""
+    lowered = message.lower()
+    return any(marker in lowered for marker in _IMAGE_REFUSALS)
+
+
 def _malformed(url: str, exc: BaseException) -> MalformedReply:
     return MalformedReply(f"the server at {url} sent a reply kg cannot read "
                           f"({unreadable_detail(exc)}); check that --base-url points at an "
@@ -382,6 +448,7 @@ VLLM = register(ProviderSpec(
     reload=Reload.SERVES_ONE_MODEL,
     uses_api_key=True,
     reload_note=_ONE_MODEL,
+    images=True,  # image_url content parts (a data: URL)
 ))
 OPENAI = register(ProviderSpec(
     name="openai",
@@ -394,4 +461,5 @@ OPENAI = register(ProviderSpec(
     uses_api_key=True,
     reload_note="the server serves the model it was started with: kg cannot switch it; "
                 "checked that the endpoint serves the configured model",
+    images=True,  # image_url content parts (a data: URL)
 ))

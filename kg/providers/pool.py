@@ -27,6 +27,7 @@ from kg.providers.base import (
     CheckResult,
     CheckStatus,
     Completion,
+    Image,
     LoadedModel,
     Message,
     ModelEntry,
@@ -183,6 +184,14 @@ class EndpointPool:
 
     def context_check(self) -> CheckResult:
         return self._each(lambda p: p.context_check())
+
+    def describe(self, prompt: str, image: Image) -> Completion:
+        """An image request, routed like any other (vision profiles with several endpoints)."""
+        result: Completion = self._each(lambda p: p.describe(prompt, image))  # type: ignore[attr-defined]
+        return result
+
+    def vision_check(self) -> CheckResult:
+        return self._each(lambda p: p.vision_check())  # type: ignore[attr-defined]
 
     def load(self) -> None:
         for e in self.endpoints:

@@ -74,6 +74,9 @@ class ProviderSpec:
     reload: Reload = Reload.IN_PROCESS
     uses_api_key: bool = False
     reload_note: str = ""
+    # Whether its wire protocol can carry images (a vision profile must use such a provider;
+    # whether the configured model can see is asked of the server by `vision_check`).
+    images: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +85,7 @@ class ProviderSpec:
             "structured_output": self.structured_output, "thinking": self.thinking.value,
             "reload": self.reload.value, "uses_api_key": self.uses_api_key,
             "settings": sorted(self.settings), "defaults": dict(self.defaults),
+            "images": self.images,
         }
 
 

@@ -19,6 +19,7 @@ from kg import __version__
 from kg.db import Database
 from kg.server import (
     errors,
+    routes_ask,
     routes_collections,
     routes_graph,
     routes_health,
@@ -89,7 +90,7 @@ def create_app(db: Database, config: ServerConfig | None = None) -> FastAPI:
     # Profiles, health and tokens belong to no collection: only at the root.
     for module in (routes_health, routes_collections, routes_profiles):
         app.include_router(module.router)
-    for module in (routes_runs, routes_graph):
+    for module in (routes_runs, routes_graph, routes_ask):
         app.include_router(module.router)
         app.include_router(module.router, prefix="/c/{collection}",
                            dependencies=[Depends(collection_parameter)])

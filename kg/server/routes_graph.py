@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from kg import graph, queries
 from kg.db.models import Concept
+from kg.db.scope import parse_as_of
 from kg.errors import UsageError
 from kg.export import FORMATS, ExportFilter, export_graph
 from kg.export.source import TYPE_COLUMN
@@ -79,12 +80,15 @@ def list_relationships(state: Scoped,
 @router.get("/graph", summary="Nodes and edges around a concept, for the graph view",
             description="Concepts within `depth` relationships of `center` (either direction),"
                         " closest first, at most `limit` of them besides the center; "
-                        "`truncated` says whether some were left out.")
+                        "`truncated` says whether some were left out; `as_of` (a date or "
+                        "time) shows the graph as it was then.")
 def graph_view(center: Annotated[str, Query(min_length=1, max_length=200)], state: Scoped,
                depth: Annotated[int, Query(ge=1, le=graph.MAX_DEPTH)] = 1,
-               limit: Annotated[int, Query(ge=1, le=5000)] = 200) -> Response:
+               limit: Annotated[int, Query(ge=1, le=5000)] = 200,
+               as_of: Annotated[str | None, Query(max_length=40)] = None) -> Response:
+    when = parse_as_of(as_of, "as_of") if as_of is not None else None  # bad: 400, one line
     with state.db.session() as session:
-        found = graph.neighbors(session, center, depth=depth, limit=limit)
+        found = graph.neighbors(session, center, depth=depth, limit=limit, as_of=when)
     root = found["concept"]
     nodes = [{"id": root["id"], "label": root["label"], "distance": 0}, *found["neighbors"]]
     edges = [{"id": r["id"], "source": r["source_id"], "target": r["target_id"],

@@ -510,6 +510,114 @@
     }
   }
 
+  // -- ask ------------------------------------------------------------------------------------
+  function citeLink(id) {
+    const link = el("a", "[" + id + "]", "cite");
+    link.href = "#evidence-" + id;
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      openEvidence(id);
+    });
+    return link;
+  }
+
+  function showCitations(items) {
+    const list = $("answer-citations");
+    list.replaceChildren();
+    for (const e of items) {
+      const item = el("li", null, "clickable");
+      item.appendChild(citeLink(e.id));
+      item.appendChild(el("blockquote", e.quote, "quote"));
+      const pages = e.pages && e.pages.length ? " · page " + e.pages.join(", ") : "";
+      item.appendChild(el("div", e.document + " · characters " + e.char_start + "–" +
+        e.char_end + pages + " · about " + e.subject, "where"));
+      item.addEventListener("click", () => openEvidence(e.id));
+      list.appendChild(item);
+    }
+  }
+
+  function onAskEvent(name, data) {
+    const box = $("answer");
+    if (name === "retrieved") {
+      box.replaceChildren(el("p", data.evidence.length + " evidence quote(s) retrieved" +
+        ($("ask-no-llm").checked ? "" : "; the model is writing the answer…"), "muted"));
+      if ($("ask-no-llm").checked) showCitations(data.evidence);
+    } else if (name === "answer") {
+      box.replaceChildren();
+      if (!data.answer.found) {
+        box.appendChild(el("p", data.answer.text, "not-found"));
+        return;
+      }
+      for (const s of data.answer.sentences) {
+        const p = el("p", s.text + " ");
+        for (const id of s.citations) p.appendChild(citeLink(id));
+        box.appendChild(p);
+      }
+      showCitations(data.citations);
+    } else if (name === "error") {
+      box.replaceChildren(el("p", data.error, "error"));
+    }
+  }
+
+  async function ask(event) {
+    event.preventDefault();
+    const question = $("question").value.trim();
+    if (!question) return;
+    $("answer").replaceChildren(el("p", "Looking in the graph…", "muted"));
+    $("answer-citations").replaceChildren();
+    $("evidence-view").hidden = true;
+    const headers = Object.assign({ "Content-Type": "application/json" }, authHeaders());
+    try {
+      const response = await fetch("/ask", { method: "POST", headers: headers,
+        body: JSON.stringify({ question: question, no_llm: $("ask-no-llm").checked }) });
+      if (!response.ok) {
+        let body = null;
+        try { body = await response.json(); } catch (ignored) { body = null; }
+        const error = new Error((body && body.error) || response.status + " " + response.statusText);
+        error.status = response.status;
+        throw error;
+      }
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const block = parseBlock(buffer.slice(0, cut));
+          buffer = buffer.slice(cut + 2);
+          if (block) onAskEvent(block.event, JSON.parse(block.data));
+        }
+      }
+    } catch (error) {
+      $("answer").replaceChildren();
+      failed(error);
+    }
+  }
+
+  // The quote highlighted in the text of its chunk.
+  async function openEvidence(id) {
+    let e;
+    try {
+      e = await api("/evidence/" + encodeURIComponent(id));
+    } catch (error) {
+      failed(error);
+      return;
+    }
+    const pages = e.pages && e.pages.length ? " · page " + e.pages.join(", ") : "";
+    $("evidence-title").textContent = "[" + e.id + "] " + e.document + " · characters " +
+      e.char_start + "–" + e.char_end + pages;
+    const text = $("evidence-text");
+    text.replaceChildren(document.createTextNode(e.chunk.slice(0, e.quote_start)),
+      el("mark", e.chunk.slice(e.quote_start, e.quote_end)),
+      document.createTextNode(e.chunk.slice(e.quote_end)));
+    $("evidence-view").hidden = false;
+    const mark = text.querySelector("mark");
+    if (mark && mark.scrollIntoView) mark.scrollIntoView({ block: "nearest" });
+  }
+
   // -- start ----------------------------------------------------------------------------------
   async function start() {
     takeToken();
@@ -532,6 +640,7 @@
     });
     $("profile-activate").addEventListener("click", activateProfile);
     $("run-form").addEventListener("submit", startRun);
+    $("ask-form").addEventListener("submit", ask);
     $("expand").addEventListener("click", () => state.selected && expand(state.selected));
     $("depth").addEventListener("change", () => state.center && showGraph(state.center));
     $("min-confidence").addEventListener("input", applyFilters);
