@@ -15,13 +15,12 @@ the document that supports the answer). Reports:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -30,6 +29,7 @@ from kg import retrieval, search
 from kg.db import Database
 from kg.db.scope import collection_of
 from kg.errors import KgError, UsageError
+from kg.jsonable import read_jsonl
 from kg.providers import build_provider
 from kg.providers.base import Provider
 
@@ -47,26 +47,8 @@ class GoldQuestion(BaseModel):
 
 def load(path: Path) -> list[GoldQuestion]:
     """The questions of a JSON Lines file; a bad line is a UsageError naming it."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    out = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(GoldQuestion.model_validate(json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path}:{number}: not JSON ({exc.msg})") from None
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            detail = f"{'.'.join(str(p) for p in first['loc']) or 'the line'}: {first['msg']}"
-            raise UsageError(f"{path}:{number}: not a question ({detail}); see `kg eval ask "
-                             "--help` for the format") from None
-    if not out:
-        raise UsageError(f"{path} has no questions")
-    return out
+    return read_jsonl(path, GoldQuestion, what="questions",
+                      help="see `kg eval ask --help` for the format")
 
 
 def _words(value: str) -> set[str]:

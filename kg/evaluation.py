@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
@@ -30,6 +30,7 @@ from kg.extraction.extractor import Extractor
 from kg.extraction.extractor import build as build_extractor
 from kg.extraction.store import call_rows
 from kg.extraction.vocabulary import TypeInfo, Vocabulary
+from kg.jsonable import read_jsonl
 from kg.profiles.settings import ProviderSettings, output_settings
 from kg.text import (
     datatype_of,
@@ -416,25 +417,8 @@ class Record(BaseModel):
 
 def load_records(path: Path) -> list[Record]:
     """Every record of a JSONL file, or UsageError naming the line and the problem."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(Record.model_validate_json(line))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise UsageError(f"{path}:{number}: {where + ': ' if where else ''}{err['msg']}; "
-                             'each line needs {"id", "text", "ontology": {"concepts", '
-                             '"relations"}, "gold_triples"}') from None
-    if not records:
-        raise UsageError(f"{path} holds no records")
-    return records
+    return read_jsonl(path, Record, what="records", help='each line needs {"id", "text", '
+                      '"ontology": {"concepts", "relations"}, "gold_triples"}')
 
 
 def record_vocabulary(record: Record) -> Vocabulary:

@@ -6,8 +6,14 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from pathlib import PurePath
-from typing import Any
+from pathlib import Path, PurePath
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from kg.errors import UsageError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def json_default(value: Any) -> Any:
@@ -25,3 +31,26 @@ def json_default(value: Any) -> Any:
     if isinstance(value, PurePath):
         return str(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def read_jsonl(path: Path, model: type[M], *, what: str, help: str) -> list[M]:
+    """Every line of a JSON Lines file as `model` (blank lines skipped); a bad line is a
+    UsageError naming file:line, the field and `help`; an empty file says it holds no `what`."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    out = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(model.model_validate_json(line))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise UsageError(f"{path}:{number}: {where + ': ' if where else ''}{err['msg']}; "
+                             f"{help}") from None
+    if not out:
+        raise UsageError(f"{path} holds no {what}")
+    return out

@@ -297,7 +297,7 @@ def test_eval_ask_scores_answers_citations_and_retrieval(kg, story: Path, tmp_pa
     bad.write_text('{"id": "x"}\n', encoding="utf-8")
     refused = CliRunner().invoke(eval_ask, [str(bad)])  # kg's group turns it into one line
     assert isinstance(refused.exception, UsageError)
-    assert "bad.jsonl:1: not a question (kind: Field required)" in str(refused.exception)
+    assert "bad.jsonl:1: kind: Field required; see `kg eval ask --help`" in str(refused.exception)
 
 
 # -- the page's Ask box ---------------------------------------------------------------------------

@@ -432,6 +432,25 @@
   }
 
   // Server-Sent Events through fetch: EventSource cannot send an Authorization header.
+  // Server-Sent Events from a fetch response (EventSource cannot send the token header):
+  // each complete block, parsed, to `onBlock`, until the stream ends.
+  async function readEvents(response, onBlock) {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = parseBlock(buffer.slice(0, cut));
+        buffer = buffer.slice(cut + 2);
+        if (block) onBlock(block);
+      }
+    }
+  }
+
   async function watch(runId) {
     if (state.watching.has(runId)) return;
     state.watching.add(runId);
@@ -449,23 +468,11 @@
           continue;
         }
         if (!response.ok) break;
-        const reader = response.body.getReader();
-        const decoder = new TextDecoder();
-        let buffer = "";
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buffer += decoder.decode(value, { stream: true });
-          let cut;
-          while ((cut = buffer.indexOf("\n\n")) >= 0) {
-            const event = parseBlock(buffer.slice(0, cut));
-            buffer = buffer.slice(cut + 2);
-            if (!event) continue;
-            if (event.id) lastId = event.id;
-            onEvent(runId, event);
-            if (event.event === "finished") finished = true;
-          }
-        }
+        await readEvents(response, (event) => {
+          if (event.id) lastId = event.id;
+          onEvent(runId, event);
+          if (event.event === "finished") finished = true;
+        });
         if (!finished) await sleep(2000);
       }
     } finally {
@@ -577,20 +584,7 @@
         error.status = response.status;
         throw error;
       }
-      const reader = response.body.getReader();
-      const decoder = new TextDecoder();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += decoder.decode(value, { stream: true });
-        let cut;
-        while ((cut = buffer.indexOf("\n\n")) >= 0) {
-          const block = parseBlock(buffer.slice(0, cut));
-          buffer = buffer.slice(cut + 2);
-          if (block) onAskEvent(block.event, JSON.parse(block.data));
-        }
-      }
+      await readEvents(response, (block) => onAskEvent(block.event, JSON.parse(block.data)));
     } catch (error) {
       $("answer").replaceChildren();
       failed(error);
