@@ -156,9 +156,11 @@ def _view(d: CurationDecision) -> Row:
 
 # -- decisions ------------------------------------------------------------------------------
 
-def merge(session: Session, a: str, b: str, *, into: str | None = None, by: str) -> Row:
+def merge(session: Session, a: str, b: str, *, into: str | None = None, by: str,
+          note: Row | None = None) -> Row:
     """Merge two concepts: one survives (`into`, else the one with more evidence, else `a`);
-    the other's labels become its aliases and its evidence and relationships move to it."""
+    the other's labels become its aliases and its evidence and relationships move to it.
+    `note` (JSON-safe, e.g. an automatic merge's score and signals) is kept in the decision."""
     lock_for_rewrite(session)
     first, second = find_concept(session, a), find_concept(session, b)
     if first.id == second.id:
@@ -173,10 +175,11 @@ def merge(session: Session, a: str, b: str, *, into: str | None = None, by: str)
             Evidence.concept_id == c.id)) or 0 for c in (first, second)}
         survivor = second if counts[second.id] > counts[first.id] else first
     merged = second if survivor.id == first.id else first
-    return _view(_merge_into(session, survivor, merged, by))
+    return _view(_merge_into(session, survivor, merged, by, note))
 
 
-def _merge_into(session: Session, survivor: Concept, merged: Concept, by: str) -> CurationDecision:
+def _merge_into(session: Session, survivor: Concept, merged: Concept, by: str,
+                note: Row | None = None) -> CurationDecision:
     concept = _concept_row(session, merged.id)
     aliases = _rows(session, ALIASES, ALIASES.c.concept_id == merged.id)
     have = set(session.scalars(select(ConceptAlias.alias).where(
@@ -202,6 +205,8 @@ def _merge_into(session: Session, survivor: Concept, merged: Concept, by: str) -
     data = {"survivor": survivor.id, "merged": concept, "aliases": aliases,
             "added_aliases": added, "evidence": evidence, "moved_edges": moved,
             "folded_edges": folded, "dropped_edges": dropped, "described": described}
+    if note is not None:
+        data["note"] = note
     return _decide(session, Action.MERGE,
                    f"merged {merged.label!r} into {survivor.label!r}", by,
                    concept_id=survivor.id,

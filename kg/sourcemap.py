@@ -17,12 +17,27 @@ Tesseract's confidence (0-100).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["VERSION", "Box", "Place", "locate", "places"]
+__all__ = ["IMAGE_FORMATS", "MAX_FILE_BYTES", "MAX_PIXELS", "PDFIUM", "VERSION", "Box", "Index",
+           "Place", "locate", "places"]
 
 VERSION = 1
+# PDFium is not thread-safe, and both sides render PDF pages in the server's threads (a run
+# reading scanned pages, a request showing one): whoever calls pypdfium2 holds this lock.
+PDFIUM = threading.Lock()
+# Limits of the images kg reads, shared by the readers (kg.extraction.ocr, loaders) and the
+# page thumbnails (kg.export.pages), which may import only this side of the layers.
+# The decoders Pillow may use on a file named as an image: nothing exotic on untrusted input
+# (JPEG covers MPO camera files).
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "TIFF", "BMP")
+# 50 megapixels: a 600 dpi A3 scan (7016 x 9921 = 70 MP) is refused, A4 at 600 dpi (35 MP)
+# passes. Tesseract took 66 MB on an 8.7 MP page (benchmarks/ocr.py), so about 0.4 GB here.
+MAX_PIXELS = 50_000_000
+MAX_FILE_BYTES = 200 * 1024 * 1024  # a larger file is skipped before it is read
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1: left, top, right, bottom
 
 
@@ -48,8 +63,33 @@ def places(source_map: Mapping[str, Any] | None, char_start: int,
     """`locate` on the stored JSON itself: lines merged into one box each, in reading order."""
     if not source_map or char_end <= char_start:
         return []
+    return _places(source_map, source_map.get("words", ()), char_start, char_end)
+
+
+class Index:
+    """A source map prepared for many look-ups (an export's quotes): each is a binary search
+    over the words instead of a pass over all of them; the same answers as `places`."""
+
+    def __init__(self, source_map: Mapping[str, Any]) -> None:
+        self.source_map = source_map
+        self._words = sorted(source_map.get("words", ()), key=lambda word: word[0])
+        self._starts = [word[0] for word in self._words]
+        self._longest = max((word[1] - word[0] for word in self._words), default=0)
+
+    def places(self, char_start: int, char_end: int) -> list[Place]:
+        if char_end <= char_start:
+            return []
+        # Words overlapping the span start before its end and at most one word's length
+        # before its start.
+        low = bisect_left(self._starts, char_start - self._longest)
+        high = bisect_left(self._starts, char_end)
+        return _places(self.source_map, self._words[low:high], char_start, char_end)
+
+
+def _places(source_map: Mapping[str, Any], words: Iterable[Sequence[Any]], char_start: int,
+            char_end: int) -> list[Place]:
     lines: dict[tuple[int, int], list[int]] = {}
-    for start, end, page, line, x0, y0, x1, y1, _confidence in source_map.get("words", ()):
+    for start, end, page, line, x0, y0, x1, y1, _confidence in words:
         if start < char_end and end > char_start:
             box = lines.get((page, line))
             # The union of the words of the span on this line: a highlight, not a word list.

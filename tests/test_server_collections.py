@@ -9,6 +9,7 @@ may come back; `beta`'s routes answer that token 403, an unknown collection 404.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from kg.db.scope import rls_available
 from kg.server import ServerConfig, create_app
 from tests.graph_seed import STORY, rows, use_server
 from tests.test_ingest import paragraphs
+from tests.test_ocr import SLIDE, slide
 from tests.test_server import (
     SMALL,
     ServerThread,
@@ -110,6 +112,10 @@ def _text(_body: str) -> Found:
     return {}
 
 
+def _picture(_body: str) -> Found:
+    return {}  # a PNG: whose it is, the path's {image} (alpha's own) says
+
+
 # Every GET route of a collection, as (route in the OpenAPI schema, path, query, how to read
 # what came back). `{concept}` and `{run}` are filled with alpha's own; the leak test fails if a GET
 # route of the app under /c/{collection} is missing here.
@@ -133,6 +139,7 @@ GETS: list[tuple[str, str, dict[str, str], Callable[[Any], Found]]] = [
     ("/search", "/search", {"q": "Sherlock Holmes"}, _search),
     ("/search", "/search", {"q": "holmes baker street london"}, _search),
     ("/evidence/{evidence_id}", "/evidence/{evidence}", {}, _evidence),
+    ("/documents/{document_id}/page/{number}", "/documents/{image}/page/1", {}, _picture),
 ]
 # Routes at the root that answer about collections: checked for beta's name and figures.
 ROOT_GETS = ["/collections", "/whoami", "/metrics"]
@@ -145,6 +152,7 @@ class World:
     secrets: dict[str, str]  # token name -> secret
     ids: dict[str, Found] = field(default_factory=dict)  # collection -> kind -> ids
     runs: dict[str, int] = field(default_factory=dict)
+    images: dict[str, int] = field(default_factory=dict)  # collection -> a document's id
 
     def client(self, token: str, collection: str | None = None) -> httpx.Client:
         base = self.server.url + (f"/c/{collection}" if collection else "")
@@ -169,8 +177,10 @@ def _ids(db: Database, collection_id: int) -> Found:
             "evidence": of("SELECT id FROM evidence WHERE collection_id = :c")}
 
 
-def _ingest(client: httpx.Client, collection: str, name: str, content: str) -> int:
-    started = client.post("/runs", files={"files": (name, content.encode())},
+def _ingest(client: httpx.Client, collection: str, name: str, content: str,
+            *more: tuple[str, bytes]) -> int:
+    started = client.post("/runs", files=[("files", (name, content.encode())),
+                                          *(("files", item) for item in more)],
                           data={"chunking": json.dumps(SMALL)})
     assert started.status_code == 202, started.text
     body = started.json()
@@ -199,11 +209,17 @@ def world(kg, db: Database, ollama) -> Iterator[World]:
     with ServerThread(app) as server:
         world = World(app, server, secrets)
         with world.client("alpha-admin", A) as alpha, world.client("ops", B) as beta:
-            world.runs[A] = _ingest(alpha, A, "story.md", STORY)
+            picture = io.BytesIO()  # alpha has a page image to show, too
+            slide(SLIDE).save(picture, format="PNG")
+            world.runs[A] = _ingest(alpha, A, "story.md", STORY,
+                                    ("slide.png", picture.getvalue()))
             world.runs[B] = _ingest(beta, B, "story-b.md", STORY_B)
         with db.session() as session:
             ids = {row["name"]: row["id"] for row in kg_collections.list_all(session)}
         world.ids = {name: _ids(db, ids[name]) for name in (A, B)}
+        world.images = {name: min(i for i, kind in rows(
+            db, "SELECT id, kind FROM documents WHERE collection_id = :c", c=ids[name])
+            if kind == "image" or name == B) for name in (A, B)}
         yield world
 
 
@@ -218,7 +234,9 @@ def _call(client: httpx.Client, path: str, params: dict[str, str]) -> httpx.Resp
 def _fill(path: str, world: World, collection: str) -> str:
     mine = world.ids[collection]
     return path.replace("{concept}", str(min(mine["concept"]))).replace(
-        "{run}", str(world.runs[collection])).replace("{evidence}", str(min(mine["evidence"])))
+        "{run}", str(world.runs[collection])).replace(
+        "{evidence}", str(min(mine["evidence"]))).replace("{image}",
+                                                        str(world.images[collection]))
 
 
 # -- the leak test -------------------------------------------------------------------------------
@@ -244,7 +262,7 @@ def test_a_token_of_one_collection_sees_nothing_of_another(world: World, db: Dat
                 assert label not in answer.text, (path, params, label)
             for other in theirs["path"]:
                 assert other not in answer.text, (path, params)
-            body = answer.text if read in (_jsonl, _events, _text) else answer.json()
+            body = answer.text if read in (_jsonl, _events, _text, _picture) else answer.json()
             for kind, values in read(body).items():
                 assert values <= mine[kind], (template, params, kind, values - mine[kind])
                 seen[kind] |= values

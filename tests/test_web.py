@@ -263,3 +263,39 @@ def test_screenshot(browser, kg, db, tmp_path) -> None:
         target = Path(os.environ["KG_WEB_SCREENSHOT"])
         target.parent.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(target))
+
+
+def test_ocr_evidence_shows_its_page_with_the_box(browser, kg, db, ollama, tmp_path) -> None:
+    from tests.test_ocr import SLIDE, save, slide
+
+    use_server(kg, ollama.url)
+    path = save(slide(SLIDE), tmp_path / "slide.png")  # 1280 x 720
+    assert kg("ingest", str(path)).exit_code == 0
+    with db.session() as session:
+        [quote] = queries.concept_detail(session, "Pierre Curie")["evidence"]
+    [place] = quote["places"]
+    with serve(db) as server:
+        open_page(browser, server.url)
+        search(browser, "pierre")
+        click_node(browser, "Pierre Curie")
+        wait_for(browser, lambda d: text_of(d, "detail-label") == "Pierre Curie")
+        where = browser.find_element(By.CSS_SELECTOR, "#detail-evidence .where").text
+        assert where.endswith(" · page 1")
+        image = wait_for(browser, lambda d: d.find_element(
+            By.CSS_SELECTOR, "#detail-evidence .page-thumb img"))
+        wait_for(browser, lambda d: d.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth", image))
+        assert browser.execute_script("return arguments[0].naturalWidth", image) == 1024
+        frame = browser.execute_script(
+            "const r = arguments[0].getBoundingClientRect(); return [r.x, r.y, r.width, r.height]",
+            image)
+        mark = browser.execute_script(
+            "const r = document.querySelector('#detail-evidence .page-box')"
+            ".getBoundingClientRect(); return [r.x, r.y, r.width, r.height]")
+        scale = frame[2] / 1280  # the thumbnail as shown, whatever the panel's width
+        x0, y0, x1, y1 = place["box"]
+        assert abs(mark[0] - (frame[0] + x0 * scale)) < 2
+        assert abs(mark[1] - (frame[1] + y0 * scale)) < 2
+        assert abs(mark[2] - (x1 - x0) * scale) < 2 and abs(mark[3] - (y1 - y0) * scale) < 2
+        assert frame[0] <= mark[0] and mark[0] + mark[2] <= frame[0] + frame[2]
+        assert not csp_violations(browser)

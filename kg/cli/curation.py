@@ -66,6 +66,24 @@ def concepts_delete(label: str, by: str | None, output: str) -> None:
     _decide(decisions.delete_concept, label, by=by, output=output)
 
 
+@concepts.command(name="duplicates")
+@click.option("--high", type=float, default=0.9, show_default=True,
+              help="Pairs scoring at least this are merged by `kg resolve`, not listed.")
+@click.option("--low", type=float, default=0.8, show_default=True,
+              help="Pairs scoring below this are kept apart, not listed.")
+@output_option
+def concepts_duplicates(high: float, low: float, output: str) -> None:
+    """Pairs of concepts that may be one (the grey zone of `kg resolve`), strongest first:
+    merge them with `kg concepts merge A B`."""
+    from kg.resolution.decide import Thresholds
+    from kg.resolution.passes import duplicates
+
+    thresholds = Thresholds(high, low)
+    with context.session() as session:
+        rows = duplicates(session, thresholds=thresholds)
+    emit_rows(rows, output, ["a", "a_label", "a_type", "b", "b_label", "b_type", "score"])
+
+
 @relationships.command(name="delete")
 @click.argument("relationship_id", type=context.ROW_ID, metavar="ID")
 @BY

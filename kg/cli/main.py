@@ -61,7 +61,7 @@ COMMANDS = {
     "curation": "kg.cli.curation:curation",
     "db": "kg.cli.db:db",
     "documents": "kg.cli.graph_read:documents",
-    "eval": "kg.cli.evaluate:eval_",
+    "eval": "kg.cli.resolve:eval_",  # kg.cli.evaluate's group + resolve
     "export": "kg.cli.export:export",
     "graph": "kg.cli.graph_read:graph_group",
     "ingest": "kg.cli.ingest:ingest",
@@ -70,6 +70,7 @@ COMMANDS = {
     "models": "kg.cli.models:models",
     "ontology": "kg.cli.ontology:ontology_group",
     "relationships": "kg.cli.curation:relationships",  # + delete
+    "resolve": "kg.cli.resolve:resolve",
     "runs": "kg.cli.graph:runs",
     "search": "kg.cli.search:search",
     "serve": "kg.cli.serve:serve",

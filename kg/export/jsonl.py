@@ -1,5 +1,6 @@
 """JSON Lines: one object per concept, then one per relationship, each with its evidence
-(quote, document, character offsets, run)."""
+(quote, document, character offsets, run; page and box on the image for OCR text, else
+null)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from kg.export.source import Edge, GraphSource, Node, Quote
 
 def _evidence(quotes: list[Quote]) -> list[dict[str, object]]:
     return [{"quote": q.quote, "document": q.document, "char_start": q.char_start,
-             "char_end": q.char_end, "run_id": q.run_id} for q in quotes]
+             "char_end": q.char_end, "run_id": q.run_id, "page": q.page, "box": q.box}
+            for q in quotes]
 
 
 def node(n: Node) -> str:

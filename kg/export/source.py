@@ -9,6 +9,7 @@ edge whose concept was not exported.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,7 @@ from sqlalchemy import Connection, Integer, and_, any_, exists, func, literal, s
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
+from kg import sourcemap
 from kg.db.models import (
     Chunk,
     Concept,
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
     from kg.db import Database
 
 BATCH = 1000
+# Source maps of OCR documents kept between batches: a map holds every word's box, so the
+# cache is bounded by count, and a document whose quotes span batches is read once or so.
+MAPS_CACHED = 32
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,10 @@ class Quote:
     char_start: int
     char_end: int
     run_id: int
+    # Where the quote is on the image (OCR or vision text): its first page and the box around
+    # its words there, in the pixels of the page as read; None for text documents.
+    page: int | None = None
+    box: list[int] | None = None
 
 
 @dataclass(slots=True)
@@ -117,6 +126,7 @@ class GraphSource:
         self.scope = scope or ExportFilter()
         self.quotes = quotes
         self.batch = batch
+        self._maps: OrderedDict[int, sourcemap.Index | None] = OrderedDict()
         self.document_ids = self._documents()
         if self.scope.run is not None and conn.scalar(
                 select(Run.id).where(Run.id == self.scope.run,
@@ -254,11 +264,52 @@ class GraphSource:
             last = rows[-1][0]
 
     def _quotes(self, key: Any, ids: list[int]) -> Iterator[tuple[int, Quote]]:
-        for owner, quote, path, start, end, run_id in self.conn.execute(
-                select(key, Evidence.quote, Document.path, Evidence.char_start,
-                       Evidence.char_end, Evidence.run_id)
-                .join(Chunk, Chunk.id == Evidence.chunk_id)
-                .join(Document, Document.id == Chunk.document_id)
-                .where(self._member(key, ids), *self._evidence_scope())
-                .order_by(key, Evidence.id)):
-            yield owner, Quote(quote, path, start, end, run_id)
+        rows = self.conn.execute(
+            select(key, Evidence.quote, Document.path, Evidence.char_start,
+                   Evidence.char_end, Evidence.run_id, Document.id,
+                   Document.source_map.is_not(None))
+            .join(Chunk, Chunk.id == Evidence.chunk_id)
+            .join(Document, Document.id == Chunk.document_id)
+            .where(self._member(key, ids), *self._evidence_scope())
+            .order_by(key, Evidence.id)).all()
+        maps = self._source_maps({row[6] for row in rows if row[7]})
+        for owner, quote, path, start, end, run_id, document_id, _mapped in rows:
+            item = Quote(quote, path, start, end, run_id)
+            index = maps.get(document_id)
+            if index is not None:
+                item.page, item.box = _place(index, start, end)
+            yield owner, item
+
+    def _source_maps(self, ids: set[int]) -> dict[int, sourcemap.Index | None]:
+        """The source maps of a batch's OCR documents: from the cache, the rest in one query.
+        (A JSON `null` passes `IS NOT NULL`: such a document is cached as having none.)"""
+        found = {i: self._maps[i] for i in ids if i in self._maps}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            for document_id, source_map in self.conn.execute(
+                    select(Document.id, Document.source_map)
+                    .where(Document.collection_id == self.collection,
+                           self._member(Document.id, missing))):
+                found[document_id] = self._maps[document_id] = (
+                    sourcemap.Index(source_map) if source_map else None)
+        for i in found:
+            self._maps.move_to_end(i)
+        while len(self._maps) > MAPS_CACHED:
+            self._maps.popitem(last=False)
+        return found
+
+
+def _place(index: sourcemap.Index, start: int,
+           end: int) -> tuple[int | None, list[int] | None]:
+    """The quote's first page and the union of its boxes there (one per line): the whole
+    quote highlighted at once; no box for a page read as a whole (a text layer, a vision
+    model's description)."""
+    places = index.places(start, end)
+    if not places:
+        return None, None
+    page = places[0].page
+    boxes = [p.box for p in places if p.page == page and p.box is not None]
+    if not boxes:
+        return page, None
+    return page, [min(b[0] for b in boxes), min(b[1] for b in boxes),
+                  max(b[2] for b in boxes), max(b[3] for b in boxes)]

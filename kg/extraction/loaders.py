@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from kg import sourcemap
 from kg.errors import UsageError
 from kg.extraction import ocr
 from kg.extraction.markup import html_to_text, markdown_boundaries, quiet_library_logs
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 KINDS = {".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown",
          ".pdf": "pdf", ".html": "html", ".htm": "html",
          **dict.fromkeys(ocr.IMAGE_SUFFIXES, "image")}
-MAX_BYTES = 200 * 1024 * 1024
+MAX_BYTES = sourcemap.MAX_FILE_BYTES
 _HASH_BLOCK = 1 << 20
 # A PDF page whose text layer has fewer letters and digits than this is read by OCR instead:
 # scanners often stamp a page number or a blank layer on a page that is only a picture.

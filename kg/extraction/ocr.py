@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import re
-import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,11 +26,8 @@ from kg.errors import UsageError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".tiff", ".tif", ".bmp")
-# The decoders Pillow may use on a file named as an image: nothing exotic on untrusted input.
-FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "TIFF", "BMP")  # JPEG covers MPO (camera) files
-# 50 megapixels: a 600 dpi A3 scan (7016 x 9921 = 70 MP) is refused, A4 at 600 dpi (35 MP)
-# passes. Tesseract took 66 MB on an 8.7 MP page (benchmarks/ocr.py), so about 0.4 GB here.
-MAX_PIXELS = 50_000_000
+FORMATS = sourcemap.IMAGE_FORMATS
+MAX_PIXELS = sourcemap.MAX_PIXELS
 MAX_FRAMES = 200  # pages of one multi-page TIFF
 PDF_DPI = 300  # scanned PDF pages are rendered at this resolution (Tesseract's sweet spot)
 # Small images (screenshots, web slides) are enlarged before OCR: Tesseract misreads letters
@@ -50,7 +46,8 @@ INSTALL = "apt-get install tesseract-ocr"
 _LANGUAGES = re.compile(r"[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*")
 
 _ready: set[str] = set()  # language settings found installed (a failure is checked again)
-_pdfium = threading.Lock()  # PDFium is not thread-safe; the server plans runs in threads
+# PDFium is not thread-safe; the server plans runs and renders page thumbnails in threads.
+_pdfium = sourcemap.PDFIUM
 
 
 @dataclass

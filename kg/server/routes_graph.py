@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from typing import Annotated, Any, TextIO, cast
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,10 +20,10 @@ from kg import graph, queries
 from kg.db.models import Concept
 from kg.db.scope import parse_as_of
 from kg.errors import UsageError
-from kg.export import FORMATS, ExportFilter, export_graph
+from kg.export import FORMATS, ExportFilter, export_graph, pages
 from kg.export.source import TYPE_COLUMN
 from kg.server.auth import read_access
-from kg.server.limits import OptionalRowIdQuery
+from kg.server.limits import OptionalRowIdQuery, RowId
 from kg.server.state import Scoped, ServerState, json_response
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,26 @@ def list_documents(state: Scoped,
     with state.db.session() as session:
         rows = graph.list_documents(session, search=search, limit=limit)
     return json_response(rows)
+
+
+# -- a page of an image or scanned PDF, to see evidence where it came from -----------------------
+
+@router.get("/documents/{document_id}/page/{number}", summary="A page of an image or scanned "
+            "PDF as a PNG thumbnail (at most 1024 px)", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}},
+            description="Rendered from the original file, which must still be where it was "
+                        "ingested from, unchanged. `X-Page-Width` and `X-Page-Height` give the "
+                        "size of the page as read: the pixels of the evidence boxes.")
+def page_image(document_id: RowId, number: Annotated[int, Path(ge=1, le=100_000)],
+               state: Scoped) -> Response:
+    with state.db.session() as session:
+        page = pages.find(session, document_id, number)
+    image = pages.render(page)  # no connection held meanwhile
+    # One row is one version of one file (its hash checked): the picture never changes.
+    return Response(image.png, media_type="image/png",
+                    headers={"X-Page-Width": str(image.width),
+                             "X-Page-Height": str(image.height),
+                             "Cache-Control": "private, max-age=86400"})
 
 
 # -- the export, streamed -----------------------------------------------------------------------

@@ -332,14 +332,92 @@
     if (!concept.relationships.length) relationships.appendChild(el("li", "none", "muted"));
     const evidence = $("detail-evidence");
     evidence.replaceChildren();
+    let shown = 0;
     for (const e of concept.evidence) {
       const item = el("li");
       item.appendChild(el("blockquote", e.quote, "quote"));
       item.appendChild(el("div", e.document + " · characters " + e.char_start + "–" + e.char_end +
-        " · run " + e.run_id, "where"));
+        " · run " + e.run_id + placesText(e.places), "where"));
       evidence.appendChild(item);
+      if (e.places && e.places.length && shown < PAGES_SHOWN) {
+        shown += 1;
+        showPage(item, e.document, e.places);
+      }
     }
     if (!concept.evidence.length) evidence.appendChild(el("li", "no evidence", "muted"));
+  }
+
+  // -- the page an OCR quote came from: a thumbnail with the quote's box highlighted ---------
+  const PAGES_SHOWN = 10; // thumbnails per concept: the first quotes are enough to see where
+  const documentIds = new Map(); // path -> id (the evidence names documents by path)
+  const pageImages = new Map(); // "id/page" -> promise of {url, width, height}
+
+  function placesText(places) {
+    if (!places || !places.length) return "";
+    return " · page " + Array.from(new Set(places.map((p) => p.page))).join(", ");
+  }
+
+  async function documentId(path) {
+    if (!documentIds.has(path)) {
+      const rows = await api("/documents?limit=100&search=" + encodeURIComponent(path));
+      const found = rows.find((d) => d.path === path);
+      if (!found) throw new Error("the document " + path + " is no longer listed");
+      documentIds.set(path, found.id);
+    }
+    return documentIds.get(path);
+  }
+
+  async function pageImage(id, page) {
+    const key = id + "/" + page;
+    if (!pageImages.has(key)) {
+      const loading = (async () => {
+        const response = await fetch("/documents/" + id + "/page/" + page, { headers: authHeaders() });
+        if (!response.ok) {
+          const type = response.headers.get("content-type") || "";
+          const body = type.startsWith("application/json") ? await response.json() : null;
+          throw new Error((body && body.error) || response.status + " " + response.statusText);
+        }
+        const blob = await response.blob();
+        // A data: URL, as the page's content security policy allows images from 'self' and data:.
+        const url = await new Promise((resolve, reject) => {
+          const reader = new FileReader();
+          reader.onload = () => resolve(reader.result);
+          reader.onerror = () => reject(reader.error);
+          reader.readAsDataURL(blob);
+        });
+        return { url: url, width: Number(response.headers.get("x-page-width")),
+                 height: Number(response.headers.get("x-page-height")) };
+      })();
+      loading.catch(() => pageImages.delete(key)); // a failure is not remembered: retry later
+      pageImages.set(key, loading);
+    }
+    return pageImages.get(key);
+  }
+
+  async function showPage(item, path, places) {
+    const page = places[0].page;
+    const frame = el("div", null, "page-thumb");
+    item.appendChild(frame);
+    try {
+      const image = await pageImage(await documentId(path), page);
+      const img = el("img");
+      img.src = image.url;
+      img.alt = "page " + page + " of " + path;
+      frame.appendChild(img);
+      // Boxes are pixels of the page as read; percentages keep them on the thumbnail at any size.
+      for (const p of places) {
+        if (p.page !== page || !p.box || !image.width || !image.height) continue;
+        const [x0, y0, x1, y1] = p.box;
+        const mark = el("div", null, "page-box");
+        mark.style.left = (100 * x0 / image.width) + "%";
+        mark.style.top = (100 * y0 / image.height) + "%";
+        mark.style.width = (100 * (x1 - x0) / image.width) + "%";
+        mark.style.height = (100 * (y1 - y0) / image.height) + "%";
+        frame.appendChild(mark);
+      }
+    } catch (error) {
+      frame.replaceWith(el("div", "page " + page + " not shown: " + error.message, "muted page-missing"));
+    }
   }
 
   // -- runs ---------------------------------------------------------------------------------
