@@ -128,12 +128,14 @@ def settings_for(db: Database, profile: str | None) -> ProviderSettings:
         return views.provider_settings(storage.get_profile(session, name))
 
 
-def _call_row(settings: ProviderSettings, attempt: int, status: str, started: Any,
-              latency_ms: float, completion: Completion | None = None,
-              error_kind: str | None = None, error: str | None = None) -> dict[str, Any]:
+def call_row(settings: ProviderSettings, attempt: int, status: str, started: Any,
+             latency_ms: float, completion: Completion | None = None,
+             error_kind: str | None = None, error: str | None = None, *,
+             kind: str = "ask") -> dict[str, Any]:
+    """A `calls` row for a request made outside a run (an answer, a same-entity judgement)."""
     c = completion
     return {
-        "run_id": None, "chunk_id": None, "attempt": attempt, "kind": "ask",
+        "run_id": None, "chunk_id": None, "attempt": attempt, "kind": kind,
         "provider": settings.provider, "model": (c.model if c and c.model else settings.model),
         "profile_name": settings.profile_name, "profile_revision": settings.revision,
         "status": status, "error_kind": error_kind, "error": error,
@@ -216,25 +218,25 @@ def _generate(settings: ProviderSettings, question: str, found: dict[str, Any],
             try:
                 completion = provider.complete(messages, schema)
             except MalformedReply as exc:
-                calls.append(_call_row(settings, attempt, "invalid", started, _ms(clock),
+                calls.append(call_row(settings, attempt, "invalid", started, _ms(clock),
                                        error_kind="malformed_reply", error=exc.message))
                 error = exc.message
                 continue
             except ProviderError as exc:
-                calls.append(_call_row(settings, attempt, "error", started, _ms(clock),
+                calls.append(call_row(settings, attempt, "error", started, _ms(clock),
                                        error_kind=type(exc).__name__, error=exc.message))
                 raise
             try:
                 answer = validate(completion.content, set(ids))
             except ValueError as exc:
                 error = str(exc)
-                calls.append(_call_row(settings, attempt, "invalid", started, _ms(clock),
+                calls.append(call_row(settings, attempt, "invalid", started, _ms(clock),
                                        completion, error_kind="answer", error=error))
                 messages = [*messages, {"role": "assistant", "content": completion.content},
                             {"role": "user", "content": f"That answer is invalid: {error}. "
                                                         "Answer again under the schema."}]
                 continue
-            calls.append(_call_row(settings, attempt, "ok", started, _ms(clock), completion))
+            calls.append(call_row(settings, attempt, "ok", started, _ms(clock), completion))
             return answer
     finally:
         if shared is None:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kg.ask import call_row
 from kg.db.models import utcnow
 from kg.errors import MalformedReply, ProviderError
 from kg.profiles.settings import ProviderSettings
@@ -27,7 +28,6 @@ SYSTEM = ("You decide whether two entries of a knowledge graph name the same rea
           "Use only what is given: labels, types, other names, descriptions and quotes. "
           'Answer {"answer": "yes"} if they are the same thing, "no" if they are different '
           'things (e.g. a city and a person with one name), "unsure" if the text cannot tell.')
-RESPONSE_KEEP_CHARS = 2_000
 
 
 def describe(concept: dict[str, Any]) -> str:
@@ -86,19 +86,9 @@ class Judge:
 
     def _row(self, status: str, started: Any, clock: float, c: Completion | None,
              error_kind: str | None = None, error: str | None = None) -> None:
-        s = self.settings
-        self.calls.append({
-            "run_id": None, "chunk_id": None, "attempt": 1, "kind": "resolve",
-            "provider": s.provider, "model": c.model if c and c.model else s.model,
-            "profile_name": s.profile_name, "profile_revision": s.revision,
-            "status": status, "error_kind": error_kind, "error": error,
-            "finish_reason": c.finish_reason if c else None,
-            "prompt_tokens": c.prompt_tokens if c else 0,
-            "completion_tokens": c.completion_tokens if c else 0,
-            "thinking_tokens": c.thinking_tokens if c else 0,
-            "latency_ms": round((time.perf_counter() - clock) * 1000, 1),
-            "response": c.content[:RESPONSE_KEEP_CHARS] if c else None,
-            "started_at": started, "endpoint": c.endpoint if c else None})
+        self.calls.append(call_row(self.settings, 1, status, started,
+                                   round((time.perf_counter() - clock) * 1000, 1), c,
+                                   error_kind, error, kind="resolve"))
 
     def close(self) -> None:
         if self.provider is not None:
