@@ -22,14 +22,21 @@ import argparse
 import os
 import socket
 import statistics
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Column, Connection, MetaData, Table, create_engine, insert, select, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    MetaData,
+    Table,
+    create_engine,
+    insert,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.orm import Session
 
 from benchmarks.common import PG_ADMIN_URL, temp_database
@@ -62,10 +69,12 @@ def name(i: int) -> str:
 
 # -- seeding ---------------------------------------------------------------------------------
 
-def _without_collection(model: Any) -> Table:
-    """The model's table as it was at 0014: no collection_id (Python defaults kept)."""
+def _as_stored(db: Database, model: Any) -> Table:
+    """The model's table with only the columns the database has (at 0014: no collection_id,
+    nor the columns of later migrations), Python defaults kept."""
+    stored = {c["name"] for c in inspect(db.engine).get_columns(model.__tablename__)}
     columns: list[Column[Any]] = [c._copy() for c in model.__table__.columns
-                                  if c.name != "collection_id"]
+                                  if c.name in stored]
     return Table(model.__tablename__, MetaData(), *columns)
 
 
@@ -95,9 +104,7 @@ def seed(db: Database, concepts: int, relationships: int, *, collection_id: int 
     concept and per edge. `collection_id` None: the 0014 schema (no such column). Seconds."""
     started = time.perf_counter()
     models = (Run, Document, Chunk, Concept, ConceptAlias, Relationship, Evidence)
-    tables: dict[Any, Table] = {
-        m: cast(Table, m.__table__) if collection_id is not None else _without_collection(m)
-        for m in models}
+    tables: dict[Any, Table] = {m: _as_stored(db, m) for m in models}
     extra = ["collection_id"] if collection_id is not None else []
     tag = [collection_id] if collection_id is not None else []
     pg = db.dialect == "postgresql"
@@ -225,32 +232,9 @@ def query_latency(dialect: str, concepts: int, relationships: int,
 
 # -- (b) migration -----------------------------------------------------------------------------
 
-@contextmanager
-def _empty_database(dialect: str) -> Iterator[Database]:
-    if dialect == "sqlite":
-        with tempfile.TemporaryDirectory() as tmp:
-            db = Database(f"sqlite:///{tmp}/bench.db")
-            yield db
-            db.dispose()
-        return
-    scratch = f"kgbench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{scratch}"'))
-    db = Database(f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{scratch}")
-    try:
-        yield db
-    finally:
-        db.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def migration(dialect: str, concepts: int, relationships: int) -> dict[str, Any]:
     """Seconds of `kg db upgrade` 0014 -> 0015 over a graph of this size."""
-    with _empty_database(dialect) as db:
-        migrate.upgrade(db, "0014")
+    with temp_database(dialect, "0014") as db:
         build_s = seed(db, concepts, relationships, collection_id=None)
         with db.engine.connect() as conn:
             before = conn.scalar(text("SELECT count(*) FROM concepts"))

@@ -46,12 +46,12 @@ def fake_server(kind: str = "ollama", delay: float = 0.0, slots: int = 64,
 
 
 @contextmanager
-def temp_database(dialect: str) -> Iterator[Database]:
-    """A migrated, empty database that is removed afterwards."""
+def temp_database(dialect: str, revision: str = "head") -> Iterator[Database]:
+    """An empty database migrated to `revision`, removed afterwards."""
     if dialect == "sqlite":
         with tempfile.TemporaryDirectory() as tmp:
             db = Database(f"sqlite:///{tmp}/bench.db")
-            migrate.upgrade(db)
+            migrate.upgrade(db, revision)
             yield db
             db.dispose()
         return
@@ -62,7 +62,7 @@ def temp_database(dialect: str) -> Iterator[Database]:
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     db = Database(f"{base}/{name}")
     try:
-        migrate.upgrade(db)
+        migrate.upgrade(db, revision)
         yield db
     finally:
         db.dispose()
