@@ -1,7 +1,8 @@
 """Concepts from slides: recall, precision and F1 of the concepts kg extracts from generated
 slides and diagrams (known text, gold concepts), read by offline OCR or by a vision model.
 
-python -m benchmarks.vision [--slides 40] [--llm-slides 8]
+python -m benchmarks.vision [--slides 40] [--llm-slides 8] [--chunk-min 1]
+    [--readers ocr,vision] [--extractors names,smollm2]
 
 Readers: `ocr` (Tesseract, kg's default) and `vision` (a fake Ollama vision model answering
 each slide's gold description: the ceiling of a perfect reader). Extractors: `names` (the fake
@@ -10,6 +11,8 @@ bundled SmolLM2 (llama.cpp, in process) on the first --llm-slides slides when it
 Everything goes through `kg ingest`'s own pipeline into a throwaway SQLite database; a concept
 counts when its label equals a gold concept (case-insensitive). Seconds per image are the
 reader's `calls` rows (kind ocr / describe); memory is this process's peak RSS.
+--chunk-min 1 reads each block of a slide (title, bullet group, caption) as its own chunk, as
+`kg ingest --chunk-min 1` does: the bundled 135M model loses names in a whole slide.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import benchmarks.common  # noqa: F401  (puts the repository on sys.path)
 from benchmarks.common import temp_database
 from benchmarks.ocr import NAMES, font
 from kg.db import Database
+from kg.extraction.chunking import ChunkingOptions
 from kg.extraction.ingest import IngestRequest, ingest
 from kg.profiles import storage
 from tests.fakes import FakeModel, FakeOllama, Reply, chunk_of, graph_reply
@@ -125,7 +129,8 @@ def _profiles(db: Database, url: str, extractor: str, reader: str) -> None:
                             name="bench", activate=True, by="benchmark")
 
 
-def measure(chosen: list[tuple[str, Slide]], reader: str, extractor: str) -> dict[str, Any]:
+def measure(chosen: list[tuple[str, Slide]], reader: str, extractor: str,
+            chunking: ChunkingOptions | None = None) -> dict[str, Any]:
     """Ingest the slides; per-slide concept matches and the reader's seconds per image."""
     descriptions = [description for _kind, (_img, description, _gold) in chosen]
 
@@ -144,13 +149,15 @@ def measure(chosen: list[tuple[str, Slide]], reader: str, extractor: str) -> dic
             image.save(paths[-1])
         _profiles(db, server.url, extractor, reader)
         started = time.perf_counter()
-        ingest(db, IngestRequest(paths=paths, cache=False))
+        ingest(db, IngestRequest(paths=paths, cache=False,
+                                 chunking=chunking or ChunkingOptions()))
         wall = time.perf_counter() - started
         with db.engine.connect() as conn:
             found = conn.execute(text(
                 "SELECT DISTINCT d.path, c.label FROM concepts c JOIN evidence e "
                 "ON e.concept_id = c.id JOIN chunks k ON k.id = e.chunk_id JOIN documents d "
                 "ON d.id = k.document_id")).all()
+            chunks = conn.execute(text("SELECT count(*) FROM chunks")).scalar_one()
             read_ms = conn.execute(text(
                 "SELECT avg(latency_ms), count(*) FROM calls WHERE kind IN ('ocr', 'describe')"
             )).one()
@@ -163,7 +170,7 @@ def measure(chosen: list[tuple[str, Slide]], reader: str, extractor: str) -> dic
         wanted = {g.casefold() for g in gold}
         rows.append((kind, len(predicted & wanted), len(predicted), len(wanted)))
     return {"rows": rows, "read_s": (read_ms[0] or 0) / 1000, "reads": read_ms[1],
-            "wall_s": wall}
+            "wall_s": wall, "chunks": chunks}
 
 
 def prf(rows: list[tuple[str, int, int, int]]) -> tuple[float, float, float]:
@@ -193,19 +200,25 @@ def main() -> None:
     parser.add_argument("--llm-slides", type=int, default=8,
                         help="slides run through the bundled SmolLM2 (0: none)")
     parser.add_argument("--readers", default="ocr,vision", help="comma-separated")
+    parser.add_argument("--chunk-min", type=int, default=ChunkingOptions().min_tokens,
+                        help="as kg ingest --chunk-min; 1: one chunk per block of a slide")
+    parser.add_argument("--extractors", default="names,smollm2", help="comma-separated")
     args = parser.parse_args()
+    chunking = ChunkingOptions(min_tokens=args.chunk_min)
     every = slides(args.slides)
     readers = args.readers.split(",")
-    plans = [(r, "names", every) for r in readers]
-    if args.llm_slides and smollm2_installed():
+    extractors = args.extractors.split(",")
+    plans = [(r, "names", every) for r in readers] if "names" in extractors else []
+    wanted = "smollm2" in extractors and args.llm_slides > 0
+    if wanted and smollm2_installed():
         subset = every[:args.llm_slides]
         plans += [(r, "smollm2", subset) for r in readers]
-    elif args.llm_slides:
+    elif wanted:
         print("bundled SmolLM2 not installed: its rows are left out", file=sys.stderr)
     print(f"{'reader':<8}{'extractor':<10}{'set':<14}{'n':>4}{'recall':>8}{'prec.':>8}"
           f"{'F1':>8}{'s/image':>9}")
     for reader, extractor, chosen in plans:
-        result = measure(chosen, reader, extractor)
+        result = measure(chosen, reader, extractor, chunking)
         kinds = sorted({r[0] for r in result["rows"]})
         groups = [(k, [r for r in result["rows"] if r[0] == k]) for k in kinds]
         for name, rows in [*groups, ("all", result["rows"])]:
@@ -213,7 +226,8 @@ def main() -> None:
             seconds = f"{result['read_s']:>9.2f}" if name == "all" else ""
             print(f"{reader:<8}{extractor:<10}{name:<14}{len(rows):>4}{recall:>8.1%}"
                   f"{precision:>8.1%}{f1:>8.1%}{seconds}")
-        print(f"  ({result['reads']} pages read; whole ingest {result['wall_s']:.1f} s)")
+        print(f"  ({result['reads']} pages read, {result['chunks']} chunks "
+              f"(--chunk-min {args.chunk_min}); whole ingest {result['wall_s']:.1f} s)")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory of this process (kg, Tesseract children not counted): {peak:.0f} MB")
 

@@ -183,9 +183,16 @@ class Graph:
     def curation(self, limit: int = 50) -> Rows:
         return list(self.database.read(curation.list_decisions, limit=limit))
 
-    def undo(self, decision_id: int) -> dict[str, Any]:
+    def keep_apart(self, a: str, b: str) -> dict[str, Any]:
+        """Two concepts are not one: resolution never merges or proposes the pair again."""
         with self.database.session() as session:
-            return curation.undo(session, decision_id, by=self.by)
+            return curation.keep_apart(session, a, b, by=self.by)
+
+    def undo(self, decision_id: int, cascade: bool = False) -> dict[str, Any]:
+        """Revert a decision; a merge later merges built on needs `cascade=True` (undoes
+        them too, newest first)."""
+        with self.database.session() as session:
+            return curation.undo(session, decision_id, by=self.by, cascade=cascade)
 
     def delete_document(self, path: str | Path) -> dict[str, Any]:
         """Remove a document, its chunks and evidence, and what is left without evidence."""

@@ -17,7 +17,8 @@ from typing import Any, cast
 from sqlalchemy import DateTime, Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from kg.db.curation_rules import Action
+from kg.db import attributes as concept_attributes
+from kg.db.curation_rules import Action, kept_apart
 from kg.db.locks import lock_for_rewrite
 from kg.db.models import (
     Chunk,
@@ -30,7 +31,7 @@ from kg.db.models import (
     Run,
     utcnow,
 )
-from kg.errors import NotFoundError, UsageError
+from kg.errors import ConflictError, NotFoundError, UsageError
 from kg.queries import find_concept
 from kg.text import normalise_label
 
@@ -196,6 +197,7 @@ def _merge_into(session: Session, survivor: Concept, merged: Concept, by: str,
     session.execute(update(EVIDENCE).where(EVIDENCE.c.concept_id == merged.id)
                     .values(concept_id=survivor.id))
     moved, folded, dropped = _move_edges(session, merged.id, survivor.id)
+    attributes = concept_attributes.move(session, merged.id, survivor.id)
     described = None
     if not survivor.description and merged.description:
         described = merged.description
@@ -204,7 +206,8 @@ def _merge_into(session: Session, survivor: Concept, merged: Concept, by: str,
     session.execute(delete(CONCEPTS).where(CONCEPTS.c.id == merged.id))
     data = {"survivor": survivor.id, "merged": concept, "aliases": aliases,
             "added_aliases": added, "evidence": evidence, "moved_edges": moved,
-            "folded_edges": folded, "dropped_edges": dropped, "described": described}
+            "folded_edges": folded, "dropped_edges": dropped, "described": described,
+            "attributes": attributes}
     if note is not None:
         data["note"] = note
     return _decide(session, Action.MERGE,
@@ -300,9 +303,11 @@ def delete_concept(session: Session, name: str, *, by: str) -> Row:
         session.execute(delete(EVIDENCE).where(EVIDENCE.c.relationship_id == edge["id"]))
         session.execute(delete(EDGES).where(EDGES.c.id == edge["id"]))
     session.execute(delete(EVIDENCE).where(EVIDENCE.c.concept_id == concept.id))
+    attributes = concept_attributes.remove(session, concept.id)
     session.execute(delete(ALIASES).where(ALIASES.c.concept_id == concept.id))
     session.execute(delete(CONCEPTS).where(CONCEPTS.c.id == concept.id))
-    data = {"concept": row, "aliases": aliases, "evidence": evidence, "edges": edges}
+    data = {"concept": row, "aliases": aliases, "evidence": evidence, "edges": edges,
+            "attributes": attributes}
     return _view(_decide(session, Action.DELETE_CONCEPT, f"deleted concept {concept.label!r}",
                          by, concept_id=None,
                          norms=[concept.norm_label, *(a["norm_alias"] for a in aliases)],
@@ -331,6 +336,23 @@ def delete_relationship(session: Session, relationship_id: int, *, by: str) -> R
         f"{target.label!r}", by, concept_id=None, norms=[], data=data))
 
 
+def keep_apart(session: Session, a: str, b: str, *, by: str) -> Row:
+    """Record that two concepts are not one: resolution passes neither merge nor propose
+    the pair again (`undo` withdraws it). The graph itself does not change."""
+    first, second = find_concept(session, a), find_concept(session, b)
+    if first.id == second.id:
+        raise UsageError(f"{a!r} and {b!r} are one concept ({first.label!r}); nothing to keep "
+                         "apart")
+    if frozenset((first.id, second.id)) in kept_apart(session):
+        raise ConflictError(f"{first.label!r} and {second.label!r} are already kept apart "
+                            "(see `kg curation list`)")
+    data = {"a": first.id, "b": second.id, "a_label": first.label, "b_label": second.label}
+    return _view(_decide(session, Action.KEEP_APART,
+                         f"kept {first.label!r} and {second.label!r} apart", by,
+                         concept_id=None, norms=[first.norm_label, second.norm_label],
+                         data=data))
+
+
 # -- reading and undoing ----------------------------------------------------------------------
 
 def list_decisions(session: Session, *, limit: int = 50,
@@ -345,8 +367,10 @@ def list_decisions(session: Session, *, limit: int = 50,
     return [_view(d) for d in session.scalars(query)]
 
 
-def undo(session: Session, decision_id: int, *, by: str) -> Row:
-    """Put back what a decision changed, as far as the graph still allows, and mark it undone."""
+def undo(session: Session, decision_id: int, *, by: str, cascade: bool = False) -> Row:
+    """Put back what a decision changed, as far as the graph still allows, and mark it undone.
+    A merge that later merges built on is refused, naming them; `cascade` undoes those first
+    (newest first), then it. `also_undone` lists them."""
     lock_for_rewrite(session)
     decision = session.get(CurationDecision, decision_id)
     if decision is None:
@@ -354,13 +378,47 @@ def undo(session: Session, decision_id: int, *, by: str) -> Row:
     if decision.undone_at is not None:
         raise UsageError(f"decision {decision_id} was already undone "
                          f"({decision.undone_at:%Y-%m-%d %H:%M} by {decision.undone_by})")
+    later = dependents(session, decision)
+    if later and not cascade:
+        ids = ", ".join(str(d.id) for d in later)
+        raise ConflictError(
+            f"decision {decision_id} has later merges built on it: {ids}; undo them first, or "
+            f"undo all together (newest first) with `kg curation undo {decision_id} --cascade`"
+            " (API: cascade=true)")
+    for dependent in sorted(later, key=lambda d: d.id, reverse=True):
+        _undo_one(session, dependent, by)
+    _undo_one(session, decision, by)
+    return {**_view(decision), "also_undone": [d.id for d in later]}
+
+
+def _undo_one(session: Session, decision: CurationDecision, by: str) -> None:
     undoers = {Action.MERGE: _undo_merge, Action.RENAME: _undo_rename,
                Action.DELETE_CONCEPT: _undo_delete_concept,
-               Action.DELETE_RELATIONSHIP: _undo_delete_relationship}
+               Action.DELETE_RELATIONSHIP: _undo_delete_relationship,
+               Action.KEEP_APART: _undo_keep_apart}
     undoers[Action(decision.action)](session, decision.data)
     decision.undone_at, decision.undone_by = utcnow(), by
     session.flush()
-    return _view(decision)
+
+
+def dependents(session: Session, decision: CurationDecision) -> list[CurationDecision]:
+    """Live merges made after a merge that built on it (their survivor or merged concept is
+    its survivor), and those built on them in turn; oldest first. Empty for other actions."""
+    if decision.action != Action.MERGE.value:
+        return []
+    later = list(session.scalars(select(CurationDecision).where(
+        CurationDecision.action == Action.MERGE.value, CurationDecision.id > decision.id,
+        CurationDecision.undone_at.is_(None)).order_by(CurationDecision.id)))
+    found: list[CurationDecision] = []
+    # Concepts that hold what this merge did: its survivor, then the survivors of merges
+    # built on it (a merged-away id names nothing any more; SQLite may even reuse it).
+    holders = {int(decision.data["survivor"])}
+    for row in later:
+        survivor = int(row.data["survivor"])
+        if {survivor, int(row.data["merged"]["id"])} & holders:
+            found.append(row)
+            holders.add(survivor)
+    return found
 
 
 def _undo_merge(session: Session, data: Row) -> None:
@@ -395,8 +453,14 @@ def _undo_merge(session: Session, data: Row) -> None:
             confidence=fold["into_confidence"]))
     for drop in data["dropped_edges"]:
         _restore_edge(session, drop["edge"], drop["evidence"], ends)
+    if "attributes" in data:  # decisions made before attributes have none
+        concept_attributes.undo_move(session, data["attributes"], merged)
     if data["described"] is not None and survivor.description == data["described"]:
         survivor.description = ""
+
+
+def _undo_keep_apart(_session: Session, _data: Row) -> None:
+    """Nothing in the graph to put back: once undone, the pair may be proposed again."""
 
 
 def _undo_rename(session: Session, data: Row) -> None:
@@ -428,6 +492,7 @@ def _undo_delete_concept(session: Session, data: Row) -> None:
     ends = {data["concept"]["id"]: concept}
     for item in data["edges"]:
         _restore_edge(session, item["edge"], item["evidence"], ends)
+    concept_attributes.restore(session, data.get("attributes", []), concept)
 
 
 def _undo_delete_relationship(session: Session, data: Row) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from kg.db import Database
 from kg.db.models import Call, Evaluation, EvaluationDocument, utcnow
 from kg.errors import NotFoundError, UsageError
-from kg.extraction import loaders
+from kg.extraction import loaders, vision
 from kg.extraction.chunking import ChunkingOptions, chunk_text
 from kg.extraction.extract import MALFORMED, CallStatus, ChunkOutcome
 from kg.extraction.extractor import Extractor
@@ -314,13 +314,16 @@ def evaluate(
     def tasks(base: Extractor) -> Iterator[_Task]:
         symmetric = {t.name for t in base.vocabulary.types.values()
                      if t.direction == "symmetric"}
-        for gold in golds:
-            loaded = loaders.load(gold.document)
-            if isinstance(loaded, loaders.Skipped):
-                raise UsageError(f"cannot evaluate {gold.document}: {loaded.reason}")
-            texts = [c.text for c in chunk_text(loaded.text, opts, loaded.boundaries)]
-            yield _Task(str(gold.document), gold.category, texts, base,
-                        partial(_score_document, gold, symmetric=symmetric))
+        # Images are read as a run of the profile reads them (its vision profile, else OCR).
+        with vision.reader_for(db, [g.document for g in golds], models_dir,
+                               profile) as reader:
+            for gold in golds:
+                loaded = reader.load(gold.document)
+                if isinstance(loaded, loaders.Skipped):
+                    raise UsageError(f"cannot evaluate {gold.document}: {loaded.reason}")
+                texts = [c.text for c in chunk_text(loaded.text, opts, loaded.boundaries)]
+                yield _Task(str(gold.document), gold.category, texts, base,
+                            partial(_score_document, gold, symmetric=symmetric))
 
     return _run_evaluation(db, gold_dir, tasks, _summarise_documents, profile=profile,
                            models_dir=models_dir, on_document=on_document)

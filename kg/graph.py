@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from kg.db import attributes as concept_attributes
 from kg.db.locks import lock_for_rewrite
 from kg.db.models import (
     Chunk,
@@ -313,7 +314,7 @@ def delete_document(session: Session, path: str) -> dict[str, Any]:
     # before (none should) is not ours to remove.
     touched_concepts: set[int] = set()
     touched_edges: set[int] = set()
-    evidence = 0
+    evidence = attribute_evidence = 0
     for batch in _batches(chunk_ids):
         for concept_id, edge_id in session.execute(
                 select(Evidence.concept_id, Evidence.relationship_id)
@@ -324,6 +325,7 @@ def delete_document(session: Session, path: str) -> dict[str, Any]:
             if edge_id is not None:
                 touched_edges.add(edge_id)
         session.execute(delete(Evidence).where(Evidence.chunk_id.in_(batch)))
+        attribute_evidence += concept_attributes.drop_unsupported(session, batch)
     dead_edges = _without_evidence(session, Evidence.relationship_id, touched_edges)
     for batch in _batches(dead_edges):
         session.execute(delete(Relationship).where(Relationship.id.in_(batch)))
@@ -346,7 +348,8 @@ def delete_document(session: Session, path: str) -> dict[str, Any]:
     session.execute(delete(RunDocument).where(RunDocument.document_id.in_(ids)))
     session.execute(delete(Document).where(Document.id.in_(ids)))
     return {"path": docs[-1].path, "documents": len(ids), "chunks": len(chunk_ids),
-            "evidence": evidence, "relationships": len(dead_edges),
+            "evidence": evidence, "attribute_evidence": attribute_evidence,
+            "relationships": len(dead_edges),
             "concepts": len(dead_concepts), "aliases": aliases}
 
 

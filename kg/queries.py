@@ -9,11 +9,13 @@ from sqlalchemy.orm import Session, aliased
 
 from kg import sourcemap
 from kg.db.models import (
+    AttributeEvidence,
     Call,
     Chunk,
     ChunkExtraction,
     Concept,
     ConceptAlias,
+    ConceptAttribute,
     Document,
     Evidence,
     Relationship,
@@ -109,7 +111,26 @@ def concept_detail(session: Session, name: str, evidence_limit: int = 20) -> dic
         evidence.append(item)
     return {"id": concept.id, "label": concept.label, "description": concept.description,
             "search_terms": concept.search_terms, "aliases": aliases,
-            "relationships": relationships, "evidence": evidence}
+            "relationships": relationships, "attributes": concept_attributes(session, concept.id),
+            "evidence": evidence}
+
+
+def concept_attributes(session: Session, concept_id: int) -> list[dict[str, Any]]:
+    """A concept's literal values (issue #20) by name: verbatim, normalised, how many quotes
+    support each and the first of them. Live ones (or those of the session's --as-of)."""
+    quotes = (select(func.count(AttributeEvidence.id))
+              .where(AttributeEvidence.attribute_id == ConceptAttribute.id)
+              .correlate(ConceptAttribute).scalar_subquery())
+    first = (select(AttributeEvidence.quote)
+             .where(AttributeEvidence.attribute_id == ConceptAttribute.id)
+             .correlate(ConceptAttribute).order_by(AttributeEvidence.id).limit(1)
+             .scalar_subquery())
+    rows = session.execute(
+        select(ConceptAttribute.name, ConceptAttribute.datatype, ConceptAttribute.value,
+               ConceptAttribute.normalised, quotes.label("evidence"), first.label("quote"))
+        .where(ConceptAttribute.concept_id == concept_id)
+        .order_by(ConceptAttribute.name, ConceptAttribute.normalised))
+    return [dict(r._mapping) for r in rows]
 
 
 def _run_row(run: Run) -> dict[str, Any]:

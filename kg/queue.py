@@ -105,7 +105,7 @@ def enqueue(db: Database, request: IngestRequest,
 
     try:
         plan.add_files(db, files, request.chunking, request.force, queued, start_run,
-                       on_planning)
+                       on_planning, profile=request.profile)
         if run_id is not None and queued.documents == 0:
             runs.discard(db, run_id)
             run_id = None

@@ -6,13 +6,15 @@ imports from kg, because both sides use it: the readers write it, the graph quer
 Format (version 1); boxes are pixels of the image as read (a PDF page rendered at `dpi`):
 
     {"version": 1,
-     "pages": [{"page": 1, "start": 0, "end": 812, "reader": "ocr" | "text",
-                "width": 2480, "height": 3508, "dpi": 300}],
+     "pages": [{"page": 1, "start": 0, "end": 812, "reader": "ocr" | "describe" | "text",
+                "width": 2480, "height": 3508, "dpi": 300, "box": [x0, y0, x1, y1]}],
      "words": [[start, end, page, line, x0, y0, x1, y1, confidence], ...]}
 
-`pages` covers every page that gave text (a PDF's text-layer pages too, without boxes);
-`words` holds each OCR word's character range in the document text, its line on the page and
-Tesseract's confidence (0-100).
+`pages` covers every page that gave text (a PDF's text-layer pages too, without boxes); a PDF
+page with a text layer whose pictures were read (profile setting page_images) has one entry
+for its text, then one per picture read, with the picture's `box` on the page; `words` holds
+each OCR word's character range in the document text, its line on the page (and box, on the
+page, also for a picture's words) and Tesseract's confidence (0-100).
 """
 
 from __future__ import annotations
@@ -97,9 +99,15 @@ def _places(source_map: Mapping[str, Any], words: Iterable[Sequence[Any]], char_
                                    [min(box[0], x0), min(box[1], y0),
                                     max(box[2], x1), max(box[3], y1)])
     found = [Place(page, (b[0], b[1], b[2], b[3])) for (page, _line), b in lines.items()]
+    spanned = [page for page in source_map.get("pages", ())
+               if page["reader"] != "ocr" and page["start"] < char_end
+               and page["end"] > char_start]
+    # A picture described on a text page: its box on the page is the place.
+    found += [Place(page["page"], (b[0], b[1], b[2], b[3])) for page in spanned
+              if (b := page.get("box"))]
     seen_pages = {p.page for p in found}
-    for page in source_map.get("pages", ()):
-        if (page["reader"] != "ocr" and page["page"] not in seen_pages
-                and page["start"] < char_end and page["end"] > char_start):
+    for page in spanned:
+        if page["page"] not in seen_pages:
+            seen_pages.add(page["page"])
             found.append(Place(page["page"], None))
     return sorted(found, key=lambda p: (p.page, p.box[1] if p.box else -1))

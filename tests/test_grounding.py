@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kg.extraction.grounding import MAX_QUOTES, candidates, grounded_schema, quotes
+from kg.extraction.grounding import (
+    MAX_QUOTES,
+    candidates,
+    cued_relations,
+    grounded_schema,
+    quotes,
+)
 from kg.extraction.schema import bounds_for_budget, output_schema
 from tests.fakes import FakeOllama, FakeVLLM, graph_responder
 from tests.test_ingest import rows, use_server
@@ -125,4 +131,52 @@ def test_triples_rows_go_sentence_by_sentence_without_self_loops() -> None:
             # no self-loop, nor a piece of the subject as its object
             assert not any(o.casefold() in subject.casefold()
                            or subject.casefold() in o.casefold() for o in objects)
-            assert props["relation"]["enum"] == ["author", "birthPlace"]
+            # the second sentence names a birth: its first row offers the relation it
+            # echoes, its second the rest; the first sentence echoes none and offers all
+            assert props["relation"]["enum"] == [["author", "birthPlace"],
+                                                 ["author", "birthPlace"],
+                                                 ["birthPlace"], ["author"]][i]
+
+
+def test_cued_relations_are_those_a_sentence_echoes_best_first() -> None:
+    relations = ["director", "location", "birthDate", "birthPlace", "academicStaffSize"]
+    assert cued_relations("The institute is located in Soldevanahalli.", relations) == [
+        "location"]
+    # "born" is the verb of "birth"; both birth relations fit, in the ontology's order
+    assert cued_relations("Aaron Boogaard was born in Regina.", relations) == [
+        "birthDate", "birthPlace"]
+    # the relation whose every word is echoed comes before one echoed in part
+    assert cued_relations("It has 100 academic staff and a staff director.", relations) == [
+        "director", "academicStaffSize"]
+    assert cued_relations("Nothing here matches.", relations) == []
+
+
+def test_a_sentence_echoing_several_relations_offers_them_in_every_row() -> None:
+    from kg.extraction.schema import triples_schema
+
+    text = "Ada Lovelace was born in London and died in Marylebone."
+    schema = triples_schema(bounds_for_budget(1024), ("author", "deathPlace", "birthPlace"))
+    rows = grounded_schema(schema, text).schema["properties"]["triples"]["prefixItems"]
+    assert [{tuple(b["properties"]["relation"]["enum"]) for b in row["anyOf"]}
+            for row in rows] == [{("deathPlace", "birthPlace")}] * 2  # ontology order
+
+
+def test_an_open_ontology_keeps_a_free_relation_in_every_row() -> None:
+    from kg.extraction.schema import triples_schema
+
+    text = "Ada Lovelace wrote notes on the Analytical Engine. She was born in London in 1815."
+    node = grounded_schema(triples_schema(bounds_for_budget(1024)), text).schema[
+        "properties"]["triples"]
+    for row in node["prefixItems"]:
+        assert all("enum" not in b["properties"]["relation"] for b in row["anyOf"])
+
+
+def test_free_triples_rows_offer_every_relation() -> None:
+    from kg.extraction.schema import triples_schema
+
+    # Longer chunks have one free row shape, not one per sentence: no sentence to echo.
+    schema = triples_schema(bounds_for_budget(1024), ("director", "location"))
+    long_text = " ".join(f"Sentence {i} is located in Place{i}." for i in range(8))
+    row = grounded_schema(schema, long_text).schema["properties"]["triples"]["items"]
+    relations = {tuple(b["properties"]["relation"]["enum"]) for b in row.get("anyOf", [row])}
+    assert relations == {("director", "location")}

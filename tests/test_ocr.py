@@ -75,7 +75,9 @@ def _fresh_check(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_slide_text_boxes_and_confidence(tmp_path: Path) -> None:
     doc = load(save(slide(SLIDE, box="Radium Institute"), tmp_path / "slide.png"))
-    assert isinstance(doc, LoadedDocument) and doc.kind == "image" and doc.boundaries == [0]
+    assert isinstance(doc, LoadedDocument) and doc.kind == "image" and doc.boundaries[0] == 0
+    # Each block (paragraph) of the image is a preferred cut.
+    assert all(doc.text[b - 2:b] == "\n\n" for b in doc.boundaries[1:])
     assert doc.text.startswith("Marie Curie discovered Polonium\n")
     assert "She worked in Paris with Pierre Curie" in doc.text and "Radium Institute" in doc.text
     assert doc.source_map is not None
@@ -368,3 +370,25 @@ def test_labels_side_by_side_stay_separate_phrases(tmp_path: Path) -> None:
     doc = load(save(image, tmp_path / "boxes.png"))
     assert isinstance(doc, LoadedDocument)
     assert doc.text.split("\n")[:3] == ["Power Grid", "Heat Pump", "Solar Farm"]
+
+
+def test_blocks_of_an_image_are_preferred_cuts(tmp_path: Path) -> None:
+    from kg.extraction.chunking import ChunkingOptions, chunk_text
+
+    image = Image.new("RGB", (1280, 720), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((60, 40), "Marie Curie on Radium", fill="black", font=ImageFont.truetype(FONT, 48))
+    for i, line in enumerate(["- Polonium feeds Research", "- Paris hosts Sorbonne"]):
+        draw.text((80, 300 + 60 * i), line, fill="black", font=ImageFont.truetype(FONT, 34))
+    doc = load(save(image, tmp_path / "slide.png"))
+    assert isinstance(doc, LoadedDocument) and len(doc.boundaries) >= 2
+    assert doc.text[doc.boundaries[1]:].startswith("- Polonium")
+    # Default sizes keep a slide whole; --chunk-min 1 reads it block by block.
+    assert [c.text for c in chunk_text(doc.text, ChunkingOptions(), doc.boundaries)] == [
+        doc.text.strip()]
+    blocks = [c.text for c in chunk_text(doc.text, ChunkingOptions(min_tokens=1),
+                                         doc.boundaries)]
+    assert blocks[0] == "Marie Curie on Radium" and len(blocks) >= 2
+    # A scanned PDF page is not cut at its blocks: they are a report's paragraphs.
+    scan = load(save_bytes(tmp_path / "scan.pdf", scanned_pdf([image])))
+    assert isinstance(scan, LoadedDocument) and scan.boundaries == [0]

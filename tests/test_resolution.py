@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from kg.db import Database
-from kg.db.models import Concept, CurationDecision
+from kg.db.models import Concept, ConceptAlias, CurationDecision
 from kg.errors import UsageError
-from kg.resolution.candidates import candidate_pairs, entity, signals
+from kg.resolution.candidates import candidate_pairs, distinct, entity, signals
 from kg.resolution.decide import Pair, Thresholds, group
 from kg.resolution.evaluate import Mention, bcubed, cluster, pairwise
 from kg.resolution.scoring import score
@@ -76,6 +76,37 @@ def test_grouping_is_order_free_and_never_joins_incompatible_types() -> None:
     components = next(iter(results))
     assert (4, 5, 6) in components
     assert not any({1, 3} <= set(c) for c in components)
+
+
+def _components(names: list[tuple[int, str, str | None]], seed: int) -> list[list[int]]:
+    shuffled = names[:]
+    random.Random(seed).shuffle(shuffled)
+    entities = {i: entity(i, label, kind, [normalise_label(label)]) for i, label, kind in shuffled}
+    pairs = [Pair(a, b, score(signals(a, b)), signals(a, b))
+             for a, b in candidate_pairs(entities.values())]
+    return group(entities, [p for p in pairs if p.score >= Thresholds().high])
+
+
+def test_conflict_rule_never_joins_two_known_distinct_names() -> None:
+    # 'J. Smith' fits John and Jane equally: it joins neither, and they never become one.
+    smiths = [(1, "John Smith", "person"), (2, "J. Smith", "person"), (3, "Jane Smith", "person"),
+              (4, "Mr John Smith", "person")]
+    assert {tuple(tuple(c) for c in _components(smiths, seed)) for seed in range(4)} == {
+        ((1, 4),)}
+    # With only one of them around, the initial is no longer ambiguous.
+    assert _components([(1, "John Smith", "person"), (2, "J. Smith", "person")], 0) == [[1, 2]]
+    # Numbers and other first words are known-distinct too; typos and transliterations not.
+    assert distinct(entity(1, "x", None, ["first law of thermodynamics"]),
+                    entity(2, "y", None, ["second law of thermodynamics"]))
+    assert distinct(entity(1, "x", None, ["apollo 11"]), entity(2, "y", None, ["apollo 13"]))
+    for a, b in [("fyodor dostoevsky", "fedor dostoevsky"), ("madame curie", "marie curie"),
+                 ("sherloock holmes", "sheerlock holmes"), ("j smith", "john smith")]:
+        assert not distinct(entity(1, a, None, [a]), entity(2, b, None, [b])), (a, b)
+    # A chain through an exact alias does not smuggle two distinct names into one group.
+    john = entity(1, "John Smith", "person", ["john smith", "j smith"])
+    jane = entity(2, "Jane Smith", "person", ["jane smith", "j smith"])
+    link = Pair(john, jane, 1.0, signals(john, jane))
+    assert group({1: john, 2: jane}, [link]) == []
 
 
 def test_incremental_candidates_touch_only_new_concepts() -> None:
@@ -234,3 +265,30 @@ def test_judge_decides_the_grey_zone_with_one_logged_call_per_pair(kg, db: Datab
     assert rows(db, "SELECT kind, status FROM calls ORDER BY id") == [
         ("resolve", "ok"), ("resolve", "ok")]
     assert {"coral reef", "coral"} <= _labels(db)
+
+
+def test_resolve_qualifies_same_name_concepts_of_incompatible_types(kg, db: Database) -> None:
+    # A graph where 'Paris' labels a place and is an alias of a person (and of an untyped
+    # concept, which decides nothing); a person's own choice of label stays.
+    _add(db, ("Paris", "place"), ("Paris of Troy", "person"), ("Mercury", "planet"),
+         ("Mercury (element)", "element"), ("Freddie Mercury", "person"))
+    with db.session() as s:
+        ids = {c.label: c.id for c in s.query(Concept)}
+        for concept, alias in (("Paris of Troy", "Paris"), ("Mercury (element)", "Mercury"),
+                               ("Freddie Mercury", "Mercury")):
+            s.add(ConceptAlias(concept_id=ids[concept], alias=alias,
+                               norm_alias=normalise_label(alias)))
+    ok(kg("concepts", "rename", "Mercury", "Mercury the planet"))
+    ok(kg("concepts", "rename", "Mercury the planet", "Mercury"))  # chosen by a person
+    dry = ok(kg("resolve", "--dry-run", "--json"))
+    assert [(q["label"], q["qualified"]) for q in dry["qualified"]] == [
+        ("Paris", "Paris (place)")]
+    assert "Paris" in _labels(db)
+    shown = kg("resolve")
+    assert shown.exit_code == 0 and "qualified 1 same-name labels" in shown.stdout
+    assert {"Paris (place)", "Paris of Troy", "Mercury"} <= _labels(db)
+    found = ok(kg("concepts", "show", "Paris (place)", "--json"))
+    assert "Paris" in found["aliases"]  # still found by its plain name
+    listed = ok(kg("curation", "list", "--json"))
+    assert any(r["action"] == "rename" and "Paris (place)" in r["summary"] for r in listed)
+    assert ok(kg("resolve", "--json"))["qualified"] == []  # done once

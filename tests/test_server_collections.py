@@ -108,6 +108,10 @@ def _evidence(body: Any) -> Found:
     return _found(path=iter([body["document"]]))
 
 
+def _duplicates(body: Any) -> Found:
+    return _found(concept=(p[end] for p in body for end in ("a", "b")))
+
+
 def _text(_body: str) -> Found:
     return {}
 
@@ -140,6 +144,7 @@ GETS: list[tuple[str, str, dict[str, str], Callable[[Any], Found]]] = [
     ("/search", "/search", {"q": "holmes baker street london"}, _search),
     ("/evidence/{evidence_id}", "/evidence/{evidence}", {}, _evidence),
     ("/documents/{document_id}/page/{number}", "/documents/{image}/page/1", {}, _picture),
+    ("/duplicates", "/duplicates", {"low": "0", "high": "1"}, _duplicates),
 ]
 # Routes at the root that answer about collections: checked for beta's name and figures.
 ROOT_GETS = ["/collections", "/whoami", "/metrics"]

@@ -165,6 +165,34 @@ def test_literal_ranges_make_verbatim_literals_and_invented_values_are_dropped()
     assert any("'1816' is not in the text" in e for e in verdict.errors)
 
 
+def test_a_literal_value_is_narrowed_to_the_value_inside_a_longer_span() -> None:
+    # Grounded ends are phrases of the text: "in 1815" holds the year, still verbatim.
+    content = reply([concept("Ada Lovelace", "Person")],
+                    [rel("Ada Lovelace", "birthYear", "in 1815", "born in London in 1815")])
+    verdict = validate_reply(content, BIO_TEXT, BIO, BOUNDS)
+    [literal] = verdict.literals
+    assert (literal.value, literal.normalised) == ("1815", "1815")
+    assert BIO_TEXT[literal.value_start:literal.value_end] == "1815"
+    # a span without a value of its kind is no year: dropped and counted, not repaired
+    content = reply([concept("Ada Lovelace", "Person")],
+                    [rel("Ada Lovelace", "birthYear", "London", "born in London in 1815")])
+    verdict = validate_reply(content, BIO_TEXT, BIO, BOUNDS)
+    assert verdict.usable and verdict.literals == []
+    assert verdict.dropped["literal_wrong_kind"] == 1
+
+
+def test_a_number_whose_digits_form_no_plain_value_is_kept_as_written() -> None:
+    text = "The book has the ISBN 1-4165-2060-0 and 320 pages."
+    book = Vocabulary([TypeInfo(1, "isbnNumber", "general", "directed", None, "number"),
+                       TypeInfo(2, "numberOfPages", "general", "directed", None, "number")],
+                      ontology="books", mode="strict")
+    content = reply([concept("The book", None)],
+                    [rel("The book", "isbnNumber", "ISBN 1-4165-2060-0", "has the ISBN"),
+                     rel("The book", "numberOfPages", "320 pages", "320 pages")])
+    verdict = validate_reply(content, text, book, BOUNDS)
+    assert [lit.value for lit in verdict.literals] == ["ISBN 1-4165-2060-0", "320"]
+
+
 def test_literal_normal_forms() -> None:
     from kg.extraction.literals import normalise_literal
     assert normalise_literal("1,250", "number") == "1250"

@@ -3,7 +3,7 @@ predictions with the benchmark's string rules, print the row.
 
     python -m benchmarks.recall.measure [FILE.jsonl] [--limit N] [--profile NAME]
         [--set KEY=VALUE ...] [--gold-server [--gold-types]] [--kg-src DIR] [--kg-home DIR]
-        [--max-minutes M] [--rescore] [--misses] [--json OUT]
+        [--max-minutes M] [--rescore] [--misses] [--expressible] [--json OUT]
 
 kg runs in a subprocess with a throwaway KG_HOME under /tmp (or --kg-home), from the source tree
 --kg-src (default: this checkout; give an exported commit to measure it while the tree is being
@@ -520,6 +520,39 @@ def _why(data: dict[str, Any] | None, gold: Triple, call: dict[str, Any] | None,
     return "dropped: " + check(record, data, right[0], grounding)
 
 
+# -- what the grammar lets a model write ----------------------------------------------------
+
+def expressible(records: list[dict[str, Any]], kg_src: Path) -> dict[str, Any]:
+    """Gold triples the grounded `triples` grammar (of kg_src, bundled-model bounds) can
+    write: some row offers the subject, the relation and the object (relaxed ends). Offline:
+    no model runs. Also the mean number of relations a row offers."""
+    sys.path.insert(0, str(kg_src))
+    from kg.evaluation import Record, record_vocabulary
+    from kg.extraction.grounding import grounded_schema
+    from kg.extraction.schema import bounds_for_budget, triples_schema
+
+    bounds = bounds_for_budget(1024)
+    fits = pairs = total = 0
+    offered: list[int] = []
+    for record in records:
+        vocab = record_vocabulary(Record.model_validate(record))
+        node = grounded_schema(triples_schema(bounds, tuple(vocab.types)), record["text"],
+                               max_label=bounds.label_len, max_quote=bounds.quote_len
+                               ).schema["properties"]["triples"]
+        branches = [b["properties"] for row in node.get("prefixItems") or [node["items"]]
+                    for b in row.get("anyOf", [row])]
+        offered += [len(b["relation"].get("enum") or vocab.types) for b in branches]
+        for s, r, o in record["gold_triples"]:
+            total += 1
+            ends = [b for b in branches
+                    if end_key(s, True) in {end_key(v, True) for v in b["subject"]["enum"]}
+                    and end_key(o, True) in {end_key(v, True) for v in b["object"]["enum"]}]
+            pairs += bool(ends)
+            fits += any(r in (b["relation"].get("enum") or [r]) for b in ends)
+    return {"gold": total, "pair_expressible": pairs, "triple_expressible": fits,
+            "mean_relations_per_row": sum(offered) / len(offered) if offered else 0.0}
+
+
 # -- main ------------------------------------------------------------------------------------
 
 def main() -> None:
@@ -544,6 +577,8 @@ def main() -> None:
     parser.add_argument("--rescore", action="store_true",
                         help="run nothing: score the calls already stored in --kg-home")
     parser.add_argument("--misses", action="store_true", help="why gold triples were missed")
+    parser.add_argument("--expressible", action="store_true",
+                        help="run nothing: gold triples the grounded triples grammar can write")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--no-header", action="store_true")
     args = parser.parse_args()
@@ -551,6 +586,9 @@ def main() -> None:
     GOLD_TYPES = args.gold_types
 
     records = balanced(load(args.file), args.limit)
+    if args.expressible:
+        print(json.dumps(expressible(records, args.kg_src.resolve()), indent=1))
+        return
     home = args.kg_home or Path(tempfile.mkdtemp(prefix="kg-recall-", dir="/tmp"))
     home.mkdir(parents=True, exist_ok=True)
     subset = home / f"{args.file.stem}-{len(records)}.jsonl"

@@ -1,5 +1,5 @@
-"""Curation commands: `kg concepts merge|rename|delete`, `kg relationships delete`,
-`kg curation list|undo`.
+"""Curation commands: `kg concepts merge|rename|delete|keep-apart|duplicates`,
+`kg relationships delete`, `kg curation list|undo`.
 
 The merge/rename/delete commands join the `kg concepts` and `kg relationships` groups here,
 so main.py loads those two groups from this module.
@@ -74,7 +74,7 @@ def concepts_delete(label: str, by: str | None, output: str) -> None:
 @output_option
 def concepts_duplicates(high: float, low: float, output: str) -> None:
     """Pairs of concepts that may be one (the grey zone of `kg resolve`), strongest first:
-    merge them with `kg concepts merge A B`."""
+    merge them with `kg concepts merge A B` or keep them apart with `kg concepts keep-apart A B`."""
     from kg.resolution.decide import Thresholds
     from kg.resolution.passes import duplicates
 
@@ -82,6 +82,17 @@ def concepts_duplicates(high: float, low: float, output: str) -> None:
     with context.session() as session:
         rows = duplicates(session, thresholds=thresholds)
     emit_rows(rows, output, ["a", "a_label", "a_type", "b", "b_label", "b_type", "score"])
+
+
+@concepts.command(name="keep-apart")
+@click.argument("a")
+@click.argument("b")
+@BY
+@json_option
+def concepts_keep_apart(a: str, b: str, by: str | None, output: str) -> None:
+    """Concepts A and B are not one: `kg resolve` never merges them and `kg concepts
+    duplicates` no longer lists them (`kg curation undo` withdraws it)."""
+    _decide(decisions.keep_apart, a, b, by=by, output=output)
 
 
 @relationships.command(name="delete")
@@ -95,7 +106,7 @@ def relationships_delete(relationship_id: int, by: str | None, output: str) -> N
 
 @click.group()
 def curation() -> None:
-    """Curation decisions (merges, renames, deletions): list and undo."""
+    """Curation decisions (merges, renames, deletions, pairs kept apart): list and undo."""
 
 
 @curation.command(name="list")
@@ -112,13 +123,17 @@ def curation_list(limit: int, active: bool, output: str) -> None:
 
 @curation.command(name="undo")
 @click.argument("decision_id", type=context.ROW_ID, metavar="ID")
+@click.option("--cascade", is_flag=True, help="Also undo the later merges built on this "
+              "merge (newest first); without it such an undo is refused, naming them.")
 @BY
 @json_option
-def curation_undo(decision_id: int, by: str | None, output: str) -> None:
+def curation_undo(decision_id: int, cascade: bool, by: str | None, output: str) -> None:
     """Revert one decision (ID from `kg curation list`) as far as the graph still allows."""
     with context.session() as session:
-        data = decisions.undo(session, decision_id, by=context.actor(by))
+        data = decisions.undo(session, decision_id, by=context.actor(by), cascade=cascade)
     if output != "table":
         emit_object(data, output)
         return
-    emit(f"undone: {data['summary']} (decision {data['id']})")
+    also = data["also_undone"]
+    emit(f"undone: {data['summary']} (decision {data['id']})"
+         + (f"; also undone, newest first: {', '.join(map(str, also[::-1]))}" if also else ""))

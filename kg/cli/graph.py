@@ -41,7 +41,8 @@ def concepts_list(search: str | None, limit: int, output: str) -> None:
 @click.argument("name")
 @json_option
 def concepts_show(name: str, output: str) -> None:
-    """One concept (by id, label or alias): aliases, relationships, evidence quotes."""
+    """One concept (by id, label or alias): aliases, relationships, literal attributes,
+    evidence quotes."""
     data = context.read(queries.concept_detail, name)
     if output != "table":
         emit_object(data, output)
@@ -53,6 +54,10 @@ def concepts_show(name: str, output: str) -> None:
     emit(table([{"": "->" if r["direction"] == "out" else "<-", "type": r["type"],
                  "concept": r["concept"], "confidence": r["confidence"]}
                 for r in data["relationships"]]))
+    if data.get("attributes"):
+        emit("\nattributes:")
+        emit(table([{"name": a["name"], "value": a["value"], "normalised": a["normalised"],
+                     "quotes": a["evidence"]} for a in data["attributes"]]))
     emit("\nevidence:")
     ocr = any("places" in e for e in data["evidence"])  # the column only when it says something
     emit(table([{"quote": e["quote"], "document": e["document"],

@@ -148,6 +148,12 @@ def _dry_run(request: IngestRequest, compare_to: str | None, output: str) -> Non
          else found.speed_source),
         ("cost", found.cost),
     ]
+    if found.reads:
+        source = f"; {found.read_source}" if found.read_source else ""
+        pairs.insert(3, ("images read by", f"{found.reader}: {found.reads} page(s), "
+                                           f"{found.read_prompt_tokens} prompt + "
+                                           f"{found.read_completion_tokens} completion "
+                                           f"tokens{source}"))
     if found.compare_to is not None:
         pairs.append((f"cost at {found.compare_to}", found.reference_cost))
     emit(key_values(pairs))

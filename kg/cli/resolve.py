@@ -62,6 +62,12 @@ def resolve(dry_run: bool, full: bool, high: float, low: float, judge: bool,
     if output != "table":
         emit_object(data, output)
         return
+    if data["qualified"]:
+        # Same-name concepts of incompatible types: each keeps the plain name as an alias.
+        emit(table(data["qualified"], ["id", "label", "type", "qualified",
+                                       *(["decision"] if not dry_run else [])]))
+        emit(f"{'would qualify' if dry_run else 'qualified'} {len(data['qualified'])} "
+             "same-name labels")
     if data["merged"]:
         emit(table(data["merged"], ["survivor", "survivor_label", "merged", "merged_label",
                                     "score", *(["decision"] if not dry_run else [])]))

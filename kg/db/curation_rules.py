@@ -1,5 +1,6 @@
 """What curation decided, as later runs must respect it: deleted labels and relationships that
-stay deleted, labels a person chose, retired spellings and the concept that holds them now.
+stay deleted, labels a person chose, retired spellings and the concept that holds them now,
+pairs a person kept apart.
 
 Read by the graph writer inside its lock and written by `kg.curation`; here, below both, so
 the engine never imports the read side.
@@ -31,6 +32,7 @@ class Action(StrEnum):
     RENAME = "rename"
     DELETE_CONCEPT = "delete_concept"
     DELETE_RELATIONSHIP = "delete_relationship"
+    KEEP_APART = "keep_apart"  # two concepts a person said are not one (no graph change)
 
 
 Decision = tuple[int | None, list[str], Row]  # (concept id, retired norms, data) of one row
@@ -91,6 +93,23 @@ def _suppressed_edges(reader: Reader,
         TYPES.c.id.in_(types), TYPES.c.direction == "symmetric"))) if types else set()
     # The writer's order of a symmetric edge's ends (an end that moved may break it).
     return {(g, t, s) if t in symmetric and s > g else (s, t, g) for s, t, g in keys}
+
+
+def kept_apart(reader: Reader) -> set[frozenset[int]]:
+    """Pairs of concept ids a person kept apart, their ids followed through later merges
+    (the survivor holds what the person judged); a pair merged since by hand is gone."""
+    return _kept_apart(_active_rows(reader, Action.KEEP_APART, Action.MERGE))
+
+
+def _kept_apart(decisions: list[tuple[Action, Decision]]) -> set[frozenset[int]]:
+    pairs: list[tuple[int, int]] = []
+    for action, (_c, _n, data) in decisions:
+        if action is Action.KEEP_APART:
+            pairs.append((int(data["a"]), int(data["b"])))
+        elif pairs:
+            old, new = int(data["merged"]["id"]), int(data["survivor"])
+            pairs = [(new if a == old else a, new if b == old else b) for a, b in pairs]
+    return {frozenset(p) for p in pairs if p[0] != p[1]}
 
 
 def redirects(reader: Reader) -> dict[str, int]:

@@ -31,6 +31,7 @@ from kg.profiles.settings import (
     DescriptionMode,
     GroundingMode,
     OutputShape,
+    PageImages,
     ThinkingMode,
 )
 
@@ -44,6 +45,7 @@ FALLBACK_ON = tuple(",".join(c) for n in range(1, len(FALLBACK_KINDS) + 1)
 DESCRIPTIONS = tuple(m.value for m in DescriptionMode)
 GROUNDING = tuple(m.value for m in GroundingMode)
 SHAPES = tuple(m.value for m in OutputShape)
+PAGE_IMAGES = tuple(m.value for m in PageImages)
 ONTOLOGY_MODES = ("strict", "open")
 # extract: a chunk's extraction; describe: a vision model reading an image; ocr: Tesseract
 # reading one (seconds, no tokens); ask: an answer from the graph; resolve: a same-entity
@@ -129,6 +131,7 @@ class ExtractionProfile(Base):
         CheckConstraint(_in("descriptions", DESCRIPTIONS), name="ck_profile_descriptions"),
         CheckConstraint(_in("grounding", GROUNDING), name="ck_profile_grounding"),
         CheckConstraint(_in("shape", SHAPES), name="ck_profile_shape"),
+        CheckConstraint(_in("page_images", PAGE_IMAGES), name="ck_profile_page_images"),
         CheckConstraint("fallback_profile IS NULL OR (length(fallback_profile) >= 1 "
                         "AND length(fallback_profile) <= 64)", name="ck_profile_fallback_profile"),
         CheckConstraint(_in("fallback_on", FALLBACK_ON), name="ck_profile_fallback_on"),
@@ -165,6 +168,8 @@ class ExtractionProfile(Base):
                                              server_default="unreachable,timeout,error")
     # The profile that describes images (issue #25); None: offline OCR.
     vision_profile: Mapped[str | None] = mapped_column(String(64))
+    # Pictures on PDF pages that have text: off, or read and appended (issue #25).
+    page_images: Mapped[str] = mapped_column(String(8), default="off", server_default="off")
     ontology: Mapped[str] = mapped_column(String(64), default="default")
     descriptions: Mapped[str] = mapped_column(String(8), default="generate")
     grounding: Mapped[str] = mapped_column(String(8), default="on")
@@ -411,6 +416,50 @@ class Evidence(InCollection, Temporal, Base):
     char_end: Mapped[int] = mapped_column(Integer)
 
 
+# The literal kinds an attribute's value is (kg.extraction.vocabulary maps XSD names to them).
+ATTRIBUTE_DATATYPES = ("string", "number", "date", "year")
+
+
+class ConceptAttribute(InCollection, Temporal, Base):
+    """A literal value of a concept (issue #20): `numberOfStudents` = "5,000" (normalised
+    `5000`), from a relation of the ontology whose range is a datatype; every sighting of it
+    is an `attribute_evidence` row. Live while some of its evidence is (document versions)."""
+
+    __tablename__ = "concept_attributes"
+    __table_args__ = (
+        # A concept id belongs to one collection: the key needs no collection column.
+        UniqueConstraint("concept_id", "name", "normalised", name="uq_concept_attribute"),
+        CheckConstraint(_in("datatype", ATTRIBUTE_DATATYPES), name="ck_attribute_datatype"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    concept_id: Mapped[int] = mapped_column(ForeignKey("concepts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))  # the relation as the ontology spells it
+    datatype: Mapped[str] = mapped_column(String(8))
+    value: Mapped[str] = mapped_column(Text)  # verbatim, as first seen
+    normalised: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AttributeEvidence(InCollection, Temporal, Base):
+    """Where an attribute was read: the chunk, the quote, and where the value sits in it.
+    A table of its own, not a third subject of `evidence`: search, retrieval and ask read
+    `evidence` as quotes about a concept or a relationship, and stay as they are."""
+
+    __tablename__ = "attribute_evidence"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    attribute_id: Mapped[int] = mapped_column(
+        ForeignKey("concept_attributes.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"), index=True)
+    quote: Mapped[str] = mapped_column(Text)
+    char_start: Mapped[int] = mapped_column(Integer)  # the quote, in the document's text
+    char_end: Mapped[int] = mapped_column(Integer)
+    value_start: Mapped[int] = mapped_column(Integer)  # the value itself, in the same text
+    value_end: Mapped[int] = mapped_column(Integer)
+
+
 class Run(InCollection, Base):
     """One ingestion run."""
 
@@ -617,7 +666,8 @@ class CurationDecision(InCollection, Base):
     __tablename__ = "curation_decisions"
     __table_args__ = (
         CheckConstraint(
-            "action IN ('merge', 'rename', 'delete_concept', 'delete_relationship')",
+            "action IN ('merge', 'rename', 'delete_concept', 'delete_relationship', "
+            "'keep_apart')",
             name="ck_curation_action",
         ),
     )

@@ -1,18 +1,20 @@
 """A Cypher script for `cypher-shell -f`: idempotent `MERGE` statements, batched with UNWIND.
 
 Applying it twice leaves the same graph (nodes are matched on `kg_id`, relationships on their
-own `kg_id`). Every value is a literal built here: strings are single-quoted with `\\`, `'`,
-newline, carriage return and tab escaped, the rest of Unicode written as is, so no label can
-end a string or a statement; relationship types are backtick-quoted identifiers.
+own `kg_id`). A concept's literal attributes (issue #20) are node properties named as the
+ontology spells the relation (numbers as numbers; several values as a list). Every value is
+a literal built here: strings are single-quoted with `\\`, `'`, newline, carriage return and
+tab escaped, the rest of Unicode written as is, so no label can end a string or a statement;
+relationship types and property names are backtick-quoted identifiers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import groupby
 from typing import TextIO, TypeVar
 
-from kg.export.source import TYPE_COLUMN, Edge, GraphSource, Node
+from kg.export.source import TYPE_COLUMN, AttributeColumn, Edge, GraphSource, Node
 
 BATCH = 500
 T = TypeVar("T")
@@ -24,7 +26,8 @@ CONSTRAINT = ("CREATE CONSTRAINT kg_concept_id IF NOT EXISTS "
 NODE_STATEMENT = ("UNWIND {rows} AS row MERGE (n:Concept {{kg_id: row.id}}) "
                   "SET n.label = row.label, n.description = row.description, "
                   "n.aliases = row.aliases, n.search_terms = row.search_terms, "
-                  "n.evidence = row.evidence, n.documents = row.documents{extra};\n")
+                  "n.evidence = row.evidence, n.documents = row.documents{extra}, "
+                  "n += row.attributes;\n")
 EDGE_STATEMENT = ("UNWIND {rows} AS row MATCH (a:Concept {{kg_id: row.source}}) "
                   "MATCH (b:Concept {{kg_id: row.target}}) "
                   "MERGE (a)-[r:{type} {{kg_id: row.id}}]->(b) "
@@ -51,6 +54,9 @@ def _value(value: object) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{identifier(str(k))}: {_value(v)}"
+                               for k, v in value.items()) + "}"
     return string(str(value))
 
 
@@ -69,12 +75,18 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def node_row(n: Node) -> dict[str, object]:
+def node_row(n: Node, columns: Sequence[AttributeColumn] = ()) -> dict[str, object]:
     row: dict[str, object] = {
         "id": n.id, "label": n.label, "description": n.description, "aliases": n.aliases,
         "search_terms": n.search_terms, "evidence": n.evidence, "documents": n.documents}
     if TYPE_COLUMN is not None:
         row["type"] = n.type
+    attributes: dict[str, object] = {}
+    for column in columns:
+        values = column.values(n)
+        if values:
+            attributes[column.key] = values if column.multi else values[0]
+    row["attributes"] = attributes
     return row
 
 
@@ -90,8 +102,10 @@ def write(source: GraphSource, out: TextIO, batch: int = BATCH) -> tuple[int, in
     out.write(CONSTRAINT)
     extra = ", n.type = row.type" if TYPE_COLUMN is not None else ""
     nodes = edges = 0
+    columns = source.attribute_columns(set(node_row(Node(0, "", "", [])))
+                                       | {"kg_id", "type"})
     for node_batch in _batches(source.nodes(), batch):
-        literal = "[" + ", ".join(_map(node_row(n)) for n in node_batch) + "]"
+        literal = "[" + ", ".join(_map(node_row(n, columns)) for n in node_batch) + "]"
         out.write(NODE_STATEMENT.format(rows=literal, extra=extra))
         nodes += len(node_batch)
     for edge_batch in _batches(source.edges(), batch):

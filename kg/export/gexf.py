@@ -1,12 +1,15 @@
 """GEXF 1.2 (Gephi's own format, read by networkx): nodes with `label`, edges with the
-relationship type as `label` and the confidence as `weight`, the rest as declared attributes."""
+relationship type as `label` and the confidence as `weight`, the rest as declared attributes;
+a concept's literal attributes (issue #20) too, under the ontology relation's name (a number
+where every value is one, else text; several values on one concept as a JSON list)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TextIO
 
-from kg.export.source import TYPE_COLUMN, Edge, GraphSource, Node
+from kg.export.source import TYPE_COLUMN, AttributeColumn, Edge, GraphSource, Node
 from kg.export.xmltext import attr
 
 HEADER = """<?xml version="1.0" encoding="UTF-8"?>
@@ -24,11 +27,16 @@ EDGE_ATTRIBUTES = [("type", "string"), ("category", "string"), ("direction", "st
                    ("confidence", "double"), ("evidence", "integer"), ("kg_id", "long")]
 
 
-def _declarations() -> str:
-    node_attributes = NODE_ATTRIBUTES + ([("type", "string")] if TYPE_COLUMN is not None else [])
+def _node_attributes() -> list[tuple[str, str]]:
+    return NODE_ATTRIBUTES + ([("type", "string")] if TYPE_COLUMN is not None else [])
+
+
+def _declarations(columns: Sequence[AttributeColumn] = ()) -> str:
     parts = ['    <attributes class="node">\n']
     parts += [f'      <attribute id="n_{name}" title="{name}" type="{kind}"/>\n'
-              for name, kind in node_attributes]
+              for name, kind in _node_attributes()]
+    parts += [f'      <attribute id="a{i}" title={attr(c.key)} type="{c.xml_type}"/>\n'
+              for i, c in enumerate(columns)]
     parts.append('    </attributes>\n    <attributes class="edge">\n')
     parts += [f'      <attribute id="e_{name}" title="{name}" type="{kind}"/>\n'
               for name, kind in EDGE_ATTRIBUTES]
@@ -36,9 +44,20 @@ def _declarations() -> str:
     return "".join(parts)
 
 
-def node(n: Node) -> str:
+def _attributes(n: Node, columns: Sequence[AttributeColumn]) -> str:
+    parts = []
+    for i, column in enumerate(columns):
+        values = column.values(n)
+        if values:
+            value = json.dumps(values, ensure_ascii=False) if column.multi else str(values[0])
+            parts.append(f'<attvalue for="a{i}" value={attr(value)}/>')
+    return "".join(parts)
+
+
+def node(n: Node, columns: Sequence[AttributeColumn] = ()) -> str:
     kind = (f'<attvalue for="n_type" value={attr(n.type)}/>'
             if TYPE_COLUMN is not None and n.type is not None else "")
+    kind += _attributes(n, columns)
     return (f'      <node id="c{n.id}" label={attr(n.label)}><attvalues>'
             f'<attvalue for="n_description" value={attr(n.description)}/>'
             f'<attvalue for="n_aliases" value={attr(json.dumps(n.aliases, ensure_ascii=False))}/>'
@@ -63,11 +82,13 @@ def edge(e: Edge) -> str:
 def write(source: GraphSource, out: TextIO) -> tuple[int, int]:
     """Write the whole document; returns (nodes, edges)."""
     out.write(HEADER)
-    out.write(_declarations())
+    columns = source.attribute_columns({name for name, _kind in _node_attributes()}
+                                       | {"label"})
+    out.write(_declarations(columns))
     out.write("    <nodes>\n")
     nodes = edges = 0
     for n in source.nodes():
-        out.write(node(n))
+        out.write(node(n, columns))
         nodes += 1
     out.write("    </nodes>\n    <edges>\n")
     for e in source.edges():

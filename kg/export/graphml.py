@@ -1,14 +1,17 @@
 """GraphML (networkx, Gephi, yEd, Cytoscape): one <node> per concept, one <edge> per
 relationship, attributes declared once as <key>s. Lists (aliases, search terms) are JSON text,
-since GraphML attribute values are scalars."""
+since GraphML attribute values are scalars. A concept's literal attributes (issue #20) are node
+data under the ontology relation's name: a number where every value is one, else text; a name
+with several values on one concept holds them as a JSON list."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TextIO
 
-from kg.export.source import TYPE_COLUMN, Edge, GraphSource, Node
-from kg.export.xmltext import text
+from kg.export.source import TYPE_COLUMN, AttributeColumn, Edge, GraphSource, Node
+from kg.export.xmltext import attr, text
 
 HEADER = """<?xml version="1.0" encoding="UTF-8"?>
 <graphml xmlns="http://graphml.graphdrawing.org/xmlns"
@@ -23,18 +26,35 @@ EDGE_KEYS = [("label", "string"), ("type", "string"), ("category", "string"),
              ("kg_id", "long")]
 
 
-def _keys() -> str:
-    node_keys = NODE_KEYS + ([("type", "string")] if TYPE_COLUMN is not None else [])
+def _node_keys() -> list[tuple[str, str]]:
+    return NODE_KEYS + ([("type", "string")] if TYPE_COLUMN is not None else [])
+
+
+def _keys(columns: Sequence[AttributeColumn] = ()) -> str:
     lines = [f'  <key id="n_{name}" for="node" attr.name="{name}" attr.type="{kind}"/>'
-             for name, kind in node_keys]
+             for name, kind in _node_keys()]
+    lines += [f'  <key id="a{i}" for="node" attr.name={attr(c.key)} '
+              f'attr.type="{c.xml_type}"/>' for i, c in enumerate(columns)]
     lines += [f'  <key id="e_{name}" for="edge" attr.name="{name}" attr.type="{kind}"/>'
               for name, kind in EDGE_KEYS]
     return "\n".join(lines) + "\n"
 
 
-def node(n: Node) -> str:
+def _attributes(n: Node, columns: Sequence[AttributeColumn]) -> str:
+    parts = []
+    for i, column in enumerate(columns):
+        values = column.values(n)
+        if not values:
+            continue
+        value = json.dumps(values, ensure_ascii=False) if column.multi else str(values[0])
+        parts.append(f'<data key="a{i}">{text(value)}</data>')
+    return "".join(parts)
+
+
+def node(n: Node, columns: Sequence[AttributeColumn] = ()) -> str:
     kind = (f'<data key="n_type">{text(n.type)}</data>'
             if TYPE_COLUMN is not None and n.type is not None else "")
+    kind += _attributes(n, columns)
     return (f'    <node id="c{n.id}"><data key="n_label">{text(n.label)}</data>'
             f'<data key="n_description">{text(n.description)}</data>'
             f'<data key="n_aliases">{text(json.dumps(n.aliases, ensure_ascii=False))}</data>'
@@ -58,11 +78,12 @@ def edge(e: Edge) -> str:
 def write(source: GraphSource, out: TextIO) -> tuple[int, int]:
     """Write the whole document; returns (nodes, edges)."""
     out.write(HEADER)
-    out.write(_keys())
+    columns = source.attribute_columns({name for name, _kind in _node_keys()})
+    out.write(_keys(columns))
     out.write('  <graph id="kg" edgedefault="directed">\n')
     nodes = edges = 0
     for n in source.nodes():
-        out.write(node(n))
+        out.write(node(n, columns))
         nodes += 1
     for e in source.edges():
         out.write(edge(e))

@@ -1,13 +1,13 @@
 """JSON Lines: one object per concept, then one per relationship, each with its evidence
 (quote, document, character offsets, run; page and box on the image for OCR text, else
-null)."""
+null); a concept also with its literal attributes, each with its own evidence."""
 
 from __future__ import annotations
 
 import json
 from typing import TextIO
 
-from kg.export.source import Edge, GraphSource, Node, Quote
+from kg.export.source import Attribute, Edge, GraphSource, Node, Quote
 
 
 def _evidence(quotes: list[Quote]) -> list[dict[str, object]]:
@@ -16,11 +16,18 @@ def _evidence(quotes: list[Quote]) -> list[dict[str, object]]:
             for q in quotes]
 
 
+def _attribute(a: Attribute) -> dict[str, object]:
+    return {"name": a.name, "datatype": a.datatype, "value": a.value,
+            "normalised": a.normalised, "evidence_count": a.evidence,
+            "evidence": _evidence(a.quotes)}
+
+
 def node(n: Node) -> str:
     return json.dumps({
         "kind": "concept", "id": n.id, "label": n.label, "description": n.description,
         "search_terms": n.search_terms, "aliases": n.aliases, "type": n.type,
         "evidence_count": n.evidence, "documents": n.documents,
+        "attributes": [_attribute(a) for a in n.attributes],
         "evidence": _evidence(n.quotes)}, ensure_ascii=False) + "\n"
 
 

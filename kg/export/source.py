@@ -1,4 +1,5 @@
-"""The rows every export format writes: concepts and relationships, streamed in id order.
+"""The rows every export format writes: concepts (with their literal attributes) and
+relationships, streamed in id order.
 
 Keyset pagination (`WHERE id > last ORDER BY id LIMIT n`) reads a batch at a time, with the
 batch's aliases and evidence counts fetched by `IN` queries, so memory follows the batch size
@@ -22,9 +23,11 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from kg import sourcemap
 from kg.db.models import (
+    AttributeEvidence,
     Chunk,
     Concept,
     ConceptAlias,
+    ConceptAttribute,
     Document,
     Evidence,
     Relationship,
@@ -72,6 +75,62 @@ class Quote:
 
 
 @dataclass(slots=True)
+class Attribute:
+    """A literal value of a concept (issue #20), under the ontology relation's name."""
+
+    name: str
+    datatype: str  # string | number | date | year
+    value: str  # verbatim, as first seen
+    normalised: str
+    evidence: int = 0
+    quotes: list[Quote] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AttributeColumn:
+    """One attribute name as a property of the node formats (GraphML, GEXF, CSV, Cypher),
+    which declare their properties before the first node."""
+
+    name: str  # as the ontology spells it
+    key: str  # the property's name: `name`, prefixed where it would hide a built-in one
+    datatype: str
+    multi: bool  # some concept has more than one value: the property is a list
+    numeric: str | None  # "long" or "double" when every value is such a number, else None
+
+    def typed(self, normalised: str) -> object:
+        """The value as the property's type: an int or float for a numeric column, else text."""
+        if self.numeric == "long":
+            return int(normalised)
+        if self.numeric == "double":
+            return float(normalised)
+        return normalised
+
+    @property
+    def xml_type(self) -> str:
+        """The type GraphML and GEXF declare: a list or text is a string."""
+        if self.multi or self.numeric is None:
+            return "string"
+        return self.numeric  # long | double
+
+    def values(self, node: Node) -> list[object]:
+        return [self.typed(a.normalised) for a in node.attributes if a.name == self.name]
+
+
+def _number_kind(normalised: str) -> str | None:
+    """"long" for an integer, "double" for another number, None for text."""
+    try:
+        int(normalised)
+        return "long"
+    except ValueError:
+        pass
+    try:
+        float(normalised)
+    except ValueError:
+        return None
+    return "double"
+
+
+@dataclass(slots=True)
 class Node:
     id: int
     label: str
@@ -82,6 +141,7 @@ class Node:
     documents: int = 0
     type: str | None = None
     quotes: list[Quote] = field(default_factory=list)
+    attributes: list[Attribute] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -152,14 +212,19 @@ class GraphSource:
     def _evidence_scope(self) -> list[ColumnElement[bool]]:
         return [self._valid(Evidence), *self._narrowing()]
 
-    def _narrowing(self) -> list[ColumnElement[bool]]:
+    def _narrowing(self, evidence: Any = Evidence) -> list[ColumnElement[bool]]:
         conditions: list[ColumnElement[bool]] = []
         if self.scope.run is not None:
-            conditions.append(Evidence.run_id == self.scope.run)
+            conditions.append(evidence.run_id == self.scope.run)
         if self.document_ids is not None:
             chunks = select(Chunk.id).where(Chunk.document_id.in_(self.document_ids))
-            conditions.append(Evidence.chunk_id.in_(chunks))
+            conditions.append(evidence.chunk_id.in_(chunks))
         return conditions
+
+    def _attribute_scope(self) -> list[ColumnElement[bool]]:
+        """An attribute is exported with its evidence in the scope (and valid, as of then)."""
+        return [self._valid(ConceptAttribute), self._valid(AttributeEvidence),
+                *self._narrowing(AttributeEvidence)]
 
     def _member(self, column: Any, ids: list[int]) -> ColumnElement[bool]:
         """`column IN ids`; on PostgreSQL as `= ANY(array)`, one parameter instead of a
@@ -212,6 +277,7 @@ class GraphSource:
             if self.quotes:
                 for cid, quote in self._quotes(Evidence.concept_id, ids):
                     nodes[cid].quotes.append(quote)
+            self._attributes(nodes)
             yield from nodes.values()
             last = rows[-1][0]
 
@@ -263,15 +329,73 @@ class GraphSource:
             yield from edges.values()
             last = rows[-1][0]
 
-    def _quotes(self, key: Any, ids: list[int]) -> Iterator[tuple[int, Quote]]:
+    # -- attributes --------------------------------------------------------------------
+    def _attributes(self, nodes: dict[int, Node]) -> None:
+        """The batch's literal attributes, with evidence counts (and quotes)."""
+        ids = list(nodes)
+        found = self.conn.execute(
+            select(ConceptAttribute.id, ConceptAttribute.concept_id, ConceptAttribute.name,
+                   ConceptAttribute.datatype, ConceptAttribute.value,
+                   ConceptAttribute.normalised, func.count(AttributeEvidence.id))
+            .join(AttributeEvidence, AttributeEvidence.attribute_id == ConceptAttribute.id)
+            .where(self._member(ConceptAttribute.concept_id, ids), *self._attribute_scope())
+            .group_by(ConceptAttribute.id, ConceptAttribute.concept_id, ConceptAttribute.name,
+                      ConceptAttribute.datatype, ConceptAttribute.value,
+                      ConceptAttribute.normalised)
+            .order_by(ConceptAttribute.concept_id, ConceptAttribute.name,
+                      ConceptAttribute.normalised)).all()
+        by_id: dict[int, Attribute] = {}
+        for aid, cid, name, datatype, value, normalised, count in found:
+            by_id[aid] = Attribute(name, datatype, value, normalised, count)
+            nodes[cid].attributes.append(by_id[aid])
+        if self.quotes and by_id:
+            for aid, quote in self._quotes(AttributeEvidence.attribute_id, list(by_id),
+                                           AttributeEvidence):
+                by_id[aid].quotes.append(quote)
+
+    def attribute_columns(self, reserved: set[str]) -> list[AttributeColumn]:
+        """Every attribute name the export will hold, as a declared property (one pass over
+        the attributes, before the nodes); `reserved`: the format's own property names."""
+        query = (select(ConceptAttribute.name, ConceptAttribute.datatype,
+                        ConceptAttribute.concept_id, ConceptAttribute.normalised)
+                 .where(ConceptAttribute.collection_id == self.collection,
+                        exists().where(AttributeEvidence.attribute_id == ConceptAttribute.id,
+                                       *self._attribute_scope()))
+                 .order_by(ConceptAttribute.name, ConceptAttribute.concept_id))
+        seen: dict[str, tuple[set[str], bool, set[str | None]]] = {}
+        last: tuple[str, int] | None = None
+        for name, datatype, concept_id, normalised in self.conn.execute(query):
+            kinds, multi, numbers = seen.setdefault(name, (set(), False, set()))
+            multi = multi or last == (name, concept_id)
+            kinds.add(datatype)
+            if datatype in ("number", "year"):
+                numbers.add(_number_kind(normalised))
+            else:
+                numbers.add(None)
+            seen[name] = (kinds, multi, numbers)
+            last = (name, concept_id)
+        columns = []
+        for name, (kinds, multi, numbers) in seen.items():
+            numeric = None
+            if None not in numbers:
+                numeric = "double" if "double" in numbers else "long"
+            key = name if name not in reserved else f"attr_{name}"
+            columns.append(AttributeColumn(name, key, kinds.pop() if len(kinds) == 1
+                                           else "string", multi, numeric))
+        return columns
+
+    def _quotes(self, key: Any, ids: list[int],
+                evidence: Any = Evidence) -> Iterator[tuple[int, Quote]]:
+        scope = (self._evidence_scope() if evidence is Evidence
+                 else [self._valid(evidence), *self._narrowing(evidence)])
         rows = self.conn.execute(
-            select(key, Evidence.quote, Document.path, Evidence.char_start,
-                   Evidence.char_end, Evidence.run_id, Document.id,
+            select(key, evidence.quote, Document.path, evidence.char_start,
+                   evidence.char_end, evidence.run_id, Document.id,
                    Document.source_map.is_not(None))
-            .join(Chunk, Chunk.id == Evidence.chunk_id)
+            .join(Chunk, Chunk.id == evidence.chunk_id)
             .join(Document, Document.id == Chunk.document_id)
-            .where(self._member(key, ids), *self._evidence_scope())
-            .order_by(key, Evidence.id)).all()
+            .where(self._member(key, ids), *scope)
+            .order_by(key, evidence.id)).all()
         maps = self._source_maps({row[6] for row in rows if row[7]})
         for owner, quote, path, start, end, run_id, document_id, _mapped in rows:
             item = Quote(quote, path, start, end, run_id)

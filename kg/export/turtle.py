@@ -2,6 +2,12 @@
 skos:altLabel, a relationship both a direct triple (`concept type concept`) and a resource
 `<base>relationship/ID` carrying its confidence and evidence count.
 
+A concept's literal attributes (issue #20) are triples `concept <base>type/NAME literal`, the
+predicate named as the ontology spells the relation, the literal typed by its normalised form:
+xsd:integer or xsd:decimal (xsd:double with an exponent) for numbers, xsd:gYear for years,
+xsd:date / xsd:gYearMonth / xsd:gYear for dates, a plain string otherwise (also for a value
+whose normal form is unknown: it is kept as the text wrote it).
+
 IRIs come from database ids and the base IRI only, so two exports of the same graph name
 every concept and relationship the same way (renames and new evidence do not change them).
 """
@@ -13,7 +19,7 @@ from typing import TextIO
 from urllib.parse import quote
 
 from kg.errors import UsageError
-from kg.export.source import TYPE_COLUMN, Edge, GraphSource, Node
+from kg.export.source import TYPE_COLUMN, Attribute, Edge, GraphSource, Node
 
 DEFAULT_BASE = "urn:kg:"
 _ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t",
@@ -21,6 +27,14 @@ _ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 # Characters an IRIREF may not contain (Turtle grammar), plus space.
 _BAD_IRI = re.compile(r'[\x00-\x20<>"{}|^`\\]')
+# Lexical forms of the XSD types a normalised value (kg.extraction.literals) may have.
+_XSD_FORMS = {
+    "number": ((re.compile(r"[-+]?\d+"), "integer"), (re.compile(r"[-+]?\d*\.\d+"), "decimal"),
+               (re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+"), "double")),
+    "year": ((re.compile(r"-?\d{4,}"), "gYear"),),
+    "date": ((re.compile(r"-?\d{4,}-\d{2}-\d{2}"), "date"),
+             (re.compile(r"-?\d{4,}-\d{2}"), "gYearMonth"), (re.compile(r"-?\d{4,}"), "gYear")),
+}
 
 
 def literal(value: str) -> str:
@@ -28,6 +42,18 @@ def literal(value: str) -> str:
     escaped = value.translate(_ESCAPES)
     escaped = _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04X}", escaped)
     return f'"{escaped}"'
+
+
+def typed_literal(a: Attribute) -> str:
+    """An attribute's normalised value as a Turtle literal of its XSD type (plain text when
+    it has none: a string, or a value whose normal form is unknown)."""
+    value = a.normalised
+    if a.datatype == "year" and re.fullmatch(r"\d{1,3}", value):
+        value = value.zfill(4)  # gYear wants four digits
+    for form, xsd in _XSD_FORMS.get(a.datatype, ()):
+        if form.fullmatch(value):
+            return f"{literal(value)}^^xsd:{xsd}"
+    return literal(a.normalised)
 
 
 def check_base(base: str) -> str:
@@ -50,8 +76,10 @@ def type_iri(base: str, name: str) -> str:
     return f"<{base}type/{quote(name, safe='')}>"
 
 
-def node(n: Node) -> str:
+def node(n: Node, base: str = DEFAULT_BASE) -> str:
     parts = [f"concept:{n.id} a kg:Concept", f"rdfs:label {literal(n.label)}"]
+    for a in n.attributes:
+        parts.append(f"{type_iri(base, a.name)} {typed_literal(a)}")
     if n.aliases:
         parts.append("skos:altLabel " + ", ".join(literal(a) for a in n.aliases))
     if n.description:
@@ -83,7 +111,7 @@ def write(source: GraphSource, out: TextIO, base: str = DEFAULT_BASE) -> tuple[i
     out.write(prefixes(base))
     nodes = edges = 0
     for n in source.nodes():
-        out.write(node(n))
+        out.write(node(n, base))
         nodes += 1
     for e in source.edges():
         out.write(edge(base, e))

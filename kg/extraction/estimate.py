@@ -5,11 +5,15 @@ together by the profile's extractor (no server is asked). Prompt tokens are the 
 of those messages, scaled by how the profile's model counted earlier prompts when there are
 such calls; completion tokens and time come from the model's past calls too. Calls assume one
 valid reply per chunk (retries cannot be foreseen), minus the chunks the call cache answers.
+Images are read by the reader a run would choose: Tesseract is run (offline, free, the real
+text); a vision model is not asked, each description is taken as long as its past ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,7 @@ from kg.db import Database
 from kg.db.models import Call, Chunk
 from kg.db.prices import cost, money, prices_by_name
 from kg.errors import NotFoundError
-from kg.extraction import loaders, plan
+from kg.extraction import loaders, plan, vision
 from kg.extraction.cache import hits as cache_hits
 from kg.extraction.cache import request_key
 from kg.extraction.chunking import ChunkingOptions, chunk_text
@@ -53,6 +57,13 @@ class Estimate:
     cost: float = 0.0
     compare_to: str | None = None
     reference_cost: float | None = None
+    # Images and pages without a text layer (issue #25): the reader a run would use, the pages
+    # it would read, and (vision model, never asked by a dry run) its estimated tokens.
+    reader: str = "none: no images or PDF files"
+    reads: int = 0
+    read_prompt_tokens: int = 0
+    read_completion_tokens: int = 0
+    read_source: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -102,7 +113,7 @@ def estimate(db: Database, paths: list[Path], *, recursive: bool = False,
     """Plan a run over these paths without any LLM call or database write."""
     chunking = chunking or ChunkingOptions()
     files = plan.discover(paths, recursive)
-    with db.session() as session:
+    with db.session() as session, contextlib.ExitStack() as stack:
         extractor = build(session, profile, models_dir, check=False)  # no request is sent
         try:
             settings = extractor.settings
@@ -113,15 +124,30 @@ def estimate(db: Database, paths: list[Path], *, recursive: bool = False,
                                     "--completion Y`")
             result = Estimate(settings.profile_name, settings.model, compare_to=compare_to)
             local = 0
+            read_cost = Decimal(0)
+            # The reader a run would choose (vision profile or OCR); the vision model is not
+            # asked: DryDescriber stands in with its past descriptions' length.
+            reader = stack.enter_context(vision.reader_for(db, files, models_dir, profile,
+                                                           dry=True))
             for path in files:
                 sha = loaders.sha256_file(path)
                 if sha is not None and not force and plan.is_unchanged(db, path, sha):
                     result.unchanged.append(str(path))
                     continue
-                loaded = loaders.load(path)
+                loaded = reader.load(path)
+                if reader.choice is not None and vision.needs_reader([path]):
+                    result.reader = reader.choice.describe_reader()
+                    if isinstance(reader.current, vision.DryDescriber):
+                        result.read_source = reader.current.source
                 if isinstance(loaded, loaders.Skipped):
                     result.skipped.append((str(path), loaded.reason))
                     continue
+                result.reads += len(loaded.reads)
+                for read in loaded.reads:
+                    result.read_prompt_tokens += read.prompt_tokens
+                    result.read_completion_tokens += read.completion_tokens
+                    read_cost += cost(read.prompt_tokens, read.completion_tokens,
+                                      prices.get(read.model))
                 result.documents += 1
                 for chunk in chunk_text(loaded.text, chunking, loaded.boundaries):
                     result.chunks += 1
@@ -151,7 +177,7 @@ def estimate(db: Database, paths: list[Path], *, recursive: bool = False,
         result.speed_source = (f"{history.seconds_per_call:.2f}s per call over {history.calls}"
                                f" earlier calls, {settings.max_parallel} at once")
     result.cost = money(cost(result.prompt_tokens, result.completion_tokens,
-                              prices.get(settings.model)))
+                              prices.get(settings.model)) + read_cost)
     if compare_to is not None:
         result.reference_cost = money(cost(result.prompt_tokens, result.completion_tokens,
                                             prices[compare_to]))

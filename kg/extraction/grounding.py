@@ -4,6 +4,8 @@ Quotes are the chunk's sentences (long ones cut at clause boundaries); labels an
 ends are candidate spans from an offline, rule-based noun-phrase splitter: capitalised
 sequences, then runs of words between stopwords and punctuation. Each value is verbatim text of
 the chunk, so a label is text by construction and an end is always one of the labels offered.
+In the `triples` shape laid out sentence by sentence (the small-model shape), a sentence's
+rows offer the relations whose name it echoes (one echoed relation: its other rows the rest).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kg.extraction.chunking import sentence_spans
+from kg.extraction.vocabulary import CAMEL, stem_word
 
 MAX_CANDIDATES = 64
 MAX_QUOTES = 48
@@ -42,6 +45,11 @@ several various every another its
 """))
 IRREGULAR = frozenset(str.split("""was were wrote made built found took gave became began led
 met knew saw went came said told held left lost won grew drew ran sent spoke"""))
+# Forms whose stem differs from the noun a relation name uses ("born" -> birthPlace).
+IRREGULAR_FORMS = {"born": "birth", "died": "death", "dies": "death", "dead": "death",
+                   "wrote": "writer", "written": "writer", "led": "leader", "leads": "leader"}
+CUE_WORD = re.compile(r"[a-z][a-z0-9]*")
+CUE_PREFIX = 5  # "located"/"location" and "runways"/"runway" meet on their first letters
 WORD = re.compile(r"[^\W_](?:[\w'’&-]*[^\W_])?")
 # A full stop ends a clause, except after an initial ("Aaron S. Daggett").
 BREAK = re.compile(r"[,;:()\[\]{}\"“”!?]|(?<!\b[A-Z])\.(?=\s|$)|\s[-–—]\s")
@@ -248,6 +256,48 @@ def _apart(label: str, labels: list[str]) -> list[str]:
     return [o for o in labels if o.casefold() not in key and key not in o.casefold()]
 
 
+def _cue_keys(text: str) -> list[str]:
+    """The content words of a sentence or a relation name (camelCase split), as short stems."""
+    words = CUE_WORD.findall(CAMEL.sub(" ", text).casefold())
+    return [stem_word(IRREGULAR_FORMS.get(w, w))[:CUE_PREFIX] for w in words
+            if len(w) >= 3 and w not in STOPWORDS]
+
+
+def cued_relations(sentence: str, relations: list[str]) -> list[str]:
+    """The relations whose name the sentence echoes ("is located in" -> location), the
+    best-echoed first, else in the ontology's order; none when the sentence names none."""
+    keys = set(_cue_keys(sentence))
+    scored = []
+    for i, name in enumerate(relations):
+        words = _cue_keys(name)
+        hits = sum(w in keys for w in words)
+        if hits:
+            scored.append((-hits / len(words), i, name))
+    return [name for *_, name in sorted(scored)]
+
+
+def _with_relations(item: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    relation = item["properties"]["relation"]
+    return {**item, "properties": {**item["properties"], "relation": {**relation,
+                                                                     "enum": names}}}
+
+
+def _sentence_rows(item: dict[str, Any], sentence: str) -> list[dict[str, Any]]:
+    """The rows of one sentence. When a strict ontology's relations are an enum and the
+    sentence echoes some, its rows pick among those: among dozens a small model picks a
+    label nearly at random (benchmarks/recall/BASELINE.md). A sentence echoing one relation
+    gives its other rows the rest: two rows would repeat one triple, and a sentence's second
+    fact is often unsaid (`country`)."""
+    every = item["properties"].get("relation", {}).get("enum") or []
+    cued = cued_relations(sentence, every)
+    rest = [name for name in every if name not in cued]
+    if not cued or not rest:
+        return [item] * TRIPLES_PER_SENTENCE
+    others = cued if len(cued) > 1 else rest
+    return [_with_relations(item, cued),
+            *[_with_relations(item, others)] * (TRIPLES_PER_SENTENCE - 1)]
+
+
 @dataclass(frozen=True)
 class Grounded:
     """The schema sent for one chunk, and whether grounding fell back to free text."""
@@ -283,9 +333,9 @@ def grounded_schema(base: dict[str, Any], text: str, *, max_label: int = 60,
             rows = []
             for sentence in sentences:
                 inside = [label for label in labels if label in sentence]
-                rows += [_triple_items(node["items"], labels, [sentence],
+                rows += [_triple_items(row, labels, [sentence],
                                        inside if len(inside) > 1 else None)
-                         ] * TRIPLES_PER_SENTENCE
+                         for row in _sentence_rows(node["items"], sentence)]
             node.pop("maxItems", None)
             node.update({"prefixItems": rows, "items": False, "minItems": len(rows),
                          "maxItems": len(rows)})

@@ -185,7 +185,7 @@ class _Ingestion:
 
         try:
             plan.add_files(self.db, files, request.chunking, request.force, summary,
-                           start_run, self.on_planning)
+                           start_run, self.on_planning, profile=request.profile)
         except KeyboardInterrupt as exc:
             if opened is not None:
                 opened.extractor.close()

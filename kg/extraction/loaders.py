@@ -66,20 +66,38 @@ Page = ocr.OcrPage | ocr.DescribedPage
 class ImageReader(Protocol):
     """What reads images and PDF pages without a text layer: Tesseract (OcrReader) or a vision
     profile's model (kg.extraction.vision.Describer). Both raise ocr.Unreadable with the
-    file's one-line skip reason."""
+    file's one-line skip reason. `page_images`: also read the pictures of PDF pages that have
+    a text layer (the profile setting)."""
+
+    @property
+    def what(self) -> str: ...  # who reads, for messages: "OCR", "the vision model"
+
+    @property
+    def page_images(self) -> bool: ...
 
     def read_image(self, data: bytes) -> list[tuple[Page, ReadCall]]: ...
 
     def read_pdf_pages(self, data: bytes,
                        numbers: list[int]) -> dict[int, tuple[Page, ReadCall]]: ...
 
+    def read_picture(self, image: Any, number: int) -> tuple[Page, ReadCall]: ...
+
 
 class OcrReader:
     """The default reader: offline OCR (kg.extraction.ocr), one 'ocr' call per page."""
 
+    what = "OCR"
+
+    def __init__(self, page_images: bool = False) -> None:
+        self.page_images = page_images
+
     @staticmethod
     def _call(page: ocr.OcrPage) -> ReadCall:
         return ReadCall("ocr", page.number, "tesseract", "tesseract", page.seconds)
+
+    def read_picture(self, image: Any, number: int) -> tuple[Page, ReadCall]:
+        page = ocr.ocr_image(image, number)
+        return page, self._call(page)
 
     def read_image(self, data: bytes) -> list[tuple[Page, ReadCall]]:
         return [(p, self._call(p)) for p in ocr.read_image(data)]
@@ -311,12 +329,52 @@ def _pdf(path: Path, data: bytes, sha: str, reader: ImageReader) -> LoadedDocume
                         exc)
             found, scanned = {}, []
         read = [(n, found.get(n, page)) for n, page in read]
+    pictured = False
+    if reader.page_images:
+        read, picture_calls = _page_pictures(path, data, read, reader)
+        calls += picture_calls
+        pictured = bool(picture_calls)
     text, boundaries, source_map = ocr.assemble(read)
     if not text.strip():
         return Skipped(path, f"PDF has no text: no text layer, and OCR found none on its "
                              f"{len(pages)} page(s) (pictures only?)")
     return LoadedDocument(path, "pdf", text, sha, len(data), boundaries,
-                          source_map if scanned else None, calls)
+                          source_map if scanned or pictured else None, calls)
+
+
+def _page_pictures(path: Path, data: bytes, read: list[tuple[int, str | Page]],
+                   reader: ImageReader) -> tuple[list[tuple[int, Any]], list[ReadCall]]:
+    """Pages with a text layer get the readings of their pictures appended (ocr.TextPage);
+    a picture that cannot be read is left out with a warning, the page keeps its text."""
+    out: list[tuple[int, Any]] = []
+    calls: list[ReadCall] = []
+    stopped: str | None = None  # no Tesseract, or a model that cannot see: no use trying on
+    for number, page in read:
+        if not isinstance(page, str) or not page.strip() or stopped:
+            out.append((number, page))
+            continue
+        try:
+            found = ocr.pdf_pictures(data, number)
+        except ocr.Unreadable as exc:
+            log.warning("%s: %s", path, exc)
+            out.append((number, page))
+            continue
+        text_page = ocr.TextPage(number, page, found.width, found.height, found.dpi)
+        for picture in found.pictures:
+            try:
+                if stopped is None:
+                    read_page, call = reader.read_picture(picture.image, number)
+                    text_page.pictures.append((picture.box, read_page))
+                    calls.append(call)
+            except ocr.Unreadable as exc:
+                log.warning("%s: a picture on page %d not read: %s", path, number, exc)
+            except UsageError as exc:
+                stopped = str(exc)
+                log.warning("%s: pictures on pages with text not read: %s", path, exc)
+            finally:
+                picture.image.close()
+        out.append((number, text_page if text_page.pictures else page))
+    return out, calls
 
 
 def _image(path: Path, data: bytes, sha: str, reader: ImageReader) -> LoadedDocument | Skipped:
@@ -326,9 +384,13 @@ def _image(path: Path, data: bytes, sha: str, reader: ImageReader) -> LoadedDocu
         served = reader.read_image(data)
     except ocr.Unreadable as exc:
         return Skipped(path, str(exc))
-    text, boundaries, source_map = ocr.assemble([(p.number, p) for p, _call in served])
+    # Each block of an image (a slide's title, a group of bullets, a caption) is a preferred
+    # cut: the default chunk sizes keep a slide whole, `kg ingest --chunk-min 1` reads it block
+    # by block (what a small model needs: benchmarks/vision.py). Scanned PDF pages are not
+    # cut so: their blocks are a report's paragraphs, best read 700 tokens at a time.
+    text, boundaries, source_map = ocr.assemble([(p.number, p) for p, _call in served],
+                                                blocks=True)
     if not text.strip():
-        found = "OCR" if isinstance(reader, OcrReader) else "the vision model"
-        return Skipped(path, f"{found} found no text in the image")
+        return Skipped(path, f"{reader.what} found no text in the image")
     return LoadedDocument(path, "image", text, sha, len(data), boundaries, source_map,
                           [call for _page, call in served])

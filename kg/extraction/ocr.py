@@ -16,7 +16,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,39 @@ class DescribedPage:
     width: int
     height: int
     dpi: int | None = None
+
+
+@dataclass
+class Picture:
+    """A picture drawn on a PDF page that has a text layer, and its box on the page (pixels of
+    the page rendered at `dpi`)."""
+
+    image: Any
+    box: sourcemap.Box
+
+
+@dataclass
+class PagePictures:
+    """The pictures of one PDF page worth reading, and the size of the page they sit on."""
+
+    number: int
+    width: int
+    height: int
+    dpi: int
+    pictures: list[Picture] = field(default_factory=list)
+
+
+@dataclass
+class TextPage:
+    """A PDF page's text layer, then what the image reader read on each of its pictures
+    (appended after the text; each reading placed at its picture's box)."""
+
+    number: int
+    text: str
+    width: int
+    height: int
+    dpi: int
+    pictures: list[tuple[sourcemap.Box, OcrPage | DescribedPage]] = field(default_factory=list)
 
 
 def languages() -> str:
@@ -374,6 +407,68 @@ def render_pdf_page(data: bytes, number: int) -> tuple[Any, int]:
     return image, dpi
 
 
+# Pictures smaller than this on the page (points, 1/72 inch) or in pixels are rules, bullets,
+# logos and icons, not figures worth a reading; a page with more pictures than MAX_PICTURES
+# (a tiled scan, a mosaic) has its largest MAX_PICTURES read.
+PICTURE_MIN_POINTS = 36.0
+PICTURE_MIN_PIXELS = 32
+MAX_PICTURES = 16
+
+
+def pdf_pictures(data: bytes, number: int) -> PagePictures:
+    """The pictures on one PDF page (1-based), as drawn (masks and turns applied), with their
+    boxes in the page's pixels at PDF_DPI; raises Unreadable when the page cannot be parsed."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    found: list[tuple[float, Picture]] = []
+    with _pdfium:
+        try:
+            pdf = pdfium.PdfDocument(data)
+            try:
+                page = pdf[number - 1]
+                width_pt, height_pt = page.get_size()
+                scale = PDF_DPI / 72
+                for obj in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]):
+                    left, bottom, right, top = obj.get_bounds()
+                    px_width, px_height = obj.get_px_size()
+                    if (min(right - left, top - bottom) < PICTURE_MIN_POINTS
+                            or min(px_width, px_height) < PICTURE_MIN_PIXELS):
+                        continue
+                    if px_width * px_height > MAX_PIXELS:
+                        log.warning("page %d: a picture of %d x %d pixels is above kg's limit "
+                                    "of %d megapixels: not read", number, px_width, px_height,
+                                    MAX_PIXELS // 1_000_000)
+                        continue
+                    try:
+                        image = obj.get_bitmap(render=True).to_pil()
+                    except (pdfium.PdfiumError, ValueError) as exc:
+                        log.warning("page %d: a picture cannot be decoded (%s): not read",
+                                    number, _one_line(exc))
+                        continue
+                    box = (max(0, round(left * scale)), max(0, round((height_pt - top) * scale)),
+                           round(right * scale), round((height_pt - bottom) * scale))
+                    found.append(((right - left) * (top - bottom), Picture(image, box)))
+                page.close()
+            finally:
+                pdf.close()
+        except pdfium.PdfiumError as exc:
+            raise Unreadable(f"cannot read the pictures of PDF page {number} "
+                             f"({_one_line(exc)}); re-save or re-export it") from None
+    if len(found) > MAX_PICTURES:
+        log.warning("page %d has %d pictures: the %d largest are read", number, len(found),
+                    MAX_PICTURES)
+        kept = {id(p) for _area, p in sorted(found, key=lambda f: -f[0])[:MAX_PICTURES]}
+        for _area, picture in found:
+            if id(picture) not in kept:
+                picture.image.close()
+        found = [f for f in found if id(f[1]) in kept]
+    # Reading order: top to bottom, then left to right.
+    pictures = sorted((p for _area, p in found), key=lambda p: (p.box[1], p.box[0]))
+    return PagePictures(number, round(width_pt * scale), round(height_pt * scale), PDF_DPI,
+                        pictures)
+
+
 def read_pdf_pages(data: bytes, numbers: Iterable[int]) -> dict[int, OcrPage]:
     """OCR of the given PDF pages (1-based), rendered by render_pdf_page; raises Unreadable."""
     check_ready()
@@ -387,31 +482,70 @@ def read_pdf_pages(data: bytes, numbers: Iterable[int]) -> dict[int, OcrPage]:
     return pages
 
 
-def assemble(pages: list[tuple[int, str | OcrPage | DescribedPage]],
-             ) -> tuple[str, list[int], dict[str, Any]]:
+_BLOCK = re.compile(r"\n[ \t]*\n\s*(?=\S)")  # where a block of a read page starts
+
+
+def _placed(box: sourcemap.Box, page: OcrPage) -> Any:
+    """Maps a box of a picture's own pixels onto the page it is drawn on (its box there)."""
+    sx = (box[2] - box[0]) / max(page.width, 1)
+    sy = (box[3] - box[1]) / max(page.height, 1)
+
+    def place(b: sourcemap.Box) -> sourcemap.Box:
+        return (round(box[0] + b[0] * sx), round(box[1] + b[1] * sy),
+                round(box[0] + b[2] * sx), round(box[1] + b[3] * sy))
+    return place
+
+
+def assemble(pages: Sequence[tuple[int, str | OcrPage | DescribedPage | TextPage]],
+             blocks: bool = False) -> tuple[str, list[int], dict[str, Any]]:
     """The document text of numbered pages (a PDF's text layer or OCR), the offsets where each
-    page starts, and the source map; pages without text are left out."""
+    page (and each picture read on a text page) starts, and the source map; pages without text
+    are left out. `blocks`: each block of a read page (a paragraph: a slide's title, a group of
+    bullets, the 'Shown:' part of a description) is a boundary too."""
     parts: list[str] = []
     boundaries: list[int] = []
     listed: list[dict[str, Any]] = []
     words: list[list[Any]] = []
+    lines: dict[int, int] = {}
     offset = 0
     for number, page in pages:
-        text = page.strip() if isinstance(page, str) else page.text
-        if not text.strip():
-            continue
-        boundaries.append(offset)
-        entry: dict[str, Any] = {"page": number, "start": offset, "end": offset + len(text),
-                                 "reader": "text"}
-        if isinstance(page, OcrPage):
-            entry.update(reader="ocr", width=page.width, height=page.height, dpi=page.dpi)
-            words.extend([offset + w.start, offset + w.end, number, w.line, *w.box,
-                          w.confidence] for w in page.words)
-        elif isinstance(page, DescribedPage):
-            # A vision model's description: the page as a whole is the evidence (no boxes).
-            entry.update(reader="describe", width=page.width, height=page.height, dpi=page.dpi)
-        listed.append(entry)
-        parts.append(text + "\n\n")
-        offset += len(parts[-1])
+        pieces: list[tuple[OcrPage | DescribedPage | str, dict[str, Any]]] = []
+        if isinstance(page, TextPage):
+            # Every entry of the page carries its size: the page thumbnail scales boxes by it.
+            size = {"width": page.width, "height": page.height, "dpi": page.dpi}
+            pieces.append((page.text.strip(), size if page.pictures else {}))
+            pieces += [(read, {**size, "box": list(box)}) for box, read in page.pictures]
+        else:
+            pieces.append((page.strip() if isinstance(page, str) else page, {}))
+        for piece, extra in pieces:
+            text = piece if isinstance(piece, str) else piece.text
+            if not text.strip():
+                continue
+            boundaries.append(offset)
+            if blocks and not isinstance(piece, str):
+                boundaries += [offset + m.end() for m in _BLOCK.finditer(text)]
+            entry: dict[str, Any] = {"page": number, "start": offset, "end": offset + len(text),
+                                     "reader": "text", **extra}
+            if isinstance(piece, OcrPage):
+                entry.setdefault("width", piece.width)
+                entry.setdefault("height", piece.height)
+                entry.setdefault("dpi", piece.dpi)
+                entry["reader"] = "ocr"
+                place = _placed(extra["box"], piece) if "box" in extra else (lambda b: b)
+                # Lines are numbered per page: the pictures of one page continue the count.
+                base = lines.get(number, 0)
+                words.extend([offset + w.start, offset + w.end, number, base + w.line,
+                              *place(w.box), w.confidence] for w in piece.words)
+                lines[number] = base + 1 + max((w.line for w in piece.words), default=0)
+            elif isinstance(piece, DescribedPage):
+                # A vision model's description: the page (or the picture's box on it) as a
+                # whole is the evidence.
+                entry.setdefault("width", piece.width)
+                entry.setdefault("height", piece.height)
+                entry.setdefault("dpi", piece.dpi)
+                entry["reader"] = "describe"
+            listed.append(entry)
+            parts.append(text + "\n\n")
+            offset += len(parts[-1])
     return "".join(parts), boundaries, {"version": sourcemap.VERSION, "pages": listed,
                                         "words": words}

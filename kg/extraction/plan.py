@@ -172,18 +172,18 @@ def _write_chunks(conn: Connection, document_id: int, doc: loaders.LoadedDocumen
 
 def add_files(db: Database, files: list[Path], chunking: ChunkingOptions, force: bool,
               tally: Tally, start_run: Callable[[], int],
-              on_planning: Callable[[Planning], None] | None = None) -> None:
+              on_planning: Callable[[Planning], None] | None = None,
+              profile: str | None = None) -> None:
     """Add each changed, readable file to a run, counting in `tally` what became of each.
 
     `start_run` opens the run at the first file that needs one, so nothing is written while
     every file is unchanged or unreadable; the caller keeps the id it returned (also when this
-    raises half-way)."""
+    raises half-way). Images are read by the reader `profile` (None: the active one) chooses
+    (kg.extraction.vision.RunReader), chosen again before each file."""
     run_id: int | None = None
-    # Issue #25 (vision helper): images and PDF pages without a text layer are read by the
-    # active profile's vision profile when it names one (reader), else by Tesseract (None).
-    with vision.reader_for(db, files) as reader:
-        if reader is None and any(loaders.KINDS.get(p.suffix.lower()) == "image"
-                                  for p in files):
+    with vision.reader_for(db, files, profile=profile) as reader:
+        if (reader.choice is not None and reader.choice.chain is None
+                and any(loaders.KINDS.get(p.suffix.lower()) == "image" for p in files)):
             ocr.check_ready()  # no Tesseract: one line before any run exists, not a failed run
         for number, path in enumerate(files, 1):
             if on_planning:
@@ -192,7 +192,7 @@ def add_files(db: Database, files: list[Path], chunking: ChunkingOptions, force:
             if sha is not None and not force and is_unchanged(db, path, sha):
                 tally.unchanged.append(str(path))
                 continue
-            loaded = loaders.load(path, reader)  # issue #25: the reader of images
+            loaded = reader.load(path)  # the reader as the profile is now (hot reload)
             if isinstance(loaded, loaders.Skipped):
                 tally.skipped.append(SkippedFile(str(path), loaded.reason))
                 continue

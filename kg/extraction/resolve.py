@@ -1,23 +1,39 @@
 """Concept resolution: the same thing written differently becomes one concept with aliases.
 
-Pure decisions, no statements: `ConceptIndex` finds a spelling's concept, `GroupPlan` decides
-what a group of chunks adds (new concepts and edges, labels, aliases, confidences) in a way that
-does not depend on the order chunks arrive in; `store.GraphWriter` writes the plan.
+Pure decisions, no statements: `ConceptIndex` finds a spelling's concept with the signals and
+score `kg resolve` uses (kg.matching), `GroupPlan` decides what a group of chunks adds (new
+concepts and edges, labels, aliases, confidences) in a way that does not depend on the order
+chunks arrive in; `store.GraphWriter` writes the plan. One limit: a lookup decides against what
+is stored so far, so a short form two distinct concepts share ('J. Smith': John or Jane) joins
+the one stored first if the other comes later; `kg resolve` never joins such a pair.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rapidfuzz import fuzz, process
 from sqlalchemy import Connection, select
 
 from kg.db.models import Concept, ConceptAlias, utcnow
 from kg.db.scope import scope_of
+from kg.matching.candidates import (
+    Entity,
+    blocking_keys,
+    compatible,
+    distinct,
+    entity,
+    fold,
+    kind,
+    plausible,
+    qualified,
+    qualify,
+    signals,
+)
+from kg.matching.scoring import score
+from kg.text import normalise_label
 
 MAX_TERMS = 10
 EdgeKey = tuple[int, int, int]  # (source id, type id, target id)
@@ -31,43 +47,28 @@ def label_rank(label: str) -> tuple[bool, int, int, str]:
     return ("," not in label, capitalised, len(label), label)
 
 
-MAX_BLOCK = 500
-
-
-def _blocks(norm: str) -> set[str]:
-    tokens = [t for t in norm.split() if len(t) >= 3]
-    return {*tokens, *(f"^{t[:3]}" for t in tokens)}
-
-
-def _token_sorted(norm: str) -> str:
-    return " ".join(sorted(norm.split()))
-
-
-def _digits(text: str) -> list[str]:
-    return re.findall(r"\d+", text)
+MAX_BLOCK = 200  # a blocking key shared by more concepts is a stopword: looked up no further
 
 
 class ConceptIndex:
-    """In-memory lookup of normalised spellings -> concept id, with a fuzzy fallback.
+    """In-memory lookup of a mention's spelling -> concept id: the same signals and score as
+    `kg resolve` (kg.matching), merging only in the automatic band; the grey zone is left to
+    `kg resolve --judge` and review.
 
     A cache of the database kept by one writer: `GraphWriter` brings it up to date inside the
     graph lock before each commit, so it holds what every writer has committed.
     """
 
     def __init__(self, threshold: float = 92.0) -> None:
+        # The automatic-merge bar, as a percentage of the score (the ingest option's scale);
+        # above 100 only equal spellings join.
         self.threshold = threshold
-        self.exact: dict[str, int] = {}
-        # Fuzzy candidates: every spelling of every concept (label and aliases, so that a
-        # concept is found the same way whichever of its spellings became the label), stored
-        # token-sorted (ratio() on those equals token_sort_ratio() without re-sorting each one
-        # per lookup), reached through blocks keyed by token and by 3-letter token prefix, so a
-        # lookup compares a handful of spellings instead of all. A typo variant shares a key.
-        # Each block keeps its positions (ascending) and, alongside, their keys: a lookup hands
-        # a block's keys to rapidfuzz as they are, with no list to build per lookup.
-        self.keys: list[str] = []
-        self.key_ids: list[int] = []
-        self.blocks: dict[str, list[int]] = {}
-        self.block_keys: dict[str, list[str]] = {}
+        self.exact: dict[str, int] = {}  # normalised spelling -> its first concept
+        self.holders: dict[str, set[int]] = {}  # normalised spelling -> every concept with it
+        self.names: dict[int, set[str]] = {}  # concept -> folded spellings
+        self.blocks: dict[str, set[int]] = {}  # blocking key -> concepts
+        self.types: dict[int, str] = {}  # concept -> its type (the first one given)
+        self._entities: dict[int, Entity] = {}  # built on demand, dropped when names change
         # Surface forms already recorded per concept: the canonical label and every alias.
         self.surface: set[tuple[int, str]] = set()
         self.canonical: dict[int, tuple[str, str]] = {}  # id -> (label, normalised label)
@@ -76,11 +77,11 @@ class ConceptIndex:
     def load(cls, conn: Connection, threshold: float = 92.0) -> ConceptIndex:
         index = cls(threshold)
         collection = scope_of(conn)  # resolution stays inside the writer's collection
-        for cid, label, norm in conn.execute(
-            select(Concept.id, Concept.label, Concept.norm_label)
+        for cid, label, norm, type_ in conn.execute(
+            select(Concept.id, Concept.label, Concept.norm_label, Concept.type)
             .where(Concept.collection_id == collection).order_by(Concept.id)
         ):
-            index.add_label(norm, cid, label)
+            index.add_label(norm, cid, label, type_)
         for cid, alias, norm in conn.execute(
             select(ConceptAlias.concept_id, ConceptAlias.alias, ConceptAlias.norm_alias)
             .where(ConceptAlias.collection_id == collection).order_by(ConceptAlias.id)
@@ -88,58 +89,95 @@ class ConceptIndex:
             index.add_alias(norm, cid, alias)
         return index
 
-    def add_label(self, norm: str, concept_id: int, label: str) -> None:
-        """Record (or change) a concept's canonical label."""
+    def add_label(self, norm: str, concept_id: int, label: str,
+                  type_: str | None = None) -> None:
+        """Record (or change) a concept's canonical label (and its type, if it had none)."""
         self._add_key(norm, concept_id)
         self.exact[norm] = concept_id
         self.surface.add((concept_id, label))
         self.canonical[concept_id] = (label, norm)
+        self._entities.pop(concept_id, None)
+        self.set_type(concept_id, type_)
 
     def add_alias(self, norm: str, concept_id: int, alias: str) -> None:
         self._add_key(norm, concept_id)
         self.exact.setdefault(norm, concept_id)
         self.surface.add((concept_id, alias))
 
-    def _add_key(self, norm: str, concept_id: int) -> None:
-        if self.exact.get(norm) == concept_id:
-            return  # this spelling of this concept is a candidate already
-        position = len(self.keys)
-        key = _token_sorted(norm)
-        self.keys.append(key)
-        self.key_ids.append(concept_id)
-        for block in _blocks(norm):
-            self.blocks.setdefault(block, []).append(position)
-            self.block_keys.setdefault(block, []).append(key)
+    def set_type(self, concept_id: int, type_: str | None) -> None:
+        """A concept keeps the first type it is given (as the writer stores it)."""
+        if type_ and concept_id not in self.types:
+            self.types[concept_id] = type_
+            self._entities.pop(concept_id, None)
 
-    def find(self, norm: str) -> tuple[int, str] | None:
-        """(concept id, how) for a normalised label: 'exact' or 'fuzzy'; None if new."""
-        if norm in self.exact:
-            return self.exact[norm], "exact"
-        if len(norm) < 5 or self.threshold > 100:
+    def _add_key(self, norm: str, concept_id: int) -> None:
+        self.holders.setdefault(norm, set()).add(concept_id)
+        folded = fold(norm)
+        names = self.names.setdefault(concept_id, set())
+        if not folded or folded in names:
+            return
+        names.add(folded)
+        self._entities.pop(concept_id, None)
+        for key in blocking_keys(folded):
+            self.blocks.setdefault(key, set()).add(concept_id)
+
+    def entity(self, concept_id: int) -> Entity:
+        known = self._entities.get(concept_id)
+        if known is None:
+            label = self.canonical.get(concept_id, ("", ""))[0]
+            known = Entity(concept_id, label, kind(self.types.get(concept_id)),
+                           frozenset(self.names.get(concept_id, ())))
+            self._entities[concept_id] = known
+        return known
+
+    def clashes(self, norm: str, type_: str | None) -> list[int]:
+        """Concepts spelled `norm` (label or alias), all of a kind other than `type_`; empty
+        when one of them fits (or `norm` is new, or the mention has no type)."""
+        holders = sorted(self.holders.get(norm, ()))
+        wanted = kind(type_)
+        if wanted is None or any(compatible(kind(self.types.get(c)), wanted) for c in holders):
+            return []
+        return holders
+
+    def find(self, norm: str, type_: str | None = None) -> tuple[int, str] | None:
+        """(concept id, how) for a normalised spelling and the type the mention states:
+        'exact' (the same spelling, of a compatible type) or 'fuzzy' (a score in the automatic
+        band, no known-distinct name, not ambiguous between two distinct concepts); None if
+        new."""
+        wanted = kind(type_)
+        holders = self.holders.get(norm)
+        if holders:
+            fits = [c for c in holders if compatible(kind(self.types.get(c)), wanted)]
+            if fits:  # the same type, the concept this spelling labels, the first label
+                return min(fits, key=lambda c: (kind(self.types.get(c)) != wanted,
+                                                self.canonical[c][1] != norm,
+                                                self.canonical[c][0], c)), "exact"
+            return None  # each concept of this spelling is another kind of thing: clashes()
+        if self.threshold > 100:
             return None
-        query = _token_sorted(norm)
-        found = [b for b in _blocks(norm) if b in self.blocks]
-        if not found:
+        query = entity(0, norm, type_, [norm])
+        found: set[int] = set()
+        for name in query.names:
+            for key in blocking_keys(name):
+                block = self.blocks.get(key)
+                if block and (len(block) <= MAX_BLOCK or key.startswith(("=", "a:"))):
+                    found |= block
+        bar = self.threshold / 100
+        above: list[tuple[float, int]] = []
+        for cid in sorted(found):
+            other = self.entity(cid)
+            if not plausible(query, other) or distinct(query, other):
+                continue
+            value = score(signals(query, other))
+            if value >= bar:
+                above.append((value, cid))
+        # Two distinct concepts both fit ('J. Smith': John and Jane Smith): join neither.
+        for n, (_v, x) in enumerate(above):
+            if any(distinct(self.entity(x), self.entity(y)) for _w, y in above[n + 1:]):
+                return None
+        if not above:
             return None
-        # Blocks as common as a stopword ("agent", "the") add nothing but cost.
-        searched = [b for b in found if len(self.blocks[b]) <= MAX_BLOCK] or [
-            min(found, key=lambda b: len(self.blocks[b]))]
-        # The best score over the blocks' union, the earliest spelling among equals: each
-        # block's best is its earliest, so this is the best of the union, block by block.
-        best: tuple[float, int, str] | None = None  # (score, -position, key)
-        for block in searched:
-            match = process.extractOne(query, self.block_keys[block], scorer=fuzz.ratio,
-                                       score_cutoff=self.threshold)
-            if match is not None:
-                hit = (match[1], -self.blocks[block][match[2]], match[0])
-                if best is None or hit[:2] > best[:2]:
-                    best = hit
-        if best is None:
-            return None
-        # "Type 1 diabetes" and "Type 2 diabetes" are close strings but distinct concepts.
-        if _digits(best[2]) != _digits(query):
-            return None
-        return self.key_ids[-best[1]], "fuzzy"
+        return min(above, key=lambda hit: (-hit[0], hit[1]))[1], "fuzzy"
 
 
 def merge_details(description: str, terms: list[str],
@@ -181,29 +219,76 @@ class GroupPlan:
     raises: dict[int, float] = field(default_factory=dict)  # known edge id -> confidence
     now: datetime = field(default_factory=utcnow)
 
-    def concept(self, label: str, norm: str) -> int:
-        """An existing concept's id (its spellings updated), or a new concept's."""
+    def concept(self, label: str, norm: str, type_: str | None = None) -> int:
+        """An existing concept's id (its spellings updated), or a new concept's. A spelling
+        whose every concept is of another type than the mention's makes a new concept with a
+        qualified label ('Paris (person)'), and the concepts it labelled get theirs ('Paris
+        (place)'): the same two labels whichever arrived first."""
         index = self.index
-        hit = index.find(norm)
+        hit = index.find(norm, type_)
+        spelling: tuple[str, str] | None = None
+        if hit is None and type_ and index.clashes(norm, type_):
+            self._qualify(norm)
+            spelling = (label, norm)
+            label = qualify(label, type_)
+            norm = normalise_label(label)
+            hit = index.find(norm, type_)
         if hit is None:
             cid = self.next_concept
             self.next_concept += 1
             self.new_concepts[cid] = {"id": cid, "label": label, "norm_label": norm,
                                       "created_at": self.now}
-            index.add_label(norm, cid, label)
+            index.add_label(norm, cid, label, type_)
+            if spelling is not None:  # 'Paris' stays findable
+                self._alias(cid, *spelling)
             return cid
         cid = hit[0]
-        current, current_norm = index.canonical[cid]
+        index.set_type(cid, type_)
+        if spelling is not None:
+            self._alias(cid, *spelling)
+        current, _current_norm = index.canonical[cid]
+        suffix = qualified(current, index.types.get(cid))
+        if suffix is not None and qualified(label, index.types.get(cid)) is None:
+            # A qualified label keeps its qualifier: the spelling is an alias, and with the
+            # qualifier it may still make a better label ('paris (place)' -> 'Paris (place)').
+            self._alias(cid, label, norm)
+            label = qualify(label, suffix)
+            norm = normalise_label(label)
         if label == current:
             return cid
         # A label a person chose (`kg concepts rename`) stays, whatever spelling ranks higher.
         if label_rank(label) <= label_rank(current) or cid in self.renamed:
-            if (cid, label) not in index.surface:
-                self.aliases[(cid, label)] = norm
-                index.add_alias(norm, cid, label)
+            if suffix is None:
+                self._alias(cid, label, norm)
             return cid
         # A better spelling (same normalised form, or a fuzzy variant): it becomes the label
-        # and the old label an alias, whichever of the two was seen first.
+        # and the old label an alias (unless it was a made-up qualified one), whichever of the
+        # two was seen first.
+        self._relabel(cid, label, norm, keep_old=suffix is None)
+        return cid
+
+    def _alias(self, cid: int, label: str, norm: str) -> None:
+        if (cid, label) not in self.index.surface:
+            self.aliases[(cid, label)] = norm
+            self.index.add_alias(norm, cid, label)
+
+    def _qualify(self, norm: str) -> None:
+        """The concepts labelled `norm` get their type in brackets, the plain label kept as an
+        alias; not one whose label a person chose, nor where that label is taken."""
+        index = self.index
+        for cid in sorted(index.holders.get(norm, ())):
+            label, own = index.canonical[cid]
+            type_ = index.types.get(cid)
+            if own != norm or not type_ or cid in self.renamed or qualified(label, type_):
+                continue
+            new = qualify(label, type_)
+            if normalise_label(new) in index.holders:
+                continue
+            self._relabel(cid, new, normalise_label(new), keep_old=True)
+
+    def _relabel(self, cid: int, label: str, norm: str, *, keep_old: bool) -> None:
+        index = self.index
+        current, current_norm = index.canonical[cid]
         if self.aliases.pop((cid, label), None) is None and (cid, label) in index.surface:
             self.unalias.add((cid, label))
         if cid in self.new_concepts:
@@ -213,9 +298,9 @@ class GroupPlan:
             self.relabels[cid] = (label, norm, before)
         index.add_label(norm, cid, label)
         self.unalias.discard((cid, current))
-        self.aliases[(cid, current)] = current_norm
-        index.add_alias(current_norm, cid, current)
-        return cid
+        if keep_old:
+            self.aliases[(cid, current)] = current_norm
+            index.add_alias(current_norm, cid, current)
 
     def edge(self, key: EdgeKey, confidence: float) -> int:
         """The id of an edge (new or known); its confidence becomes the highest seen."""

@@ -53,7 +53,9 @@ from typing import Any, cast
 import psycopg
 from sqlalchemy import (
     Connection,
+    Integer,
     Table,
+    Text,
     any_,
     bindparam,
     case,
@@ -76,10 +78,12 @@ from sqlalchemy.sql.elements import ClauseElement
 from kg.db import Database, curation_rules
 from kg.db.locks import EPOCH, GRAPH_LOCK, GRAPH_LOCK_SQL, lock_graph
 from kg.db.models import (
+    AttributeEvidence,
     Call,
     ChunkExtraction,
     Concept,
     ConceptAlias,
+    ConceptAttribute,
     Document,
     Evidence,
     Relationship,
@@ -96,7 +100,7 @@ from kg.extraction.resolve import (
     GroupPlan,
     merge_details,
 )
-from kg.extraction.validate import Validation
+from kg.extraction.validate import Validation, ValidLiteral
 from kg.text import normalise_label
 
 log = logging.getLogger(__name__)
@@ -110,6 +114,8 @@ EVIDENCE = cast(Table, Evidence.__table__)
 EXTRACTIONS = cast(Table, ChunkExtraction.__table__)
 PROPOSALS = cast(Table, RelationshipTypeProposal.__table__)
 RUNS = cast(Table, Run.__table__)
+ATTRIBUTES = cast(Table, ConceptAttribute.__table__)
+ATTRIBUTE_EVIDENCE = cast(Table, AttributeEvidence.__table__)
 MAX_ATTEMPTS = 5
 # Worth a second try with fresh state: serialization failure, deadlock, lock not available,
 # a unique or foreign key violation (a row written or removed by a writer outside the lock).
@@ -134,7 +140,7 @@ COUNT = update(RUNS).where(RUNS.c.id == bindparam("run")).values(
 # changed label is seen). A UNION, not an OR: PostgreSQL reads `id > x OR id IN (...)` by
 # scanning every concept (21 ms at 100k concepts, under the graph lock, at every commit after
 # another writer's), the two halves by their indexes (0.1 ms).
-_LABEL_COLUMNS = (CONCEPTS.c.id, CONCEPTS.c.label, CONCEPTS.c.norm_label)
+_LABEL_COLUMNS = (CONCEPTS.c.id, CONCEPTS.c.label, CONCEPTS.c.norm_label, CONCEPTS.c.type)
 # Each writer works in one collection (`collection`): resolution never crosses into another.
 _NEW_LABELS = union(
     select(*_LABEL_COLUMNS).where(CONCEPTS.c.id > bindparam("concepts"),
@@ -212,6 +218,44 @@ PG_TYPES = (f'UPDATE {CONCEPTS.name} AS c SET "type" = x.ctype FROM json_to_reco
 PG_RAISES = (f"UPDATE {EDGES.name} AS r SET confidence = x.conf FROM json_to_recordset(%s::json)"
              " AS x(rid integer, conf double precision) WHERE r.id = x.rid AND r.confidence < "
              "x.conf")
+# Attributes are found by their key (concept, name, normalised value), not by ids the writer
+# caches: their evidence and revival join on it, inside the commit's transaction.
+PG_ATTRIBUTE_EVIDENCE = (
+    f"INSERT INTO {ATTRIBUTE_EVIDENCE.name} (collection_id, attribute_id, run_id, chunk_id, "
+    "quote, char_start, char_end, value_start, value_end, valid_from) SELECT a.collection_id, "
+    "a.id, x.run_id, x.chunk_id, x.quote, x.char_start, x.char_end, x.value_start, x.value_end, "
+    "x.valid_from FROM json_to_recordset(%s::json) AS x(concept_id integer, name text, "
+    "normalised text, run_id integer, chunk_id integer, quote text, char_start integer, "
+    "char_end integer, value_start integer, value_end integer, valid_from timestamptz) "
+    f"JOIN {ATTRIBUTES.name} a ON a.concept_id = x.concept_id AND a.name = x.name "
+    "AND a.normalised = x.normalised")
+PG_REVIVE_ATTRIBUTES = (
+    f"UPDATE {ATTRIBUTES.name} AS a SET valid_to = NULL, valid_from = "
+    "COALESCE(a.valid_from, x.now) FROM json_to_recordset(%s::json) AS x(concept_id integer, "
+    "name text, normalised text, now timestamptz) WHERE a.concept_id = x.concept_id AND "
+    "a.name = x.name AND a.normalised = x.normalised AND (a.valid_to IS NOT NULL OR "
+    "a.valid_from IS NULL)")
+# (SQLite: bound names differ from the columns', which SQLAlchemy keeps for itself: `b_`.)
+_ATTRIBUTE_KEY = (ATTRIBUTES.c.concept_id == bindparam("b_concept_id"),
+                  ATTRIBUTES.c.name == bindparam("b_name"),
+                  ATTRIBUTES.c.normalised == bindparam("b_normalised"))
+ATTRIBUTE_EVIDENCE_ROWS = insert(ATTRIBUTE_EVIDENCE).from_select(
+    ["collection_id", "attribute_id", "run_id", "chunk_id", "quote", "char_start", "char_end",
+     "value_start", "value_end", "valid_from"],
+    select(ATTRIBUTES.c.collection_id, ATTRIBUTES.c.id, bindparam("b_run_id", type_=Integer),
+           bindparam("b_chunk_id", type_=Integer), bindparam("b_quote", type_=Text),
+           bindparam("b_char_start", type_=Integer), bindparam("b_char_end", type_=Integer),
+           bindparam("b_value_start", type_=Integer), bindparam("b_value_end", type_=Integer),
+           bindparam("b_valid_from", type_=ATTRIBUTE_EVIDENCE.c.valid_from.type))
+    .where(*_ATTRIBUTE_KEY))
+REVIVE_ATTRIBUTES = update(ATTRIBUTES).where(
+    *_ATTRIBUTE_KEY, or_(ATTRIBUTES.c.valid_to.is_not(None), ATTRIBUTES.c.valid_from.is_(None))
+).values(valid_to=None, valid_from=func.coalesce(
+    ATTRIBUTES.c.valid_from, bindparam("b_now", type_=ATTRIBUTES.c.valid_from.type)))
+
+
+def _bound(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{f"b_{k}": v for k, v in row.items()} for row in rows]
 PROPOSALS_UPSERT = ("ON CONFLICT (name) DO UPDATE SET occurrences = "
                     f"{PROPOSALS.name}.occurrences + excluded.occurrences, "
                     "last_seen = excluded.last_seen")
@@ -261,6 +305,33 @@ class _GroupRows:
     now: datetime = field(default_factory=utcnow)  # valid_from of what goes live now
     live_concepts: set[int] = field(default_factory=set)  # with live evidence in the group
     live_edges: set[int] = field(default_factory=set)
+    # Literal values (issue #20): one row per sighting, keyed by (concept, name, normalised).
+    literals: list[dict[str, Any]] = field(default_factory=list)
+
+    def attributes(self) -> list[dict[str, Any]]:
+        """One attribute row per key (the first sighting's verbatim value); live when any
+        sighting is, else staged (its version not cut over yet)."""
+        rows: dict[tuple[int, str, str], dict[str, Any]] = {}
+        for lit in self.literals:
+            key = (lit["concept_id"], lit["name"], lit["normalised"])
+            row = rows.setdefault(key, {
+                "concept_id": key[0], "name": key[1], "normalised": key[2],
+                "datatype": lit["datatype"], "value": lit["value"], "created_at": self.now,
+                "valid_from": None})
+            if lit["valid_from"] is not None:
+                row["valid_from"] = self.now
+        return list(rows.values())
+
+    def attribute_evidence(self) -> list[dict[str, Any]]:
+        return [{k: v for k, v in lit.items() if k not in ("datatype", "value")}
+                for lit in self.literals]
+
+    def live_attributes(self) -> list[dict[str, Any]]:
+        """Keys with live evidence in the group: revived if retracted or staged."""
+        keys = {(lit["concept_id"], lit["name"], lit["normalised"])
+                for lit in self.literals if lit["valid_from"] is not None}
+        return [{"concept_id": c, "name": n, "normalised": v, "now": self.now}
+                for c, n, v in sorted(keys)]
 
     def note_live(self) -> None:
         for row in self.evidence:
@@ -281,8 +352,8 @@ class LiveIndex(ConceptIndex):
         super().__init__(threshold)
         self.retracted: set[int] = set()
 
-    def find(self, norm: str) -> tuple[int, str] | None:
-        hit = super().find(norm)
+    def find(self, norm: str, type_: str | None = None) -> tuple[int, str] | None:
+        hit = super().find(norm, type_)
         if hit is not None and hit[1] == "fuzzy" and hit[0] in self.retracted:
             return None
         return hit
@@ -530,8 +601,8 @@ class GraphWriter:
         wanted = (top[0] > concepts or top[1] > aliases, top[1] > aliases, top[2] > edges)
         if any(wanted):
             labels, spellings, links = self._read(conn, wanted, since)
-            for cid, label, norm in labels:
-                index.add_label(norm, cid, label)
+            for cid, label, norm, kind in labels:
+                index.add_label(norm, cid, label, kind)
             for cid, alias, norm in spellings:
                 index.add_alias(norm, cid, alias)
             for rid, s, t, g, conf in links:
@@ -582,8 +653,12 @@ class GraphWriter:
             concepts_before, edges_before = len(plan.new_concepts), len(plan.new_edges)
             dropped = Counter(verdict.dropped)
             staged = self.staged.get(chunk.document_id, False)
+            literals: list[dict[str, Any]] = []
             group.evidence += [{**e, "valid_from": None if staged else group.now}
-                               for e in self._plan_chunk(plan, run_id, chunk, verdict, dropped)]
+                               for e in self._plan_chunk(plan, run_id, chunk, verdict, dropped,
+                                                         literals)]
+            group.literals += [{**lit, "valid_from": None if staged else group.now}
+                               for lit in literals]
             group.extractions.append({**row, "status": "ok", "concepts": len(verdict.concepts),
                                       "relationships": len(verdict.relationships),
                                       "dropped": dict(dropped), "error": None})
@@ -605,9 +680,11 @@ class GraphWriter:
 
     # -- planning (caches only, no statement) -------------------------------------------------
     def _plan_chunk(self, plan: GroupPlan, run_id: int, chunk: ChunkRef, verdict: Validation,
-                    dropped: Counter[str]) -> list[dict[str, Any]]:
-        """Resolve one chunk's concepts and edges; returns its evidence rows. What curation
-        deleted is not created again: counted in `dropped` instead."""
+                    dropped: Counter[str],
+                    literals: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Resolve one chunk's concepts and edges; returns its evidence rows (and adds its
+        literal values, as attribute sightings, to `literals`). What curation deleted is not
+        created again: counted in `dropped` instead."""
         index = self.index
         assert index is not None
         ids: dict[str, int] = {}
@@ -617,7 +694,7 @@ class GraphWriter:
             if norm in self.rules.suppressed_labels and norm not in index.exact:
                 dropped["suppressed"] += 1
                 continue
-            cid = plan.concept(c.label[:200], norm)
+            cid = plan.concept(c.label[:200], norm, c.type)
             ids[c.label] = cid
             plan.seen.setdefault(cid, []).append((c.description, c.search_terms))
             if c.type is not None:
@@ -643,6 +720,8 @@ class GraphWriter:
                                                           r.confidence),
                              "quote": r.quote, "char_start": chunk.char_start + r.start,
                              "char_end": chunk.char_start + r.end})
+        if literals is not None:
+            literals += _literal_rows(run_id, chunk, verdict.literals, ids, dropped)
         return evidence
 
     def _changed_details(self, conn: Connection, plan: GroupPlan) -> list[dict[str, Any]]:
@@ -723,6 +802,13 @@ class GraphWriter:
                     else_=EDGES.c.confidence)), _raised_rows(plan))
         if group.evidence:
             conn.execute(insert(EVIDENCE), group.evidence)
+        if group.literals:
+            conn.execute(self._insert(ATTRIBUTES).on_conflict_do_nothing(
+                index_elements=["concept_id", "name", "normalised"]), group.attributes())
+            conn.execute(ATTRIBUTE_EVIDENCE_ROWS, _bound(group.attribute_evidence()))
+            revive = group.live_attributes()
+            if revive:
+                conn.execute(REVIVE_ATTRIBUTES, _bound(revive))
         self._revived(group)
         for table, ids in ((CONCEPTS, group.live_concepts - plan.new_concepts.keys()),
                            (EDGES, group.live_edges - _new_edge_ids(plan))):
@@ -776,6 +862,10 @@ class GraphWriter:
                          "ON CONFLICT (source_id, type_id, target_id) DO NOTHING")
             each(PG_RAISES, _raised_rows(plan))
             rows(EVIDENCE, group.evidence)
+            rows(ATTRIBUTES, group.attributes(),
+                 "ON CONFLICT (concept_id, name, normalised) DO NOTHING")
+            each(PG_ATTRIBUTE_EVIDENCE, group.attribute_evidence())
+            each(PG_REVIVE_ATTRIBUTES, group.live_attributes())
             self._revived(group)
             for sql, ids in zip(PG_REVIVE, (group.live_concepts - plan.new_concepts.keys(),
                                             group.live_edges - _new_edge_ids(plan)), strict=True):
@@ -812,6 +902,26 @@ class GraphWriter:
         if added:  # each above every id that exists: none was missed below them
             mark = max(added)
         self.marks = (self.marks[0], mark, self.marks[2])
+
+
+def _literal_rows(run_id: int, chunk: ChunkRef, literals: list[ValidLiteral],
+                  ids: dict[str, int], dropped: Counter[str]) -> list[dict[str, Any]]:
+    """A chunk's literal values as attribute sightings of their subjects' concepts (a subject
+    curation deleted is counted, as a relationship's end is)."""
+    rows = []
+    for lit in literals:
+        cid = ids.get(lit.subject)
+        if cid is None:
+            dropped["suppressed_end"] += 1
+            continue
+        rows.append({"concept_id": cid, "name": lit.type.name[:64], "datatype": lit.datatype,
+                     "value": lit.value, "normalised": lit.normalised[:300], "run_id": run_id,
+                     "chunk_id": chunk.id, "quote": lit.quote,
+                     "char_start": chunk.char_start + lit.start,
+                     "char_end": chunk.char_start + lit.end,
+                     "value_start": chunk.char_start + lit.value_start,
+                     "value_end": chunk.char_start + lit.value_end})
+    return rows
 
 
 def _new_concept_rows(plan: GroupPlan, group: _GroupRows) -> list[dict[str, Any]]:

@@ -24,6 +24,16 @@ FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 QUOTE_MARKS = "\"'“”‘’«»"
 MIN_WORDS_FOR_CONTENT = 20
 MAX_END_CONCEPTS = 40
+_MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
+          r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)")
+# The value itself inside a longer span ("100 academic staff", "in 1996", "2777.0 metres").
+VALUE_IN_SPAN = {
+    "number": re.compile(r"(?<![\w.,-])[-+]?\d+(?:[.,]\d+)*(?![\w-])"),
+    "year": re.compile(r"\b\d{4}\b"),
+    "date": re.compile(rf"\b\d{{4}}-\d{{2}}-\d{{2}}\b|\b\d{{1,2}}(?:st|nd|rd|th)? {_MONTH},? "
+                       rf"\d{{4}}\b|\b{_MONTH} \d{{1,2}}(?:st|nd|rd|th)?,? \d{{4}}\b|"
+                       rf"\b{_MONTH} \d{{4}}\b|\b\d{{4}}\b", re.IGNORECASE),
+}
 
 
 @dataclass
@@ -363,6 +373,20 @@ def _evidence(quote: str, chunk: str, fallback: tuple[int, int] | None,
     return span
 
 
+def _value_within(chunk: str, where: tuple[int, int], kind: str) -> tuple[int, int] | None:
+    """A number, year or date value narrowed to the value itself when the span holds more
+    (grounded ends are phrases: "100 academic staff"), still verbatim text of the chunk; kept
+    as written when its digits form no plain value ("1-4165-2060-0"); None when it holds no
+    digit at all ("London" is no year). A string is the span as written."""
+    pattern = VALUE_IN_SPAN.get(kind)
+    if pattern is None:
+        return where
+    match = pattern.search(chunk, *where)
+    if match is not None:
+        return match.span()
+    return where if any(c.isdigit() for c in chunk[where[0]:where[1]]) else None
+
+
 def _read_literal(i: int, item: Any, source: str, type_info: TypeInfo, reading: _Reading,
                   seen: set[tuple[str, str, str]]) -> None:
     """A datatype-range relation: its target is a value the text must contain verbatim."""
@@ -374,7 +398,13 @@ def _read_literal(i: int, item: Any, source: str, type_info: TypeInfo, reading: 
         result.errors.append(f"relationships[{i}].target {item.target[:60]!r} is not in the "
                              f"text; a {kind} value must be written as the text writes it")
         return
-    value = chunk[where[0]:where[1]]
+    within = _value_within(chunk, where, kind)
+    if within is None:
+        # "London" as a birth year: not a value of the range's kind. A fair miss of the
+        # model's relation rather than a broken reply, so counted apart, never repaired.
+        result.dropped["literal_wrong_kind"] += 1
+        return
+    value = chunk[within[0]:within[1]]
     normalised = normalise_literal(value, kind)
     key = (source, type_info.name, normalised)
     if key in seen:
@@ -387,7 +417,7 @@ def _read_literal(i: int, item: Any, source: str, type_info: TypeInfo, reading: 
     assert span is not None  # a fallback was given
     seen.add(key)
     result.literals.append(ValidLiteral(
-        source, type_info, kind, value, normalised, where[0], where[1], item.confidence,
+        source, type_info, kind, value, normalised, within[0], within[1], item.confidence,
         chunk[span[0]:span[1]], span[0], span[1]))
 
 

@@ -6,7 +6,8 @@ reuse that version's evidence (copied onto the new chunks, so each version's evi
 and no LLM call is made for them). When the version is complete, `promote` does the cutover in
 one transaction under the graph lock: the old version's evidence gets valid_to, the new one's
 valid_from; concepts and relationships left without live evidence are retracted (valid_to,
-never deleted), those the new version mentions again come back. A reader sees the old version
+never deleted), those the new version mentions again come back; so are concept attributes
+(literal values, issue #20), by their own evidence. A reader sees the old version
 or the new one, never a mix; a crash before the cutover leaves the old version live.
 
 Retraction only sets validity columns: ids, labels and aliases stay. The graph epoch is still
@@ -42,9 +43,11 @@ from sqlalchemy import cast as sql_cast
 from kg.db import Database
 from kg.db.locks import lock_graph
 from kg.db.models import (
+    AttributeEvidence,
     Chunk,
     ChunkExtraction,
     Concept,
+    ConceptAttribute,
     Document,
     Evidence,
     Relationship,
@@ -61,23 +64,30 @@ EDGES = cast(Table, Relationship.__table__)
 EVIDENCE = cast(Table, Evidence.__table__)
 EXTRACTIONS = cast(Table, ChunkExtraction.__table__)
 RUNS = cast(Table, Run.__table__)
+ATTRIBUTES = cast(Table, ConceptAttribute.__table__)
+ATTRIBUTE_EVIDENCE = cast(Table, AttributeEvidence.__table__)
 
 STAMP = DateTime(timezone=True)
 
 
-def _copy(pg: bool, retired: bool) -> Any:
-    """Copies the evidence of one earlier chunk onto a new chunk (offsets moved with it): its
-    live evidence, or (`retired`) what it had when its version was retired."""
+def _copy(pg: bool, retired: bool, table: Table = EVIDENCE) -> Any:
+    """Copies the evidence (or, `table`, the attribute evidence) of one earlier chunk onto a
+    new chunk (offsets moved with it): its live evidence, or (`retired`) what it had when its
+    version was retired."""
     valid_from = bindparam("valid_from", type_=STAMP)
-    columns = ("collection_id", "run_id", "chunk_id", "concept_id", "relationship_id", "quote",
-               "char_start", "char_end", "valid_from")
-    e = EVIDENCE.c
+    e = table.c
+    delta = bindparam("delta", type_=Integer)
+    if table is EVIDENCE:
+        owners: tuple[str, ...] = ("concept_id", "relationship_id")
+        spans: tuple[str, ...] = ("char_start", "char_end")
+    else:
+        owners, spans = ("attribute_id",), ("char_start", "char_end", "value_start", "value_end")
+    columns = ("collection_id", "run_id", "chunk_id", *owners, "quote", *spans, "valid_from")
     which = (e.valid_to == bindparam("retired", type_=STAMP) if retired
              else e.valid_to.is_(None))
-    return insert(EVIDENCE).from_select(columns, select(
+    return insert(table).from_select(columns, select(
         e.collection_id, bindparam("run", type_=Integer), bindparam("new", type_=Integer),
-        e.concept_id, e.relationship_id, e.quote, e.char_start + bindparam("delta", type_=Integer),
-        e.char_end + bindparam("delta", type_=Integer),
+        *(e[name] for name in owners), e.quote, *(e[name] + delta for name in spans),
         sql_cast(valid_from, STAMP) if pg else type_coerce(valid_from, STAMP))
         .where(e.chunk_id == bindparam("old", type_=Integer), e.valid_from.is_not(None), which))
 
@@ -184,8 +194,10 @@ def reuse(conn: Connection, run_id: int, document_id: int, sources: list[Source]
     for old_version in (False, True):
         batch = [c for c in copies if (c["retired"] is not None) == old_version]
         if batch:
-            conn.execute(_copy(pg, old_version), [
-                {k: v for k, v in c.items() if old_version or k != "retired"} for c in batch])
+            params = [{k: v for k, v in c.items() if old_version or k != "retired"}
+                      for c in batch]
+            conn.execute(_copy(pg, old_version), params)
+            conn.execute(_copy(pg, old_version, ATTRIBUTE_EVIDENCE), params)
     if done:
         conn.execute(insert(EXTRACTIONS), done)
         conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(
@@ -214,12 +226,18 @@ def promote(conn: Connection, document_id: int) -> datetime:
         DOCUMENTS.c.collection_id == scope_of(conn), DOCUMENTS.c.path == path,
         DOCUMENTS.c.id != document_id, DOCUMENTS.c.valid_to.is_(None))))
     chunks = select(CHUNKS.c.id).where(CHUNKS.c.document_id == document_id).scalar_subquery()
-    conn.execute(update(EVIDENCE).where(EVIDENCE.c.chunk_id.in_(chunks),
-                                        EVIDENCE.c.valid_from.is_(None))
-                 .values(valid_from=now))
+    for table in (EVIDENCE, ATTRIBUTE_EVIDENCE):
+        conn.execute(update(table).where(table.c.chunk_id.in_(chunks),
+                                         table.c.valid_from.is_(None))
+                     .values(valid_from=now))
     conn.execute(update(DOCUMENTS).where(DOCUMENTS.c.id == document_id).values(
         valid_from=now, valid_to=None))
     _retire(conn, older, now)
+    conn.execute(update(ATTRIBUTES).where(
+        ATTRIBUTES.c.id.in_(select(ATTRIBUTE_EVIDENCE.c.attribute_id).where(
+            ATTRIBUTE_EVIDENCE.c.chunk_id.in_(chunks), _live(ATTRIBUTE_EVIDENCE))),
+        or_(ATTRIBUTES.c.valid_to.is_not(None), ATTRIBUTES.c.valid_from.is_(None)))
+        .values(valid_to=None, valid_from=func.coalesce(ATTRIBUTES.c.valid_from, now)))
     for table, column in ((CONCEPTS, EVIDENCE.c.concept_id), (EDGES, EVIDENCE.c.relationship_id)):
         # What the new version mentions is live (back, if it had been retracted).
         conn.execute(update(table).where(
@@ -247,18 +265,26 @@ def _retire(conn: Connection, document_ids: list[int], now: datetime) -> None:
     concepts = [r for r in conn.scalars(select(touched.c.concept_id).distinct()) if r is not None]
     edges = [r for r in conn.scalars(select(touched.c.relationship_id).distinct())
              if r is not None]
-    conn.execute(update(EVIDENCE).where(EVIDENCE.c.chunk_id.in_(chunks), _live(EVIDENCE))
-                 .values(valid_to=now))
-    # Staged evidence of an abandoned version never goes live: it closes empty.
-    conn.execute(update(EVIDENCE).where(EVIDENCE.c.chunk_id.in_(chunks),
-                                        EVIDENCE.c.valid_from.is_(None))
-                 .values(valid_from=now, valid_to=now))
+    attributes = list(conn.scalars(select(ATTRIBUTE_EVIDENCE.c.attribute_id).where(
+        ATTRIBUTE_EVIDENCE.c.chunk_id.in_(chunks), _live(ATTRIBUTE_EVIDENCE)).distinct()))
+    for table in (EVIDENCE, ATTRIBUTE_EVIDENCE):
+        conn.execute(update(table).where(table.c.chunk_id.in_(chunks), _live(table))
+                     .values(valid_to=now))
+        # Staged evidence of an abandoned version never goes live: it closes empty.
+        conn.execute(update(table).where(table.c.chunk_id.in_(chunks),
+                                         table.c.valid_from.is_(None))
+                     .values(valid_from=now, valid_to=now))
     conn.execute(update(DOCUMENTS).where(DOCUMENTS.c.id.in_(document_ids)).values(
         valid_from=func.coalesce(DOCUMENTS.c.valid_from, now), valid_to=now))
     for batch in _batches(edges):
         conn.execute(update(EDGES).where(
             EDGES.c.id.in_(batch), _live(EDGES),
             ~_has_live_evidence(EVIDENCE.c.relationship_id, EDGES.c.id)).values(valid_to=now))
+    for batch in _batches(attributes):
+        conn.execute(update(ATTRIBUTES).where(
+            ATTRIBUTES.c.id.in_(batch), _live(ATTRIBUTES),
+            ~exists().where(ATTRIBUTE_EVIDENCE.c.attribute_id == ATTRIBUTES.c.id,
+                            _live(ATTRIBUTE_EVIDENCE))).values(valid_to=now))
     for batch in _batches(concepts):
         conn.execute(update(CONCEPTS).where(
             CONCEPTS.c.id.in_(batch), _live(CONCEPTS),

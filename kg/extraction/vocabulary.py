@@ -17,7 +17,8 @@ SUFFIXES = ("ing", "es", "ed", "s")
 CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")  # a word boundary in camelCase
 
 
-def _stem_word(word: str) -> str:
+def stem_word(word: str) -> str:
+    """One lower-case word without its plural or tense ending: located -> locat."""
     for suffix in SUFFIXES:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             word = word[: -len(suffix)]
@@ -30,7 +31,7 @@ def stem(name: str) -> str:
     words = snake(CAMEL.sub("_", name)).split("_")  # isPartOf -> is_part_of
     if words and words[0] in ("is", "are", "was", "be", "being") and len(words) > 1:
         words = words[1:]
-    return "_".join(_stem_word(w) for w in words)
+    return "_".join(stem_word(w) for w in words)
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,11 @@ class OutputShape(StrEnum):
     TRIPLES = "triples"  # (subject, relation, object, quote) rows; concepts derived from them
 
 
+class PageImages(StrEnum):
+    OFF = "off"  # a PDF page with a text layer gives its text only
+    READ = "read"  # ... and the text the image reader finds in its pictures, after it
+
+
 class FallbackKind(StrEnum):
     """What sends a chunk to the fallback profile; stored as a comma-separated subset in this
     order."""
@@ -161,6 +166,10 @@ class ProfileSettings(BaseModel):
         default=None, min_length=1, max_length=64,
         description="Profile whose model describes images and scanned pages (its provider "
                     "must take images); none: offline OCR (Tesseract).")
+    page_images: Annotated[PageImages, SERVING] = Field(
+        default=PageImages.OFF,
+        description="PDF pages with a text layer: off (their text only) or read (their "
+                    "pictures too, by the vision profile or OCR, appended to the page's text).")
 
     @field_validator("base_url")
     @classmethod

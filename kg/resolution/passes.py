@@ -1,26 +1,38 @@
 """`kg resolve` and `kg concepts duplicates`: resolution passes over the stored graph.
 
-A pass is incremental: it compares only concepts created or given new spellings since the
-last pass with the rest. The watermark (highest concept and alias ids seen) rides in the
-decision rows of the pass's merges, so a pass that merged nothing leaves it where it was and
-the next pass simply looks at those concepts again.
+A pass first gives same-name concepts of incompatible types a qualified label ('Paris
+(place)', 'Paris (person)'), as ingestion does, then merges. The merging is incremental: it
+compares only concepts created or given new spellings since the last pass with the rest. The
+watermark (highest concept and alias ids seen) rides in the decision rows of the pass's
+merges, so a pass that merged nothing leaves it where it was and the next pass simply looks
+at those concepts again.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, union_all
 from sqlalchemy.orm import Session
 
 from kg import curation
+from kg.db.curation_rules import renamed_concepts
 from kg.db.locks import lock_for_rewrite
 from kg.db.models import Call, Concept, ConceptAlias, CurationDecision, Evidence, Relationship
 from kg.db.scope import collection_of
-from kg.resolution.candidates import Entity, candidate_pairs, entity, plausible, signals
+from kg.resolution.candidates import (
+    Entity,
+    candidate_pairs,
+    entity,
+    plausible,
+    qualified,
+    qualify,
+    signals,
+)
 from kg.resolution.decide import Band, Pair, Thresholds, group
 from kg.resolution.judge import Judge
 from kg.resolution.scoring import score
+from kg.text import normalise_label
 
 Row = dict[str, Any]
 PASS = "resolve"  # the note's marker: a decision made by a resolution pass
@@ -71,9 +83,13 @@ def _watermark(session: Session) -> dict[str, int]:
 
 
 def _undone_pairs(session: Session) -> set[frozenset[int]]:
-    """Merges a person undid: a pass does not make them again."""
-    undone = set()
+    """Pairs a person split: merges undone, and pairs kept apart (live decisions, followed
+    through later merges). A pass neither proposes nor makes them again."""
+    from kg.db.curation_rules import kept_apart
+
+    undone = kept_apart(session)
     for data in session.scalars(select(CurationDecision.data).where(
+            CurationDecision.collection_id == collection_of(session),
             CurationDecision.action == "merge", CurationDecision.undone_at.is_not(None))):
         if data and data.get("merged"):
             undone.add(frozenset((int(data["survivor"]), int(data["merged"]["id"]))))
@@ -95,6 +111,42 @@ def _high_water(session: Session) -> dict[str, int]:
                 Concept.collection_id == collection)) or 0),
             "alias": int(session.scalar(select(func.max(ConceptAlias.id)).where(
                 ConceptAlias.collection_id == collection)) or 0)}
+
+
+def same_name_clashes(session: Session) -> list[Row]:
+    """Concepts to qualify: a normalised name (label or alias) held by concepts of two or more
+    known types makes each typed holder labelled by it 'Label (type)', the plain name kept as
+    an alias, as ingestion does; not a label a person chose, nor one whose qualified form is
+    taken. The database finds the shared names (one grouped query, no rows per concept)."""
+    collection = collection_of(session)
+    kind_sql = func.lower(func.trim(Concept.type))
+    spellings = union_all(
+        select(Concept.norm_label.label("norm"), kind_sql.label("kind"))
+        .where(Concept.collection_id == collection, Concept.type.is_not(None)),
+        select(ConceptAlias.norm_alias.label("norm"), kind_sql.label("kind"))
+        .join(Concept, Concept.id == ConceptAlias.concept_id)
+        .where(ConceptAlias.collection_id == collection, Concept.type.is_not(None))).subquery()
+    shared = select(spellings.c.norm).group_by(spellings.c.norm).having(
+        func.count(func.distinct(spellings.c.kind)) > 1)
+    found = [(cid, label, str(type_)) for cid, label, type_ in session.execute(
+        select(Concept.id, Concept.label, Concept.type)
+        .where(Concept.collection_id == collection, Concept.type.is_not(None),
+               Concept.norm_label.in_(shared)).order_by(Concept.norm_label, Concept.id))]
+    if not found:
+        return []
+    renamed = renamed_concepts(session)
+    wanted = {normalise_label(qualify(label, type_)) for _c, label, type_ in found}
+    taken = set(session.scalars(select(Concept.norm_label).where(
+        Concept.collection_id == collection, Concept.norm_label.in_(wanted))))
+    out = []
+    for cid, label, type_ in found:
+        if cid in renamed or qualified(label, type_):
+            continue
+        new = qualify(label, type_)
+        if normalise_label(new) not in taken:
+            taken.add(normalise_label(new))
+            out.append({"id": cid, "label": label, "type": type_, "qualified": new})
+    return out
 
 
 def _context(session: Session, ids: set[int]) -> dict[int, Row]:
@@ -123,6 +175,11 @@ def resolve(session: Session, *, thresholds: Thresholds, by: str, dry_run: bool 
     `full`, every concept is looked at, not only the changed ones."""
     if not dry_run:
         lock_for_rewrite(session)
+    qualified_labels = same_name_clashes(session)
+    if not dry_run:
+        for item in qualified_labels:
+            item["decision"] = curation.rename(session, str(item["id"]), item["qualified"],
+                                               by=by)["id"]
     mark = {"concept": 0, "alias": 0} if full else _watermark(session)
     entities = load_entities(session)
     new = None if full else _changed(session, mark) & entities.keys()
@@ -169,7 +226,7 @@ def resolve(session: Session, *, thresholds: Thresholds, by: str, dry_run: bool 
             assert row is not None
             row.data = {**row.data, "note": {**row.data["note"], "watermark": final}}
         session.flush()
-    return {"dry_run": dry_run, "concepts": len(entities),
+    return {"dry_run": dry_run, "concepts": len(entities), "qualified": qualified_labels,
             "examined": len(entities) if new is None else len(new),
             "candidates": len(pairs), "merged": merges, "review": len(review),
             "judged": {a: sum(v == a for v in answers.values()) for a in ("yes", "no", "unsure")},

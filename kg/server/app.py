@@ -24,6 +24,7 @@ from kg.server import (
     routes_graph,
     routes_health,
     routes_profiles,
+    routes_resolution,
     routes_runs,
 )
 from kg.server.auth import Authenticator
@@ -44,7 +45,8 @@ evidence, the graph around a concept, exports, extraction profiles and runs with
 (Server-Sent Events). The graph and run routes answer for one collection: under
 `/c/{collection}/...`, or `default` without the prefix (`GET /collections` lists those a token
 may use). Send `Authorization: Bearer TOKEN` (`kg admin tokens create NAME`): the read scope
-covers every GET, admin also profile changes and runs; a token may be limited to some
+covers every GET, admin also profile changes, runs and curation (accepting or rejecting
+duplicates); a token may be limited to some
 collections (`--collection NAME`). Bodies are JSON
 (`Content-Type: application/json`; `POST /runs` also takes multipart uploads); requests from
 browser pages of other origins may not change anything. Errors are `{"error": "one line"}`."""
@@ -90,7 +92,7 @@ def create_app(db: Database, config: ServerConfig | None = None) -> FastAPI:
     # Profiles, health and tokens belong to no collection: only at the root.
     for module in (routes_health, routes_collections, routes_profiles):
         app.include_router(module.router)
-    for module in (routes_runs, routes_graph, routes_ask):
+    for module in (routes_runs, routes_graph, routes_ask, routes_resolution):
         app.include_router(module.router)
         app.include_router(module.router, prefix="/c/{collection}",
                            dependencies=[Depends(collection_parameter)])

@@ -595,6 +595,67 @@
     }
   }
 
+  // -- duplicates: the grey zone of entity resolution ----------------------------------------
+  function named(label, type) {
+    const part = el("span", label);
+    if (type) part.appendChild(el("span", " (" + type + ")", "type"));
+    return part;
+  }
+
+  function duplicateItem(pair) {
+    const item = el("li", null, "duplicate");
+    item.dataset.a = pair.a;
+    item.dataset.b = pair.b;
+    const names = el("span", null, "pair");
+    names.append(named(pair.a_label, pair.a_type), " ≈ ", named(pair.b_label, pair.b_type));
+    const signals = Object.entries(pair.signals || {}).filter(([, value]) => Number(value) > 0)
+      .map(([name, value]) => name + " " + Number(value).toFixed(2)).join(", ");
+    item.append(names, el("span", "score " + pair.score.toFixed(2) + (signals ? " · " + signals : ""), "why"));
+    const actions = el("div", null, "actions admin-only");
+    const accept = el("button", "Accept", "accept");
+    accept.type = "button";
+    accept.title = "Merge the two concepts";
+    accept.addEventListener("click", () => decide("accept", pair, item));
+    const reject = el("button", "Reject", "reject secondary");
+    reject.type = "button";
+    reject.title = "Keep the two concepts apart";
+    reject.addEventListener("click", () => decide("reject", pair, item));
+    actions.append(accept, reject);
+    item.appendChild(actions);
+    return item;
+  }
+
+  async function loadDuplicates() {
+    const rows = await api("/duplicates?limit=50");
+    const list = $("duplicate-list");
+    list.replaceChildren();
+    if (!rows.length) list.appendChild(el("li", "No pairs to review.", "muted"));
+    for (const pair of rows) list.appendChild(duplicateItem(pair));
+    list.dataset.loaded = String(Number(list.dataset.loaded || "0") + 1);
+  }
+
+  async function decide(verb, pair, item) {
+    for (const button of item.querySelectorAll("button")) button.disabled = true;
+    try {
+      const result = await api("/duplicates/" + verb, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ a: pair.a, b: pair.b }),
+      });
+      await loadDuplicates();
+      await search($("search").value.trim());
+      // The concept on screen may be the one merged away: either label finds the survivor
+      // now (the merged one's label is its alias).
+      if (verb === "accept" && [String(pair.a), String(pair.b)].includes(String(state.center))) {
+        await showGraph(pair.a_label);
+      }
+      message(result.summary + " (decision " + result.id + ")", "info");
+    } catch (error) {
+      for (const button of item.querySelectorAll("button")) button.disabled = false;
+      failed(error);
+    }
+  }
+
   // -- ask ------------------------------------------------------------------------------------
   function citeLink(id) {
     const link = el("a", "[" + id + "]", "cite");
@@ -729,6 +790,8 @@
       await loadProfiles();
       const rows = await search("");
       await refreshRuns();
+      // The grey zone scores pairs over the whole collection: the page does not wait for it.
+      loadDuplicates().catch(failed);
       const wanted = new URLSearchParams(location.hash.slice(1)).get("concept");
       if (wanted) await showGraph(wanted);
       else if (rows.length) await showGraph(String(rows[0].id));
