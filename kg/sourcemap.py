@@ -21,16 +21,32 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple, Protocol
 
 __all__ = ["IMAGE_FORMATS", "MAX_FILE_BYTES", "MAX_PIXELS", "PDFIUM", "VERSION", "Box", "Index",
-           "Place", "locate", "places"]
+           "Place", "locate", "open_pdf", "places"]
 
 VERSION = 1
 # PDFium is not thread-safe, and both sides render PDF pages in the server's threads (a run
 # reading scanned pages, a request showing one): whoever calls pypdfium2 holds this lock.
 PDFIUM = threading.Lock()
+
+
+@contextmanager
+def open_pdf(data: bytes) -> Iterator[Any]:
+    """A pypdfium2 document of `data`, used under PDFIUM and closed on leaving; PdfiumError
+    (unreadable file, no such page) is the caller's to turn into its own message."""
+    import pypdfium2 as pdfium
+
+    with PDFIUM:
+        pdf = pdfium.PdfDocument(data)
+        try:
+            yield pdf
+        finally:
+            pdf.close()
+
 # Limits of the images kg reads, shared by the readers (kg.extraction.ocr, loaders) and the
 # page thumbnails (kg.export.pages), which may import only this side of the layers.
 # The decoders Pillow may use on a file named as an image: nothing exotic on untrusted input

@@ -132,19 +132,15 @@ def _opaque(image: Any) -> Any:
 def _pdf_page(data: bytes, page: PageFile, side: int) -> Any:
     import pypdfium2 as pdfium
 
-    with sourcemap.PDFIUM:
-        try:
-            pdf = pdfium.PdfDocument(data)
-            try:
-                if page.number > len(pdf):
-                    raise NotFoundError(f"{page.path} has no page {page.number}")
-                rendered = pdf[page.number - 1]
-                # Straight at the thumbnail's size: the longest side `side` pixels.
-                width_pt, height_pt = rendered.get_size()
-                image = rendered.render(scale=side / max(width_pt, height_pt, 1)).to_pil()
-                rendered.close()
-            finally:
-                pdf.close()
-        except pdfium.PdfiumError as exc:
-            raise UsageError(f"cannot show page {page.number} of {page.path}: {exc}") from None
+    try:
+        with sourcemap.open_pdf(data) as pdf:
+            if page.number > len(pdf):
+                raise NotFoundError(f"{page.path} has no page {page.number}")
+            rendered = pdf[page.number - 1]
+            # Straight at the thumbnail's size: the longest side `side` pixels.
+            width_pt, height_pt = rendered.get_size()
+            image = rendered.render(scale=side / max(width_pt, height_pt, 1)).to_pil()
+            rendered.close()
+    except pdfium.PdfiumError as exc:
+        raise UsageError(f"cannot show page {page.number} of {page.path}: {exc}") from None
     return image

@@ -46,8 +46,6 @@ INSTALL = "apt-get install tesseract-ocr"
 _LANGUAGES = re.compile(r"[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*")
 
 _ready: set[str] = set()  # language settings found installed (a failure is checked again)
-# PDFium is not thread-safe; the server plans runs and renders page thumbnails in threads.
-_pdfium = sourcemap.PDFIUM
 
 
 @dataclass
@@ -386,24 +384,20 @@ def render_pdf_page(data: bytes, number: int) -> tuple[Any, int]:
     it would pass MAX_PIXELS), and the dpi used; raises Unreadable."""
     import pypdfium2 as pdfium
 
-    with _pdfium:
-        try:
-            pdf = pdfium.PdfDocument(data)
-            try:
-                page = pdf[number - 1]
-                width_pt, height_pt = page.get_size()
-                dpi = PDF_DPI
-                pixels = width_pt * height_pt * (dpi / 72) ** 2
-                if pixels > MAX_PIXELS:
-                    dpi = int(72 * (MAX_PIXELS / (width_pt * height_pt)) ** 0.5)
-                    log.warning("page %d is large: rendered at %d dpi", number, dpi)
-                image = page.render(scale=dpi / 72, grayscale=True).to_pil()
-                page.close()
-            finally:
-                pdf.close()
-        except pdfium.PdfiumError as exc:
-            raise Unreadable(f"cannot render PDF page {number} ({_one_line(exc)}); "
-                             "re-save or re-export it") from None
+    try:
+        with sourcemap.open_pdf(data) as pdf:
+            page = pdf[number - 1]
+            width_pt, height_pt = page.get_size()
+            dpi = PDF_DPI
+            pixels = width_pt * height_pt * (dpi / 72) ** 2
+            if pixels > MAX_PIXELS:
+                dpi = int(72 * (MAX_PIXELS / (width_pt * height_pt)) ** 0.5)
+                log.warning("page %d is large: rendered at %d dpi", number, dpi)
+            image = page.render(scale=dpi / 72, grayscale=True).to_pil()
+            page.close()
+    except pdfium.PdfiumError as exc:
+        raise Unreadable(f"cannot render PDF page {number} ({_one_line(exc)}); "
+                         "re-save or re-export it") from None
     return image, dpi
 
 
@@ -422,39 +416,35 @@ def pdf_pictures(data: bytes, number: int) -> PagePictures:
     import pypdfium2.raw as pdfium_c
 
     found: list[tuple[float, Picture]] = []
-    with _pdfium:
-        try:
-            pdf = pdfium.PdfDocument(data)
-            try:
-                page = pdf[number - 1]
-                width_pt, height_pt = page.get_size()
-                scale = PDF_DPI / 72
-                for obj in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]):
-                    left, bottom, right, top = obj.get_bounds()
-                    px_width, px_height = obj.get_px_size()
-                    if (min(right - left, top - bottom) < PICTURE_MIN_POINTS
-                            or min(px_width, px_height) < PICTURE_MIN_PIXELS):
-                        continue
-                    if px_width * px_height > MAX_PIXELS:
-                        log.warning("page %d: a picture of %d x %d pixels is above kg's limit "
-                                    "of %d megapixels: not read", number, px_width, px_height,
-                                    MAX_PIXELS // 1_000_000)
-                        continue
-                    try:
-                        image = obj.get_bitmap(render=True).to_pil()
-                    except (pdfium.PdfiumError, ValueError) as exc:
-                        log.warning("page %d: a picture cannot be decoded (%s): not read",
-                                    number, _one_line(exc))
-                        continue
-                    box = (max(0, round(left * scale)), max(0, round((height_pt - top) * scale)),
-                           round(right * scale), round((height_pt - bottom) * scale))
-                    found.append(((right - left) * (top - bottom), Picture(image, box)))
-                page.close()
-            finally:
-                pdf.close()
-        except pdfium.PdfiumError as exc:
-            raise Unreadable(f"cannot read the pictures of PDF page {number} "
-                             f"({_one_line(exc)}); re-save or re-export it") from None
+    try:
+        with sourcemap.open_pdf(data) as pdf:
+            page = pdf[number - 1]
+            width_pt, height_pt = page.get_size()
+            scale = PDF_DPI / 72
+            for obj in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]):
+                left, bottom, right, top = obj.get_bounds()
+                px_width, px_height = obj.get_px_size()
+                if (min(right - left, top - bottom) < PICTURE_MIN_POINTS
+                        or min(px_width, px_height) < PICTURE_MIN_PIXELS):
+                    continue
+                if px_width * px_height > MAX_PIXELS:
+                    log.warning("page %d: a picture of %d x %d pixels is above kg's limit "
+                                "of %d megapixels: not read", number, px_width, px_height,
+                                MAX_PIXELS // 1_000_000)
+                    continue
+                try:
+                    image = obj.get_bitmap(render=True).to_pil()
+                except (pdfium.PdfiumError, ValueError) as exc:
+                    log.warning("page %d: a picture cannot be decoded (%s): not read",
+                                number, _one_line(exc))
+                    continue
+                box = (max(0, round(left * scale)), max(0, round((height_pt - top) * scale)),
+                       round(right * scale), round((height_pt - bottom) * scale))
+                found.append(((right - left) * (top - bottom), Picture(image, box)))
+            page.close()
+    except pdfium.PdfiumError as exc:
+        raise Unreadable(f"cannot read the pictures of PDF page {number} "
+                         f"({_one_line(exc)}); re-save or re-export it") from None
     if len(found) > MAX_PICTURES:
         log.warning("page %d has %d pictures: the %d largest are read", number, len(found),
                     MAX_PICTURES)
