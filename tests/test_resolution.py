@@ -14,10 +14,10 @@ import pytest
 from kg.db import Database
 from kg.db.models import Concept, ConceptAlias, CurationDecision
 from kg.errors import UsageError
-from kg.resolution.candidates import candidate_pairs, distinct, entity, signals
-from kg.resolution.decide import Pair, Thresholds, group
+from kg.matching.candidates import candidate_pairs, distinct, entity, signals
+from kg.matching.decide import Pair, Thresholds, group
+from kg.matching.scoring import score
 from kg.resolution.evaluate import Mention, bcubed, cluster, pairwise
-from kg.resolution.scoring import score
 from kg.text import normalise_label
 
 

@@ -28,8 +28,8 @@ import benchmarks.common  # noqa: F401  (puts the repository on sys.path)
 from benchmarks.resolution.before import OldConceptIndex
 from benchmarks.resolution.build_set import OUT, build
 from kg.extraction.resolve import ConceptIndex, GroupPlan
-from kg.resolution.candidates import Entity, entity
-from kg.resolution.decide import Band, Thresholds, group
+from kg.matching.candidates import Entity, entity
+from kg.matching.decide import Band, Thresholds, group
 from kg.resolution.evaluate import Clusters, Mention, cluster, load_mentions, score_clusters
 from kg.resolution.passes import score_pairs
 from kg.text import normalise_label

@@ -17,7 +17,7 @@ import random
 import time
 
 from benchmarks.common import temp_database
-from kg.resolution.decide import Band, Thresholds, group
+from kg.matching.decide import Band, Thresholds, group
 from kg.resolution.passes import load_entities, same_name_clashes, score_pairs
 from tests.graph_seed import bulk_graph
 

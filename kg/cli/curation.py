@@ -75,7 +75,7 @@ def concepts_delete(label: str, by: str | None, output: str) -> None:
 def concepts_duplicates(high: float, low: float, output: str) -> None:
     """Pairs of concepts that may be one (the grey zone of `kg resolve`), strongest first:
     merge them with `kg concepts merge A B` or keep them apart with `kg concepts keep-apart A B`."""
-    from kg.resolution.decide import Thresholds
+    from kg.matching.decide import Thresholds
     from kg.resolution.passes import duplicates
 
     thresholds = Thresholds(high, low)

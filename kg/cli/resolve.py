@@ -12,7 +12,7 @@ import click
 from kg.cli import context
 from kg.cli.evaluate import eval_
 from kg.cli.render import emit, emit_object, json_option, table
-from kg.resolution.decide import Thresholds
+from kg.matching.decide import Thresholds
 from kg.resolution.evaluate import evaluate
 from kg.resolution.judge import Judge
 from kg.resolution.passes import resolve as resolve_pass

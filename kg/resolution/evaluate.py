@@ -16,8 +16,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kg.errors import NotFoundError, UsageError
-from kg.resolution.candidates import Entity, entity
-from kg.resolution.decide import Band, Thresholds, group
+from kg.matching.candidates import Entity, entity
+from kg.matching.decide import Band, Thresholds, group
 from kg.resolution.passes import score_pairs
 from kg.text import normalise_label
 

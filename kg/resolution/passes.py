@@ -20,7 +20,7 @@ from kg.db.curation_rules import renamed_concepts
 from kg.db.locks import lock_for_rewrite
 from kg.db.models import Call, Concept, ConceptAlias, CurationDecision, Evidence, Relationship
 from kg.db.scope import collection_of
-from kg.resolution.candidates import (
+from kg.matching.candidates import (
     Entity,
     candidate_pairs,
     entity,
@@ -29,9 +29,9 @@ from kg.resolution.candidates import (
     qualify,
     signals,
 )
-from kg.resolution.decide import Band, Pair, Thresholds, group
+from kg.matching.decide import Band, Pair, Thresholds, group
+from kg.matching.scoring import score
 from kg.resolution.judge import Judge
-from kg.resolution.scoring import score
 from kg.text import normalise_label
 
 Row = dict[str, Any]

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from kg import curation
 from kg.db.models import Concept
 from kg.errors import NotFoundError
-from kg.resolution.decide import Thresholds
+from kg.matching.decide import Thresholds
 from kg.resolution.passes import duplicates
 from kg.server.auth import Admin, Reader
 from kg.server.limits import MAX_ID
