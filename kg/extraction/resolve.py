@@ -166,10 +166,11 @@ class ConceptIndex:
         above: list[tuple[float, int]] = []
         for cid in sorted(found):
             other = self.entity(cid)
-            if not plausible(query, other) or distinct(query, other):
+            if not plausible(query, other):
                 continue
+            # distinct() only for what scores above the bar: the rest is left out either way.
             value = score(signals(query, other))
-            if value >= bar:
+            if value >= bar and not distinct(query, other):
                 above.append((value, cid))
         # Two distinct concepts both fit ('J. Smith': John and Jane Smith): join neither.
         for n, (_v, x) in enumerate(above):

@@ -153,8 +153,9 @@ def candidate_pairs(entities: Iterable[Entity],
     return pairs
 
 
-def _digits(name: str) -> list[str]:
-    return re.findall(r"\d+", name)
+@lru_cache(maxsize=1 << 18)
+def _digits(name: str) -> tuple[str, ...]:
+    return tuple(re.findall(r"\d+", name))
 
 
 @lru_cache(maxsize=1 << 18)
