@@ -322,3 +322,44 @@ def test_fallbacks_are_counted_only_for_items_kept() -> None:
     verdict = validate_reply(content, TEXT, VOCAB, BOUNDS)
     assert verdict.usable and len(verdict.concepts) == 1
     assert verdict.dropped == {"quote_from_label": 1, "duplicate": 2}
+
+
+class WholeBlocks(ConceptIndex):
+    """The lookup without its C prefilter: every concept of the blocks goes through signals."""
+
+    def _reachable(self, query: object, keys: list[str], bar: float) -> set[int]:
+        return set().union(*(self.blocks[k] for k in keys))
+
+
+@pytest.mark.parametrize("threshold", [92, 93, 95])
+def test_prefilter_decides_exactly_as_scoring_whole_blocks(threshold: int) -> None:
+    # Typos, transliterations, acronyms, initials, titles, numbers and word order: the
+    # prefilter only skips what cannot reach the bar, so both indexes answer alike.
+    rng = random.Random(threshold)
+    words = ["marie", "curie", "john", "smith", "jane", "international", "business",
+             "machines", "ibm", "m", "j", "dr", "schroeder", "schroder", "fyodor", "fedor",
+             "type", "1", "2", "thermodynamics", "law", "of", "sherlock", "holmes"]
+    fast, slow = ConceptIndex(threshold=threshold), WholeBlocks(threshold=threshold)
+    lookups = fuzzy = 0
+    for n in range(2500):
+        label = " ".join(rng.choice(words) for _ in range(rng.randint(1, 4)))
+        if rng.random() < 0.5:
+            i = rng.randrange(len(label))
+            letter = rng.choice("aeiostr")
+            label = rng.choice([label[:i] + letter + label[i + 1:], label[:i] + label[i + 1:],
+                                label[:i] + letter + label[i:],
+                                label[:i] + label[i + 1:i + 2] + label[i:i + 1] + label[i + 2:]])
+        norm = normalise_label(label)
+        if not norm:
+            continue
+        type_ = rng.choice([None, None, "person", "organisation"])
+        hit = fast.find(norm, type_)
+        assert hit == slow.find(norm, type_), label
+        lookups += 1
+        fuzzy += hit is not None and hit[1] == "fuzzy"
+        for index in (fast, slow):
+            if hit is None:
+                index.add_label(norm, n, label, type_)
+            else:
+                index.add_alias(norm, hit[0], label)
+    assert lookups > 2000 and fuzzy > 100, (lookups, fuzzy)

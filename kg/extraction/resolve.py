@@ -13,26 +13,33 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
+from rapidfuzz import process
+from rapidfuzz.distance import Indel
 from sqlalchemy import Connection, select
 
 from kg.db.models import Concept, ConceptAlias, utcnow
 from kg.db.scope import scope_of
 from kg.matching.candidates import (
     Entity,
+    acronym,
+    block_name,
     blocking_keys,
     compatible,
     distinct,
     entity,
     fold,
+    is_acronym,
+    is_initials,
     kind,
     plausible,
     qualified,
     qualify,
     signals,
 )
-from kg.matching.scoring import score
+from kg.matching.scoring import ACRONYM, CONTAINED, INITIALS, TOKENS, TYPO, score
 from kg.text import normalise_label
 
 MAX_TERMS = 10
@@ -48,6 +55,25 @@ def label_rank(label: str) -> tuple[bool, int, int, str]:
 
 
 MAX_BLOCK = 200  # a blocking key shared by more concepts is a stopword: looked up no further
+SLACK = 1e-3  # signals are rounded to 4 places: the prefilter keeps what rounding could lift
+
+
+@dataclass
+class Pool:
+    """A block's names in the forms the score compares, beside their concepts: what rapidfuzz
+    scans in C before any Python looks at a candidate."""
+
+    raw: list[str] = field(default_factory=list)  # folded name
+    ordered: list[str] = field(default_factory=list)  # its words sorted
+    translit: list[str] = field(default_factory=list)  # sorted, then transliterated
+    ids: list[int] = field(default_factory=list)
+
+    def add(self, name: str, concept_id: int) -> None:
+        ordered, translit = block_name(name)
+        self.raw.append(name)
+        self.ordered.append(ordered)
+        self.translit.append(translit)
+        self.ids.append(concept_id)
 
 
 class ConceptIndex:
@@ -67,6 +93,9 @@ class ConceptIndex:
         self.holders: dict[str, set[int]] = {}  # normalised spelling -> every concept with it
         self.names: dict[int, set[str]] = {}  # concept -> folded spellings
         self.blocks: dict[str, set[int]] = {}  # blocking key -> concepts
+        self.pools: dict[str, Pool] = {}  # blocking key -> its names, for the C prefilter
+        # last word -> (name, concept) of names written with an initial ('m curie')
+        self.initialled: dict[str, list[tuple[str, int]]] = {}
         self.types: dict[int, str] = {}  # concept -> its type (the first one given)
         self._entities: dict[int, Entity] = {}  # built on demand, dropped when names change
         # Surface forms already recorded per concept: the canonical label and every alias.
@@ -116,10 +145,36 @@ class ConceptIndex:
         names = self.names.setdefault(concept_id, set())
         if not folded or folded in names:
             return
+        old = sorted(names)
         names.add(folded)
         self._entities.pop(concept_id, None)
-        for key in blocking_keys(folded):
+        words = folded.split()
+        if len(words) >= 2 and any(len(w) == 1 for w in words[:-1]):
+            self.initialled.setdefault(words[-1], []).append((folded, concept_id))
+        keys = blocking_keys(folded)
+        for key in keys:
             self.blocks.setdefault(key, set()).add(concept_id)
+        # A pool holds every name of each concept in the block (the score is the best over all
+        # names, whichever shares the key); pools are built when first asked for, then kept.
+        old_keys = set().union(*(blocking_keys(n) for n in old))
+        for key in keys | old_keys:
+            pool = self.pools.get(key)
+            if pool is not None:
+                pool.add(folded, concept_id)
+        for key in keys - old_keys:
+            pool = self.pools.get(key)
+            if pool is not None:
+                for name in old:
+                    pool.add(name, concept_id)
+
+    def _pool(self, key: str) -> Pool:
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = Pool()
+            for cid in sorted(self.blocks[key]):
+                for name in sorted(self.names[cid]):
+                    pool.add(name, cid)
+        return pool
 
     def entity(self, concept_id: int) -> Entity:
         known = self._entities.get(concept_id)
@@ -156,13 +211,14 @@ class ConceptIndex:
         if self.threshold > 100:
             return None
         query = entity(0, norm, type_, [norm])
-        found: set[int] = set()
+        keys = []
         for name in query.names:
             for key in blocking_keys(name):
                 block = self.blocks.get(key)
                 if block and (len(block) <= MAX_BLOCK or key.startswith(("=", "a:"))):
-                    found |= block
+                    keys.append(key)
         bar = self.threshold / 100
+        found = self._reachable(query, keys, bar)
         above: list[tuple[float, int]] = []
         for cid in sorted(found):
             other = self.entity(cid)
@@ -179,6 +235,63 @@ class ConceptIndex:
         if not above:
             return None
         return min(above, key=lambda hit: (-hit[0], hit[1]))[1], "fuzzy"
+
+    def _reachable(self, query: Entity, keys: list[str], bar: float) -> set[int]:
+        """The concepts of these blocks whose score could reach `bar` (a superset), found in C.
+        With no neighbours at ingest a score is an equal name, a character similarity or a
+        rule's fixed worth (acronym, initials, typo, contained); each is tested here at least
+        as loosely as the score takes it, so `find` decides exactly as over the whole blocks."""
+        every: set[int] = set().union(*(self.blocks[k] for k in keys))
+        if bar <= max(CONTAINED, TOKENS) + SLACK:  # rules no C scan finds could reach it
+            return every
+        pools = [self._pool(k) for k in keys]
+        raw = list(chain.from_iterable(p.raw for p in pools))
+        ordered = list(chain.from_iterable(p.ordered for p in pools))
+        translit = list(chain.from_iterable(p.translit for p in pools))
+        ids = list(chain.from_iterable(p.ids for p in pools))
+        out: set[int] = set()
+        for k in keys:
+            if k.startswith("="):  # the same name, or the same transliteration
+                out |= self.blocks[k]
+        cutoff = bar - SLACK
+        for x in query.names:
+            ox, tx = block_name(x)
+            # One bit-parallel scan per form stands for the slower ones: a ratio >= c allows
+            # at most 2(1 - c)len/c insertions and deletions (the other name is at most that
+            # much longer), and so does a Damerau-Levenshtein similarity >= c, as one edit of
+            # it is at most two insertions or deletions.
+            for q, choices in ((ox, ordered), (tx, translit)):
+                out.update(ids[i] for _c, _s, i in process.extract(
+                    q, choices, scorer=Indel.distance,
+                    score_cutoff=int(2 * (1 - cutoff) * len(q) / cutoff), limit=None))
+            if bar <= TYPO + SLACK:  # one letter dropped, doubled or swapped: <= 2 indels
+                out.update(ids[i] for _c, _s, i in process.extract(
+                    x, raw, scorer=Indel.distance, score_cutoff=2, limit=None))
+            if bar <= max(ACRONYM, INITIALS) + SLACK:
+                out.update(self._rules(x))
+        return out & every
+
+    def _rules(self, x: str) -> set[int]:
+        """Concepts an acronym or initials rule joins to the name `x`, from the only pools
+        such a name can be in: 'ibm' holds 'a:ibm', an acronym's own name is '=ibm', and
+        initials share the last word with one side written with an initial."""
+        out: set[int] = set()
+        short = acronym(x)
+        for key in ("a:" + x, "=" + short if short else ""):
+            out.update(c for y, c in self._named(key) if is_acronym(x, y) or is_acronym(y, x))
+        words = x.split()
+        if len(words) >= 2:
+            pairs: Iterable[tuple[str, int]] = (
+                self._named("l:" + words[-1]) if any(len(w) == 1 for w in words[:-1])
+                else self.initialled.get(words[-1], ()))
+            out.update(c for y, c in pairs if is_initials(x, y))
+        return out
+
+    def _named(self, key: str) -> Iterable[tuple[str, int]]:
+        """(name, concept) for every name of the concepts holding `key`."""
+        for cid in self.blocks.get(key, ()):
+            for name in self.names[cid]:
+                yield name, cid
 
 
 def merge_details(description: str, terms: list[str],

@@ -29,6 +29,7 @@ TRANSLITERATIONS = (("ae", "a"), ("oe", "o"), ("ue", "u"), ("ph", "f"), ("kh", "
                     ("tch", "ch"), ("y", "i"))
 
 
+@lru_cache(maxsize=1 << 18)
 def fold(norm: str) -> str:
     """A normalised label without accents, and without titles before a full name: 'dr marie
     curie' -> 'marie curie'. Before one word a title stays ('st louis', 'professor moriarty'):
@@ -163,6 +164,13 @@ def _sorted(name: str) -> str:
     return " ".join(sorted(name.split()))
 
 
+def block_name(name: str) -> tuple[str, str]:
+    """A name's words sorted, and that transliterated: the two forms character similarity
+    compares (what ingestion's prefilter hands to rapidfuzz)."""
+    ordered = _sorted(name)
+    return ordered, _translit(ordered)
+
+
 def _char(x: str, y: str) -> float:
     """Character similarity in [0, 1]: the best of edit-distance ratios, on token-sorted
     spellings; 0 when the numbers differ ('type 1 diabetes' vs 'type 2 diabetes')."""
@@ -179,7 +187,7 @@ def _char(x: str, y: str) -> float:
     return best
 
 
-def _initials(x: str, y: str) -> bool:
+def is_initials(x: str, y: str) -> bool:
     """'m curie' ~ 'marie curie', 'j r r tolkien' ~ 'john ronald reuel tolkien'."""
     a, b = x.split(), y.split()
     if len(a) != len(b) or len(a) < 2 or a[-1] != b[-1]:
@@ -217,7 +225,7 @@ def _contained(x: str, y: str) -> bool:
     return b[-len(a):] == a or b[:len(a)] == a
 
 
-def _is_acronym(x: str, y: str) -> bool:
+def is_acronym(x: str, y: str) -> bool:
     if " " in x or len(x) < 2:
         return False
     return acronym(y) == x
@@ -289,9 +297,9 @@ def signals(a: Entity, b: Entity) -> dict[str, float]:
             char = max(char, _char(x, y))
             tx, ty = set(x.split()), set(y.split())
             token = max(token, len(tx & ty) / len(tx | ty))
-            if _is_acronym(x, y) or _is_acronym(y, x):
+            if is_acronym(x, y) or is_acronym(y, x):
                 acro = 1.0
-            if _initials(x, y):
+            if is_initials(x, y):
                 init = 1.0
             if _slip(x, y):
                 slip = 1.0

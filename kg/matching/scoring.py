@@ -9,6 +9,7 @@ ACRONYM = 0.93
 INITIALS = 0.93
 TYPO = 0.92  # one letter dropped, doubled or swapped in a long name
 CONTAINED = 0.82  # one name inside the other: for the judge or a person to decide
+TOKENS = 0.9  # the same words in another order or number ('law of demand' / 'demand law')
 NEIGHBOUR_BONUS = 0.06  # at most, when both concepts have the same neighbours
 
 
@@ -27,5 +28,5 @@ def score(signals: dict[str, float]) -> float:
     best = max(char, ACRONYM * signals["acronym"], INITIALS * signals["initials"],
                TYPO * signals["typo"], CONTAINED * signals["contained"])
     # Word-order and extra-word variants ('law of demand' / 'demand law') show in the tokens.
-    best = max(best, 0.9 * signals["token"]) if signals["token"] >= 0.999 else best
+    best = max(best, TOKENS * signals["token"]) if signals["token"] >= 0.999 else best
     return round(min(1.0, best + NEIGHBOUR_BONUS * signals["neighbours"]), 4)
