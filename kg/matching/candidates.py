@@ -25,6 +25,7 @@ HONORIFICS = frozenset({*TITLES, "madame", "mme", "mademoiselle", "monsieur", "h
 UNLIKE = 60  # two words less alike than this (rapidfuzz ratio) are two names
 FILLERS = frozenset({"of", "and", "the", "for", "de", "du", "la", "le", "von", "van", "der", "&"})
 # Spellings a transliteration writes two ways; folded to one before comparing.
+NON_WORD = re.compile(r"[^\w]+")
 TRANSLITERATIONS = (("ae", "a"), ("oe", "o"), ("ue", "u"), ("ph", "f"), ("kh", "h"),
                     ("tch", "ch"), ("y", "i"))
 
@@ -34,10 +35,12 @@ def fold(norm: str) -> str:
     """A normalised label without accents, and without titles before a full name: 'dr marie
     curie' -> 'marie curie'. Before one word a title stays ('st louis', 'professor moriarty'):
     often part of the name, else left for the grey zone to judge."""
-    text = "".join(c for c in unicodedata.normalize("NFKD", norm)
-                   if not unicodedata.combining(c))
-    text = text.replace("ß", "ss")
-    tokens = re.sub(r"[^\w]+", " ", text).split()
+    if norm.isascii():  # most names: nothing to decompose (and no combining marks)
+        text = norm
+    else:
+        text = "".join(c for c in unicodedata.normalize("NFKD", norm)
+                       if not unicodedata.combining(c)).replace("ß", "ss")
+    tokens = NON_WORD.sub(" ", text).split()
     kept = [t for t in tokens if t not in TITLES]
     return " ".join(kept if len(kept) >= 2 else tokens)
 
@@ -101,18 +104,20 @@ def compatible(a: str | None, b: str | None) -> bool:
 @lru_cache(maxsize=1 << 18)
 def blocking_keys(name: str) -> frozenset[str]:
     tokens = name.split()
-    keys = {f"={name}", f"=t:{_translit(name)}"}
-    keys.update(f"w:{t}" for t in tokens if len(t) >= 3 and t not in FILLERS)
-    keys.update(f"p:{t[:3]}" for t in tokens if len(t) >= 3 and t not in FILLERS)
-    # A typo early in a word ('enntropy') keeps its ending.
-    keys.update(f"s:{t[-4:]}" for t in tokens if len(t) >= 6)
+    keys = {"=" + name, "=t:" + _translit(name)}
+    for t in tokens:
+        if len(t) >= 3 and t not in FILLERS:
+            keys.add("w:" + t)
+            keys.add("p:" + t[:3])
+        if len(t) >= 6:  # a typo early in a word ('enntropy') keeps its ending
+            keys.add("s:" + t[-4:])
     if len(tokens) >= 2:
-        keys.add(f"l:{tokens[-1]}")
+        keys.add("l:" + tokens[-1])
     short = acronym(name)
     if short is not None and len(short) >= 2:
-        keys.add(f"a:{short}")
+        keys.add("a:" + short)
     if len(tokens) == 1 and 2 <= len(name) <= 6:
-        keys.add(f"a:{name}")
+        keys.add("a:" + name)
     return frozenset(keys)
 
 
@@ -131,7 +136,6 @@ def candidate_pairs(entities: Iterable[Entity],
         for key in keys if wanted is None else keys & wanted:
             blocks.setdefault(key, []).append(e)
     seen: set[tuple[int, int]] = set()
-    pairs: list[tuple[Entity, Entity]] = []
     for key, members in blocks.items():
         exact = key.startswith(("=", "a:"))
         if len(members) < 2 or (len(members) > MAX_BLOCK and not exact):
@@ -140,18 +144,15 @@ def candidate_pairs(entities: Iterable[Entity],
             fresh = [m for m in members if m.id in new]
             if not fresh:
                 continue
-            combos: Iterable[tuple[Entity, Entity]] = (
-                (f, m) for f in fresh for m in members if m.id != f.id)
+            for f in fresh:
+                fid = f.id
+                seen.update((fid, m.id) if fid < m.id else (m.id, fid)
+                            for m in members if m.id != fid)
         else:
-            combos = combinations(members, 2)
-        for a, b in combos:
-            if a.id > b.id:
-                a, b = b, a
-            if (a.id, b.id) not in seen:
-                seen.add((a.id, b.id))
-                pairs.append((a, b))
-    pairs.sort(key=lambda p: (p[0].id, p[1].id))
-    return pairs
+            seen.update((a.id, b.id) if a.id < b.id else (b.id, a.id)
+                        for a, b in combinations(members, 2))
+    by_id = {e.id: e for e in entities}
+    return [(by_id[a], by_id[b]) for a, b in sorted(seen)]
 
 
 @lru_cache(maxsize=1 << 18)
