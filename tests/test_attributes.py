@@ -221,6 +221,24 @@ def test_a_changed_document_retracts_its_old_values_and_as_of_sees_them(
     assert attributes(db) == ACADEMY
 
 
+def test_prune_deletes_retracted_values_and_keeps_live_ones(kg, db, uni,
+                                                           tmp_path: Path) -> None:
+    doc = tmp_path / "academy.md"
+    ingest(kg, doc, TEXT)
+    ingest(kg, doc, TEXT_V2)
+    live = attributes(db)
+    time.sleep(0.01)  # a moment strictly after the retraction (not a speed assumption)
+    moment = datetime.now(UTC).isoformat()
+    result = kg("db", "prune", "--before", moment, "--yes", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["attributes"] == 2  # 1996 and 5,000
+    assert attributes(db) == live and attributes(db, live=False) == live
+    assert rows(db, "SELECT count(*) FROM attribute_evidence WHERE valid_to IS NOT NULL") == [
+        (0,)]
+    shown = kg("db", "prune", "--before", moment, "--yes")
+    assert shown.exit_code == 0 and "0 literal value(s)" in shown.stdout
+
+
 def test_curation_moves_attributes_and_undo_gives_them_back(kg, db, uni,
                                                             tmp_path: Path) -> None:
     ingest(kg, tmp_path / "academy.md", TEXT)

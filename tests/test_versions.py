@@ -253,7 +253,8 @@ def test_prune_deletes_history_before_a_date_and_keeps_live_rows(
     assert result.exit_code == 0, result.stderr
     counts = json.loads(result.stdout)
     # v1's evidence (v2 has its own copies of the unchanged paragraph's), Bravo's paragraph.
-    assert counts == {"evidence": 10, "relationships": 2, "concepts": 3, "documents": 1}
+    assert counts == {"evidence": 10, "relationships": 2, "concepts": 3, "documents": 1,
+                      "attributes": 0}
     assert graph_of(db) == live
     assert rows(db, "SELECT count(*) FROM concepts WHERE valid_to IS NOT NULL")[0][0] == 0
     assert rows(db, "SELECT count(*) FROM documents")[0][0] == 1

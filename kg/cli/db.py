@@ -121,8 +121,9 @@ def _confirm(database: Database, revision: str, plan: list[migrate.Step],
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 def prune(before: str, yes: bool, output: str) -> None:
-    """Delete history: evidence, relationships, concepts and document versions retracted
-    before DATE (live rows are never touched; `--as-of` before DATE then shows less)."""
+    """Delete history: evidence, relationships, literal values, concepts and document
+    versions retracted before DATE (live rows are never touched; `--as-of` before DATE then
+    shows less)."""
     when = parse_as_of(before, "--before")
     database = context.database()
     try:
@@ -144,7 +145,8 @@ def prune(before: str, yes: bool, output: str) -> None:
 
 def _pruned(counts: Pruned) -> str:
     return (f"{counts.evidence} evidence row(s), {counts.relationships} relationship(s), "
-            f"{counts.concepts} concept(s), {counts.documents} document version(s)")
+            f"{counts.attributes} literal value(s), {counts.concepts} concept(s), "
+            f"{counts.documents} document version(s)")
 
 
 def _rows(count: int) -> str:

@@ -1,9 +1,9 @@
 """`kg db prune`: delete the history that document versions leave (issue #22).
 
 Retracted rows (valid_to before the given moment) really go: evidence first, then
-relationships and concepts with no evidence left, then retired document versions with their
-chunks. Live rows are never touched. Rows disappear, so running writers reload their caches
-(the graph epoch is bumped under the graph lock).
+relationships, literal values (#20) and concepts with no evidence left, then retired document
+versions with their chunks. Live rows are never touched. Rows disappear, so running writers
+reload their caches (the graph epoch is bumped under the graph lock).
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from sqlalchemy import Connection, Table, delete, exists, or_, select
 from kg.db import Database
 from kg.db.locks import lock_graph
 from kg.db.models import (
+    AttributeEvidence,
     Chunk,
     ChunkExtraction,
     Concept,
     ConceptAlias,
+    ConceptAttribute,
     Document,
     Evidence,
     Relationship,
@@ -28,6 +30,8 @@ from kg.db.models import (
 )
 from kg.db.scope import scope_of
 
+ATTRIBUTES = cast(Table, ConceptAttribute.__table__)
+ATTRIBUTE_EVIDENCE = cast(Table, AttributeEvidence.__table__)
 CHUNKS = cast(Table, Chunk.__table__)
 CONCEPTS = cast(Table, Concept.__table__)
 ALIASES = cast(Table, ConceptAlias.__table__)
@@ -44,6 +48,7 @@ class Pruned:
     relationships: int
     concepts: int
     documents: int
+    attributes: int = 0  # literal values (their evidence goes with them)
 
 
 def _retired(table: Table, before: datetime) -> Any:
@@ -66,26 +71,36 @@ def _prune(conn: Connection, before: datetime, dry_run: bool) -> Pruned:
                                            _retired(CONCEPTS, before))
     documents = select(DOCUMENTS.c.id).where(DOCUMENTS.c.collection_id == mine,
                                              _retired(DOCUMENTS, before))
+    values = select(ATTRIBUTES.c.id).where(ATTRIBUTES.c.collection_id == mine,
+                                           _retired(ATTRIBUTES, before))
     if dry_run:
         return Pruned(*(len(conn.scalars(q).all()) for q in (evidence, edges, concepts,
-                                                             documents)))
+                                                             documents, values)))
     gone_evidence = conn.execute(delete(EVIDENCE).where(EVIDENCE.c.id.in_(evidence))).rowcount
+    conn.execute(delete(ATTRIBUTE_EVIDENCE).where(
+        ATTRIBUTE_EVIDENCE.c.collection_id == mine, _retired(ATTRIBUTE_EVIDENCE, before)))
+    # As for relationships: a retracted value whose newer history holds evidence stays.
+    gone_values = conn.execute(delete(ATTRIBUTES).where(
+        ATTRIBUTES.c.id.in_(values),
+        ~exists().where(ATTRIBUTE_EVIDENCE.c.attribute_id == ATTRIBUTES.c.id))).rowcount
     # A retracted relationship or concept still holding evidence (newer history) stays.
     gone_edges = conn.execute(delete(EDGES).where(
         EDGES.c.id.in_(edges),
         ~exists().where(EVIDENCE.c.relationship_id == EDGES.c.id))).rowcount
     orphan = CONCEPTS.c.id.in_(concepts) & ~exists().where(
         EVIDENCE.c.concept_id == CONCEPTS.c.id) & ~exists().where(
-        or_(EDGES.c.source_id == CONCEPTS.c.id, EDGES.c.target_id == CONCEPTS.c.id))
+        or_(EDGES.c.source_id == CONCEPTS.c.id, EDGES.c.target_id == CONCEPTS.c.id)) & ~exists(
+        ).where(ATTRIBUTES.c.concept_id == CONCEPTS.c.id)
     conn.execute(delete(ALIASES).where(ALIASES.c.concept_id.in_(
         select(CONCEPTS.c.id).where(orphan))))
     gone_concepts = conn.execute(delete(CONCEPTS).where(orphan)).rowcount
     old_documents = list(conn.scalars(documents))
     old_chunks = select(CHUNKS.c.id).where(CHUNKS.c.document_id.in_(old_documents))
     conn.execute(delete(EVIDENCE).where(EVIDENCE.c.chunk_id.in_(old_chunks)))
+    conn.execute(delete(ATTRIBUTE_EVIDENCE).where(ATTRIBUTE_EVIDENCE.c.chunk_id.in_(old_chunks)))
     conn.execute(delete(EXTRACTIONS).where(EXTRACTIONS.c.chunk_id.in_(old_chunks)))
     conn.execute(delete(RUN_DOCUMENTS).where(RUN_DOCUMENTS.c.document_id.in_(old_documents)))
     conn.execute(delete(CHUNKS).where(CHUNKS.c.document_id.in_(old_documents)))
     gone_documents = conn.execute(delete(DOCUMENTS).where(
         DOCUMENTS.c.id.in_(old_documents))).rowcount
-    return Pruned(gone_evidence, gone_edges, gone_concepts, gone_documents)
+    return Pruned(gone_evidence, gone_edges, gone_concepts, gone_documents, gone_values)
