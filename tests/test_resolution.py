@@ -292,3 +292,48 @@ def test_resolve_qualifies_same_name_concepts_of_incompatible_types(kg, db: Data
     listed = ok(kg("curation", "list", "--json"))
     assert any(r["action"] == "rename" and "Paris (place)" in r["summary"] for r in listed)
     assert ok(kg("resolve", "--json"))["qualified"] == []  # done once
+
+
+@pytest.mark.parametrize("floor", [0.8, 0.9])
+def test_pairs_below_a_floor_are_skipped_without_changing_the_others(floor: float) -> None:
+    # The benchmark's 1,275 mentions (typos, initials, acronyms, transliterations, titles,
+    # same-name traps, context words as neighbours): the bound never drops a pair that scores
+    # at least the floor.
+    from kg.resolution.evaluate import load_mentions
+    from kg.resolution.passes import score_pairs
+
+    mentions = load_mentions(Path(__file__).parent.parent / "benchmarks/resolution/set.jsonl")
+    words: dict[str, int] = {}
+    entities = {
+        n: entity(n, m.text, m.type, [normalise_label(m.text)],
+                  [words.setdefault(normalise_label(w), -len(words) - 1) for w in m.context])
+        for n, m in enumerate(mentions, 1)}
+    every = score_pairs(entities)
+    above = score_pairs(entities, floor=floor)
+    assert [(p.a.id, p.b.id, p.score) for p in above] == [
+        (p.a.id, p.b.id, p.score) for p in every if p.score >= floor]
+    assert len(above) > 100 and len(every) > len(above)
+
+
+def test_a_pass_reads_neighbours_only_for_pairs_that_need_them_and_scores_alike(
+        db: Database) -> None:
+    # Near names with edges between them: scoring with neighbours read per pair gives the
+    # pairs (and shared-neighbour signals) of loading every concept's neighbours first.
+    from kg.resolution.passes import load_entities, score_pairs, session_pairs
+    from tests.graph_seed import bulk_graph
+
+    rng = random.Random(5)
+    base = ["Marie Curie", "Pierre Curie", "Ludwig Boltzmann", "International Business "
+            "Machines", "Sherlock Holmes", "Coral Reef", "Second Law of Thermodynamics"]
+    labels = list(dict.fromkeys(
+        name if rng.random() < 0.5 else name[:i] + name[i + 1:]
+        for name in base * 12 for i in [rng.randrange(1, len(name))]))
+    bulk_graph(db, len(labels), 4 * len(labels), labels=labels, chunk_count=4, aliases_per=0)
+    with db.session() as s:
+        full = load_entities(s)
+        lazy = load_entities(s, neighbours=False)
+        expected = [p for p in score_pairs(full, floor=0.0) if p.score >= 0.8]
+        got = session_pairs(s, lazy, None, 0.8)
+    assert [(p.a.id, p.b.id, p.score, p.signals) for p in got] == [
+        (p.a.id, p.b.id, p.score, p.signals) for p in expected]
+    assert any(p.signals["neighbours"] > 0 for p in got) and len(got) > 10

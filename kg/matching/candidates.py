@@ -14,9 +14,12 @@ from functools import lru_cache
 from itertools import combinations
 
 from rapidfuzz import fuzz
-from rapidfuzz.distance import DamerauLevenshtein
+from rapidfuzz.distance import DamerauLevenshtein, Indel
+
+from kg.matching.scoring import ACRONYM, CONTAINED, INITIALS, TOKENS, TYPO
 
 MAX_BLOCK = 200  # a key shared by more names than this is a stopword: it blocks nothing
+SLACK = 1e-3  # signals are rounded to 4 places: bounds keep what rounding could lift
 TITLES = frozenset({"dr", "prof", "professor", "doctor", "mr", "mrs", "ms", "sir", "lady",
                     "lord", "saint", "st", "rev", "president", "king", "queen"})
 # Words for a person that are not a given name ('Madame Curie' is Marie Curie).
@@ -285,6 +288,34 @@ def plausible(a: Entity, b: Entity) -> bool:
                 return True
             if fuzz.token_set_ratio(x, y, score_cutoff=99):
                 return True  # one name's words are all in the other's
+    return False
+
+
+def may_reach(a: Entity, b: Entity, need: float) -> bool:
+    """Could this pair's string evidence (its score before any bonus for shared neighbours)
+    reach `need`? An upper bound from edit distances counted in C and the rules' fixed
+    worths: a pair it rules out scores below `need` for certain, so a pass skips its signals."""
+    for x in a.names:
+        for y in b.names:
+            ox, oy = _sorted(x), _sorted(y)
+            # A ratio and a Damerau-Levenshtein similarity are both at most 1 - d / 2n, with
+            # d the insertions and deletions between the two and n the longer length (one
+            # edit is at most two of those). Equal names pass here too.
+            for p, q in ((ox, oy), (_translit(ox), _translit(oy))):
+                longer = max(len(p), len(q))
+                if not longer or 1 - Indel.distance(p, q) / (2 * longer) >= need - SLACK:
+                    return True
+            if _translit(x) == _translit(y):
+                return True
+            if need <= CONTAINED + SLACK and _contained(x, y):
+                return True
+            if need <= TYPO + SLACK and _slip(x, y):
+                return True
+            if need <= max(ACRONYM, INITIALS) + SLACK and (
+                    is_acronym(x, y) or is_acronym(y, x) or is_initials(x, y)):
+                return True
+            if need <= TOKENS + SLACK and set(x.split()) == set(y.split()):
+                return True
     return False
 
 

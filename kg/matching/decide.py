@@ -77,8 +77,9 @@ def group(entities: dict[int, Entity], accepted: list[Pair],
           apart: frozenset[frozenset[int]] = frozenset()) -> list[list[int]]:
     """Connected components over accepted pairs under the conflict rule (see above); each
     component of two or more ids, sorted, the components sorted by their first id."""
-    parent = {i: i for i in entities}
-    members: dict[int, list[int]] = {i: [i] for i in entities}
+    linked = sorted({i for p in accepted for i in (p.a.id, p.b.id)})  # the rest stay alone
+    parent = {i: i for i in linked}
+    members: dict[int, list[int]] = {i: [i] for i in linked}
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -100,6 +101,6 @@ def group(entities: dict[int, Entity], accepted: list[Pair],
         parent[gone] = keep
         members[keep] += members.pop(gone)
     components: dict[int, list[int]] = {}
-    for i in sorted(entities):
+    for i in linked:
         components.setdefault(root(i), []).append(i)
     return sorted((c for c in components.values() if len(c) > 1), key=lambda c: c[0])

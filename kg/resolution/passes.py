@@ -10,6 +10,7 @@ at those concepts again.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import func, select, union_all
@@ -24,13 +25,14 @@ from kg.matching.candidates import (
     Entity,
     candidate_pairs,
     entity,
+    may_reach,
     plausible,
     qualified,
     qualify,
     signals,
 )
 from kg.matching.decide import Band, Pair, Thresholds, group
-from kg.matching.scoring import score
+from kg.matching.scoring import NEIGHBOUR_BONUS, score
 from kg.resolution.judge import Judge
 from kg.text import normalise_label
 
@@ -38,35 +40,74 @@ Row = dict[str, Any]
 PASS = "resolve"  # the note's marker: a decision made by a resolution pass
 RECENT = 1000  # decisions searched for the last watermark
 QUOTES = 3  # evidence quotes per concept shown to the judge
+BATCH = 500  # ids per IN list (SQLite allows 32,766 variables)
 
 
-def load_entities(session: Session) -> dict[int, Entity]:
-    """Every concept of the session's collection with its spellings, type and neighbours."""
+def load_entities(session: Session, *, neighbours: bool = True) -> dict[int, Entity]:
+    """Every concept of the session's collection with its spellings, type and (unless told
+    not to: `session_pairs` reads them for the few pairs that need them) neighbours."""
     collection = collection_of(session)
     norms: dict[int, list[str]] = {}
     for cid, norm in session.execute(select(ConceptAlias.concept_id, ConceptAlias.norm_alias)
                                      .where(ConceptAlias.collection_id == collection)):
         norms.setdefault(cid, []).append(norm)
-    neighbours: dict[int, set[int]] = {}
-    for source, target in session.execute(select(Relationship.source_id, Relationship.target_id)
-                                          .where(Relationship.collection_id == collection)):
-        neighbours.setdefault(source, set()).add(target)
-        neighbours.setdefault(target, set()).add(source)
-    return {cid: entity(cid, label, type_, [norm, *norms.get(cid, [])], neighbours.get(cid, ()))
+    linked = _neighbours(session) if neighbours else {}
+    return {cid: entity(cid, label, type_, [norm, *norms.get(cid, [])], linked.get(cid, ()))
             for cid, label, norm, type_ in session.execute(
                 select(Concept.id, Concept.label, Concept.norm_label, Concept.type)
                 .where(Concept.collection_id == collection).order_by(Concept.id))}
 
 
-def score_pairs(entities: dict[int, Entity], new: set[int] | None = None) -> list[Pair]:
-    """Every candidate pair with its signals and score (pairs of score 0 left out)."""
+def _neighbours(session: Session, ids: list[int] | None = None) -> dict[int, set[int]]:
+    """Each concept's neighbours (of every concept, or of those of `ids`)."""
+    edges = select(Relationship.source_id, Relationship.target_id).where(
+        Relationship.collection_id == collection_of(session))
+    # Two indexed lookups per batch (an OR of the two would scan the table on SQLite).
+    batches = [edges] if ids is None else [
+        edges.where(Relationship.source_id.in_(batch)).union(
+            edges.where(Relationship.target_id.in_(batch)))
+        for batch in (ids[i:i + BATCH] for i in range(0, len(ids), BATCH))]
+    out: dict[int, set[int]] = {}
+    for query in batches:
+        for source, target in session.execute(query):
+            out.setdefault(source, set()).add(target)
+            out.setdefault(target, set()).add(source)
+    return out
+
+
+def score_pairs(entities: dict[int, Entity], new: set[int] | None = None,
+                floor: float = 0.0) -> list[Pair]:
+    """Every candidate pair with its signals and score (pairs of score 0 left out); with a
+    `floor`, only pairs scoring at least that (the rest are not scored at all)."""
+    return _scored(_close(entities, new, floor), floor)
+
+
+def session_pairs(session: Session, entities: dict[int, Entity], new: set[int] | None,
+                  floor: float) -> list[Pair]:
+    """`score_pairs` over entities loaded without neighbours: the neighbours are read only
+    for the pairs that could reach `floor` (the bound assumes the largest neighbour bonus),
+    and put in `entities`."""
+    close = _close(entities, new, floor)
+    ids = sorted({i for a, b in close for i in (a.id, b.id)})
+    linked = _neighbours(session, ids) if ids else {}
+    for i in ids:
+        entities[i] = replace(entities[i], neighbours=frozenset(linked.get(i, ())))
+    return _scored([(entities[a.id], entities[b.id]) for a, b in close], floor)
+
+
+def _close(entities: dict[int, Entity], new: set[int] | None,
+           floor: float) -> list[tuple[Entity, Entity]]:
+    need = floor - NEIGHBOUR_BONUS
+    return [(a, b) for a, b in candidate_pairs(entities.values(), new)
+            if plausible(a, b) and (floor <= 0 or may_reach(a, b, need))]
+
+
+def _scored(close: list[tuple[Entity, Entity]], floor: float) -> list[Pair]:
     pairs = []
-    for a, b in candidate_pairs(entities.values(), new):
-        if not plausible(a, b):
-            continue
+    for a, b in close:
         found = signals(a, b)
         value = score(found)
-        if value > 0:
+        if value > 0 and value >= floor:
             pairs.append(Pair(a, b, value, found))
     return pairs
 
@@ -181,10 +222,11 @@ def resolve(session: Session, *, thresholds: Thresholds, by: str, dry_run: bool 
             item["decision"] = curation.rename(session, str(item["id"]), item["qualified"],
                                                by=by)["id"]
     mark = {"concept": 0, "alias": 0} if full else _watermark(session)
-    entities = load_entities(session)
+    entities = load_entities(session, neighbours=False)
     new = None if full else _changed(session, mark) & entities.keys()
     undone = _undone_pairs(session)
-    pairs = [p for p in score_pairs(entities, new)
+    # Pairs below the review band decide nothing: they are not scored.
+    pairs = [p for p in session_pairs(session, entities, new, thresholds.low)
              if frozenset((p.a.id, p.b.id)) not in undone]
     accepted = [p for p in pairs if thresholds.band(p.score) is Band.MERGE]
     review = [p for p in pairs if thresholds.band(p.score) is Band.REVIEW]
@@ -235,9 +277,10 @@ def resolve(session: Session, *, thresholds: Thresholds, by: str, dry_run: bool 
 
 def duplicates(session: Session, *, thresholds: Thresholds) -> list[Row]:
     """The grey zone over the whole collection: pairs to review, strongest first."""
-    entities = load_entities(session)
+    entities = load_entities(session, neighbours=False)
     undone = _undone_pairs(session)
-    pairs = [p for p in score_pairs(entities) if thresholds.band(p.score) is Band.REVIEW
+    pairs = [p for p in session_pairs(session, entities, None, thresholds.low)
+             if thresholds.band(p.score) is Band.REVIEW
              and frozenset((p.a.id, p.b.id)) not in undone]
     pairs.sort(key=lambda p: (-p.score, p.a.id, p.b.id))
     return [_pair_row(p) for p in pairs]
