@@ -65,15 +65,20 @@ class Pool:
 
     raw: list[str] = field(default_factory=list)  # folded name
     ordered: list[str] = field(default_factory=list)  # its words sorted
-    translit: list[str] = field(default_factory=list)  # sorted, then transliterated
     ids: list[int] = field(default_factory=list)
+    # Sorted, then transliterated, only where that changes it (most names: 'ph', 'y', 'ae'
+    # and the like are rare), with their concepts.
+    translit: list[str] = field(default_factory=list)
+    translit_ids: list[int] = field(default_factory=list)
 
     def add(self, name: str, concept_id: int) -> None:
         ordered, translit = block_name(name)
         self.raw.append(name)
         self.ordered.append(ordered)
-        self.translit.append(translit)
         self.ids.append(concept_id)
+        if translit != ordered:
+            self.translit.append(translit)
+            self.translit_ids.append(concept_id)
 
 
 class ConceptIndex:
@@ -247,8 +252,9 @@ class ConceptIndex:
         pools = [self._pool(k) for k in keys]
         raw = list(chain.from_iterable(p.raw for p in pools))
         ordered = list(chain.from_iterable(p.ordered for p in pools))
-        translit = list(chain.from_iterable(p.translit for p in pools))
         ids = list(chain.from_iterable(p.ids for p in pools))
+        translit = list(chain.from_iterable(p.translit for p in pools))
+        translit_ids = list(chain.from_iterable(p.translit_ids for p in pools))
         out: set[int] = set()
         for k in keys:
             if k.startswith("="):  # the same name, or the same transliteration
@@ -260,8 +266,13 @@ class ConceptIndex:
             # at most 2(1 - c)len/c insertions and deletions (the other name is at most that
             # much longer), and so does a Damerau-Levenshtein similarity >= c, as one edit of
             # it is at most two insertions or deletions.
-            for q, choices in ((ox, ordered), (tx, translit)):
-                out.update(ids[i] for _c, _s, i in process.extract(
+            # A name transliteration leaves alone is its own transliterated form: the query's
+            # form is compared with those in the ordered list, the others in their own.
+            scans = [(ox, ordered, ids), (tx, translit, translit_ids)]
+            if tx != ox:
+                scans.append((tx, ordered, ids))
+            for q, choices, owners in scans:
+                out.update(owners[i] for _c, _s, i in process.extract(
                     q, choices, scorer=Indel.distance,
                     score_cutoff=int(2 * (1 - cutoff) * len(q) / cutoff), limit=None))
             if bar <= TYPO + SLACK:  # one letter dropped, doubled or swapped: <= 2 indels
