@@ -1,8 +1,8 @@
 """Concepts from slides: recall, precision and F1 of the concepts kg extracts from generated
 slides and diagrams (known text, gold concepts), read by offline OCR or by a vision model.
 
-python -m benchmarks.vision [--slides 40] [--llm-slides 8] [--chunk-min 1]
-    [--readers ocr,vision] [--extractors names,smollm2]
+python -m benchmarks.vision [--slides 40] [--llm-slides 8] [--block-min 1] [--chunk-min 150]
+    [--readers ocr,vision] [--extractors names,smollm2] [--misses]
 
 Readers: `ocr` (Tesseract, kg's default) and `vision` (a fake Ollama vision model answering
 each slide's gold description: the ceiling of a perfect reader). Extractors: `names` (the fake
@@ -11,8 +11,9 @@ bundled SmolLM2 (llama.cpp, in process) on the first --llm-slides slides when it
 Everything goes through `kg ingest`'s own pipeline into a throwaway SQLite database; a concept
 counts when its label equals a gold concept (case-insensitive). Seconds per image are the
 reader's `calls` rows (kind ocr / describe); memory is this process's peak RSS.
---chunk-min 1 reads each block of a slide (title, bullet group, caption) as its own chunk, as
-`kg ingest --chunk-min 1` does: the bundled 135M model loses names in a whole slide.
+Each block of a slide (title, bullet group, caption) is its own chunk, as kg ingest does by
+default (ChunkingOptions.block_min_tokens = 1): the bundled 135M model loses names in a whole
+slide; --block-min 150 keeps each slide whole.
 """
 
 from __future__ import annotations
@@ -164,13 +165,15 @@ def measure(chosen: list[tuple[str, Slide]], reader: str, extractor: str,
     by_slide: dict[str, set[str]] = {}
     for path, label in found:
         by_slide.setdefault(Path(path).name, set()).add(label.casefold())
-    rows = []
+    rows, misses = [], []
     for i, (kind, (_image, _description, gold)) in enumerate(chosen):
         predicted = by_slide.get(f"slide{i:03}.png", set())
         wanted = {g.casefold() for g in gold}
         rows.append((kind, len(predicted & wanted), len(predicted), len(wanted)))
+        misses.append((f"slide{i:03} {kind}", sorted(wanted - predicted),
+                       sorted(predicted - wanted)))
     return {"rows": rows, "read_s": (read_ms[0] or 0) / 1000, "reads": read_ms[1],
-            "wall_s": wall, "chunks": chunks}
+            "wall_s": wall, "chunks": chunks, "misses": misses}
 
 
 def prf(rows: list[tuple[str, int, int, int]]) -> tuple[float, float, float]:
@@ -201,10 +204,15 @@ def main() -> None:
                         help="slides run through the bundled SmolLM2 (0: none)")
     parser.add_argument("--readers", default="ocr,vision", help="comma-separated")
     parser.add_argument("--chunk-min", type=int, default=ChunkingOptions().min_tokens,
-                        help="as kg ingest --chunk-min; 1: one chunk per block of a slide")
+                        help="as kg ingest --chunk-min")
+    parser.add_argument("--block-min", type=int, default=ChunkingOptions().block_min_tokens,
+                        help="ChunkingOptions.block_min_tokens: 1 (kg's default) reads each "
+                             "block of a slide as its own chunk; 150 keeps a slide whole")
     parser.add_argument("--extractors", default="names,smollm2", help="comma-separated")
+    parser.add_argument("--misses", action="store_true",
+                        help="print each slide's missed gold concepts and extra labels")
     args = parser.parse_args()
-    chunking = ChunkingOptions(min_tokens=args.chunk_min)
+    chunking = ChunkingOptions(min_tokens=args.chunk_min, block_min_tokens=args.block_min)
     every = slides(args.slides)
     readers = args.readers.split(",")
     extractors = args.extractors.split(",")
@@ -226,8 +234,13 @@ def main() -> None:
             seconds = f"{result['read_s']:>9.2f}" if name == "all" else ""
             print(f"{reader:<8}{extractor:<10}{name:<14}{len(rows):>4}{recall:>8.1%}"
                   f"{precision:>8.1%}{f1:>8.1%}{seconds}")
+        if args.misses:
+            for slide, missed, extra in result["misses"]:
+                if missed or extra:
+                    print(f"    {slide}: missed {missed}; extra {extra}")
         print(f"  ({result['reads']} pages read, {result['chunks']} chunks "
-              f"(--chunk-min {args.chunk_min}); whole ingest {result['wall_s']:.1f} s)")
+              f"(--chunk-min {args.chunk_min} --block-min {args.block_min}); "
+              f"whole ingest {result['wall_s']:.1f} s)")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory of this process (kg, Tesseract children not counted): {peak:.0f} MB")
 

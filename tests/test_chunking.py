@@ -51,6 +51,23 @@ def test_headings_start_new_chunks() -> None:
     assert [c.text.split("\n")[0] for c in chunks] == ["# One", "# Two", "# Three"]
 
 
+def test_blocks_read_from_pixels_are_cut_at_by_default() -> None:
+    # A slide's title, bullets and caption: blocks, far below min_tokens each.
+    text = "Ada Lovelace on Engines\n\n- Mills feed Stores\n\nFigure: the Analytical Engine\n\n"
+    starts = [0, text.index("- Mills"), text.index("Figure")]
+    blocks = chunking.Boundaries(starts, starts)
+    assert [c.text for c in chunk_text(text, ChunkingOptions(), blocks)] == [
+        "Ada Lovelace on Engines", "- Mills feed Stores", "Figure: the Analytical Engine"]
+    # The same offsets as ordinary boundaries (headings, pages) wait for min_tokens.
+    assert len(list(chunk_text(text, ChunkingOptions(), starts))) == 1
+    # block_min_tokens as large as min_tokens: a slide is one chunk again.
+    whole = ChunkingOptions(block_min_tokens=150)
+    assert [c.text for c in chunk_text(text, whole, blocks)] == [text.strip()]
+    # Small blocks can be gathered: a cut only once the chunk holds 8 tokens.
+    gathered = ChunkingOptions(block_min_tokens=8)
+    assert len(list(chunk_text(text, gathered, blocks))) == 2
+
+
 def test_overlap_repeats_trailing_sentences() -> None:
     text = " ".join(f"Sentence number {i} is here." for i in range(60))
     chunks = list(chunk_text(text, SMALL))

@@ -383,12 +383,51 @@ def test_blocks_of_an_image_are_preferred_cuts(tmp_path: Path) -> None:
     doc = load(save(image, tmp_path / "slide.png"))
     assert isinstance(doc, LoadedDocument) and len(doc.boundaries) >= 2
     assert doc.text[doc.boundaries[1]:].startswith("- Polonium")
-    # Default sizes keep a slide whole; --chunk-min 1 reads it block by block.
-    assert [c.text for c in chunk_text(doc.text, ChunkingOptions(), doc.boundaries)] == [
-        doc.text.strip()]
-    blocks = [c.text for c in chunk_text(doc.text, ChunkingOptions(min_tokens=1),
-                                         doc.boundaries)]
+    # Default sizes read a slide block by block; block_min_tokens as large as min_tokens
+    # keeps it whole (blocks are then cuts like headings), and min_tokens 1 cuts there anyway.
+    blocks = [c.text for c in chunk_text(doc.text, ChunkingOptions(), doc.boundaries)]
     assert blocks[0] == "Marie Curie on Radium" and len(blocks) >= 2
-    # A scanned PDF page is not cut at its blocks: they are a report's paragraphs.
-    scan = load(save_bytes(tmp_path / "scan.pdf", scanned_pdf([image])))
-    assert isinstance(scan, LoadedDocument) and scan.boundaries == [0]
+    whole = ChunkingOptions(block_min_tokens=150)
+    assert [c.text for c in chunk_text(doc.text, whole, doc.boundaries)] == [doc.text.strip()]
+    assert [c.text for c in chunk_text(doc.text, ChunkingOptions(min_tokens=1,
+                                                                 block_min_tokens=150),
+                                       doc.boundaries)] == blocks
+    # A scanned PDF page of few words (a slide) is cut at its blocks like an image; a page of
+    # prose is not: its blocks are a report's paragraphs, read 700 tokens at a time.
+    prose = Image.new("L", (1240, 1754), 255)
+    draw = ImageDraw.Draw(prose)
+    words = str.split("radium polonium samples were measured again by the team in Paris "
+                      "during winter while the laboratory stayed cold and damp")
+    for i in range(18):
+        line = " ".join(words[(i * 5 + k) % len(words)] for k in range(8)).capitalize() + "."
+        draw.text((100, 100 + 60 * i + 60 * (i // 6)), line, fill=0,
+                  font=ImageFont.truetype(FONT, 30))
+    scan = load(save_bytes(tmp_path / "scan.pdf", scanned_pdf([image, prose])))
+    assert isinstance(scan, LoadedDocument)
+    [page_two] = [p["start"] for p in (scan.source_map or {})["pages"] if p["page"] == 2]
+    slide_cuts = [c.text for c in chunk_text(scan.text, ChunkingOptions(), scan.boundaries)
+                  if c.char_start < page_two]
+    assert slide_cuts == blocks
+    assert [b for b in scan.boundaries if b >= page_two] == [page_two]
+    assert scan.text[page_two:].count("\n\n") >= 2  # paragraphs, yet no cut between them
+
+
+def test_ingest_reads_an_image_block_by_block(kg, db, ollama, tmp_path) -> None:
+    # `kg ingest` with its default sizes: the title, the bullets and the caption of a slide
+    # are chunks of their own (a request each), not one chunk of the whole slide.
+    image = Image.new("RGB", (1280, 720), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((60, 40), "Marie Curie on Radium", fill="black", font=ImageFont.truetype(FONT, 48))
+    for i, line in enumerate(["- Polonium feeds Research", "- Paris hosts Sorbonne"]):
+        draw.text((80, 250 + 60 * i), line, fill="black", font=ImageFont.truetype(FONT, 34))
+    draw.text((60, 620), "Figure: how Pierre Curie works", fill="black",
+              font=ImageFont.truetype(FONT, 28))
+    use_server(kg, ollama.url)
+    result = kg("ingest", str(save(image, tmp_path / "slide.png")), "--json")
+    assert result.exit_code == 0, result.stderr
+    chunks = [text for (text,) in rows(db, "SELECT text FROM chunks ORDER BY ordinal")]
+    # Tesseract may put the two bullets in one block or two; no chunk spans two blocks.
+    assert chunks[0] == "Marie Curie on Radium" and chunks[-1] == "Figure: how Pierre Curie works"
+    assert 3 <= len(chunks) <= 4 and not any("\n\n" in c for c in chunks)
+    assert "- Polonium feeds Research" in chunks[1]
+    assert ollama.chat_count == len(chunks)

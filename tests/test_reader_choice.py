@@ -171,7 +171,8 @@ def test_dry_run_says_which_reader_and_never_asks_the_vision_model(
     path = save(slide(SLIDE), tmp_path / "slide.png")
     ocr_run = json.loads(kg("ingest", "--dry-run", str(path), "--json").stdout)
     assert ocr_run["reader"].startswith("ocr") and ocr_run["reads"] == 1
-    assert ocr_run["read_completion_tokens"] == 0 and ocr_run["chunks"] == 1
+    # A chunk per block of the slide (its two lines: one block or two, as Tesseract sees it).
+    assert ocr_run["read_completion_tokens"] == 0 and 1 <= ocr_run["chunks"] <= 2
     vision_profile(kg, server.url)
     dry = kg("ingest", "--dry-run", str(path), "--json")
     assert dry.exit_code == 0, dry.stderr
@@ -197,7 +198,9 @@ def test_routing_preview_reads_with_the_runs_reader(kg, db: Database, server,
     use_server(kg, server.url)
     path = save(slide(SLIDE), tmp_path / "slide.png")
     plain = json.loads(kg("admin", "routing", "test", str(path), "--json").stdout)
-    assert plain[0]["reader"].startswith("ocr") and plain[0]["words"] >= 10
+    # A row per chunk, a chunk per block of the slide: together they hold its ten words.
+    assert all(r["reader"].startswith("ocr") for r in plain)
+    assert sum(r["words"] for r in plain) >= 10
     vision_profile(kg, server.url)
     seen = json.loads(kg("admin", "routing", "test", str(path), "--json").stdout)
     assert seen[0]["reader"].startswith("describe (vision profile eyes")

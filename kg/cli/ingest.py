@@ -184,6 +184,10 @@ def _report_gone(gone: list[versions.Gone], output: str, *, would: bool) -> None
 @click.option("--chunk-tokens", type=int, default=700, show_default=True,
               help="Target chunk size (estimated tokens).")
 @click.option("--chunk-min", type=int, default=150, show_default=True)
+@click.option("--chunk-block-min", type=int, default=1, show_default=True,
+              help="Cut at a block of an image or scanned slide (title, bullets, caption) once "
+                   "the chunk holds this many tokens: 1 reads each block alone; 150 keeps a "
+                   "slide whole.")
 @click.option("--chunk-max", type=int, default=1000, show_default=True)
 @click.option("--chunk-overlap", type=int, default=60, show_default=True)
 @click.option("--fuzzy-threshold", type=click.FloatRange(50, 101), default=92.0,
@@ -208,7 +212,8 @@ def _report_gone(gone: list[versions.Gone], output: str, *, would: bool) -> None
                    "(with --dry-run: only list them).")
 @json_option
 def ingest(paths: tuple[Path, ...], recursive: bool, profile: str | None, force: bool,
-           resume: int | None, chunk_tokens: int, chunk_min: int, chunk_max: int,
+           resume: int | None, chunk_tokens: int, chunk_min: int, chunk_block_min: int,
+           chunk_max: int,
            chunk_overlap: int, fuzzy_threshold: float, retry_backoff: float,
            queued: bool, follow: bool, no_cache: bool, dry_run: bool, compare_to: str | None,
            ontology: str | None, sync: bool, output: str) -> None:
@@ -238,7 +243,8 @@ def ingest(paths: tuple[Path, ...], recursive: bool, profile: str | None, force:
         raise UsageError("--ontology needs an ontology name; see `kg ontology list`")
     try:
         chunking = ChunkingOptions(target_tokens=chunk_tokens, min_tokens=chunk_min,
-                                   max_tokens=chunk_max, overlap_tokens=chunk_overlap)
+                                   block_min_tokens=chunk_block_min, max_tokens=chunk_max,
+                                   overlap_tokens=chunk_overlap)
     except ValidationError as exc:
         message = exc.errors()[0]["msg"].removeprefix("Value error, ")
         raise UsageError(f"invalid chunk sizes: {message}") from None

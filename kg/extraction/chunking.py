@@ -3,13 +3,15 @@
 Every chunk is a (char_start, char_end) span of the original text, so evidence offsets found
 inside a chunk map back to the document exactly. Sentences are found by sentencex (rule-based,
 offline, abbreviation lists for many languages: "Dr. Watson", "e.g.", "U.S." and "3.5" do not
-end a sentence), and only inside paragraphs too long for one chunk.
+end a sentence), and only inside paragraphs too long for one chunk. A document's boundaries are
+preferred cuts (headings, pages); the blocks of a page read from pixels (`Boundaries.blocks`)
+are cut at by default, so each is read alone.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import sentencex  # type: ignore[import-untyped]  # ships no type information
@@ -32,6 +34,11 @@ class ChunkingOptions(BaseModel):
 
     target_tokens: int = Field(default=700, ge=50, le=32_000)
     min_tokens: int = Field(default=150, ge=1)
+    # A block of an image or scanned page (a slide's title, a group of bullets, a caption)
+    # starts a new chunk once the chunk holds this many tokens: 1 reads each block alone,
+    # what the bundled 135M model needs (benchmarks/vision.py: a whole slide loses names);
+    # min_tokens or more treats blocks like any other boundary.
+    block_min_tokens: int = Field(default=1, ge=1)
     max_tokens: int = Field(default=1000, ge=50)
     overlap_tokens: int = Field(default=60, ge=0)
 
@@ -42,6 +49,15 @@ class ChunkingOptions(BaseModel):
         if self.overlap_tokens >= self.target_tokens // 2:
             raise ValueError("overlap must be under half the target size")
         return self
+
+
+class Boundaries(list[int]):
+    """A document's preferred cuts, of which `blocks` are the starts of blocks read from
+    pixels (ChunkingOptions.block_min_tokens applies to those)."""
+
+    def __init__(self, cuts: Iterable[int] = (), blocks: Iterable[int] = ()) -> None:
+        super().__init__(cuts)
+        self.blocks = frozenset(blocks)
 
 
 @dataclass(frozen=True)
@@ -133,6 +149,8 @@ def chunk_text(
     """Yield chunks lazily (a 10 MB document is never held as a list of chunk strings)."""
     opts = options or ChunkingOptions()
     cuts = sorted(set(boundaries or []))
+    blocks = boundaries.blocks if isinstance(boundaries, Boundaries) else frozenset()
+    block_min = min(opts.min_tokens, opts.block_min_tokens)
     cut_index = 0
     current: list[Span] = []
     total = 0
@@ -156,11 +174,12 @@ def chunk_text(
         return tail
 
     for span in _pieces(text, 0, len(text), opts.max_tokens, 0):
-        at_boundary = False
+        least: int | None = None  # tokens the chunk needs to be cut here (None: no boundary)
         while cut_index < len(cuts) and cuts[cut_index] <= span.start:
-            at_boundary = True
+            wanted = block_min if cuts[cut_index] in blocks else opts.min_tokens
+            least = wanted if least is None else min(least, wanted)
             cut_index += 1
-        heading_cut = at_boundary and total >= opts.min_tokens
+        heading_cut = least is not None and total >= least
         size_cut = total + span.tokens > opts.target_tokens and total >= opts.min_tokens
         forced_cut = total + span.tokens > opts.max_tokens
         if current and (heading_cut or size_cut or forced_cut):

@@ -35,6 +35,9 @@ _HASH_BLOCK = 1 << 20
 # A PDF page whose text layer has fewer letters and digits than this is read by OCR instead:
 # scanners often stamp a page number or a blank layer on a page that is only a picture.
 MIN_PAGE_CHARACTERS = 3
+# A page read from pixels with at most this many words is a slide or a diagram (the generated
+# slides of benchmarks/vision.py hold 15 to 45), not a page of a report (150 and more).
+SLIDE_WORDS = 80
 
 
 @dataclass
@@ -334,7 +337,11 @@ def _pdf(path: Path, data: bytes, sha: str, reader: ImageReader) -> LoadedDocume
         read, picture_calls = _page_pictures(path, data, read, reader)
         calls += picture_calls
         pictured = bool(picture_calls)
-    text, boundaries, source_map = ocr.assemble(read)
+    # A scanned page of few words is a slide or a diagram: read block by block, as an image
+    # is. A page of prose keeps its paragraphs together (700-token chunks, as a text layer).
+    slides = {n for n, page in read if isinstance(page, ocr.OcrPage | ocr.DescribedPage)
+              and len(page.text.split()) <= SLIDE_WORDS}
+    text, boundaries, source_map = ocr.assemble(read, blocks=slides)
     if not text.strip():
         return Skipped(path, f"PDF has no text: no text layer, and OCR found none on its "
                              f"{len(pages)} page(s) (pictures only?)")
@@ -384,10 +391,10 @@ def _image(path: Path, data: bytes, sha: str, reader: ImageReader) -> LoadedDocu
         served = reader.read_image(data)
     except ocr.Unreadable as exc:
         return Skipped(path, str(exc))
-    # Each block of an image (a slide's title, a group of bullets, a caption) is a preferred
-    # cut: the default chunk sizes keep a slide whole, `kg ingest --chunk-min 1` reads it block
-    # by block (what a small model needs: benchmarks/vision.py). Scanned PDF pages are not
-    # cut so: their blocks are a report's paragraphs, best read 700 tokens at a time.
+    # Each block of an image (a slide's title, a group of bullets, a caption) is read as its
+    # own chunk by default (ChunkingOptions.block_min_tokens): a whole slide in one chunk
+    # loses names with the bundled model (benchmarks/vision.py: 39% vs 76% concept F1).
+    # Scanned PDF pages are cut so only when they hold few words (SLIDE_WORDS).
     text, boundaries, source_map = ocr.assemble([(p.number, p) for p, _call in served],
                                                 blocks=True)
     if not text.strip():

@@ -16,12 +16,13 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kg import sourcemap
 from kg.errors import UsageError
+from kg.extraction.chunking import Boundaries
 
 log = logging.getLogger(__name__)
 
@@ -487,13 +488,15 @@ def _placed(box: sourcemap.Box, page: OcrPage) -> Any:
 
 
 def assemble(pages: Sequence[tuple[int, str | OcrPage | DescribedPage | TextPage]],
-             blocks: bool = False) -> tuple[str, list[int], dict[str, Any]]:
+             blocks: bool | Collection[int] = False) -> tuple[str, Boundaries, dict[str, Any]]:
     """The document text of numbered pages (a PDF's text layer or OCR), the offsets where each
     page (and each picture read on a text page) starts, and the source map; pages without text
-    are left out. `blocks`: each block of a read page (a paragraph: a slide's title, a group of
-    bullets, the 'Shown:' part of a description) is a boundary too."""
+    are left out. `blocks` (True: every page, else the numbers of some): each block of a page
+    read from pixels (a paragraph: a slide's title, a group of bullets, the 'Shown:' part of a
+    description) is a block cut (Boundaries.blocks), and so is the page's start."""
     parts: list[str] = []
     boundaries: list[int] = []
+    block_cuts: list[int] = []
     listed: list[dict[str, Any]] = []
     words: list[list[Any]] = []
     lines: dict[int, int] = {}
@@ -512,8 +515,10 @@ def assemble(pages: Sequence[tuple[int, str | OcrPage | DescribedPage | TextPage
             if not text.strip():
                 continue
             boundaries.append(offset)
-            if blocks and not isinstance(piece, str):
-                boundaries += [offset + m.end() for m in _BLOCK.finditer(text)]
+            cut = not isinstance(piece, str) and (
+                blocks is True or (not isinstance(blocks, bool) and number in blocks))
+            if cut:
+                block_cuts += [offset, *(offset + m.end() for m in _BLOCK.finditer(text))]
             entry: dict[str, Any] = {"page": number, "start": offset, "end": offset + len(text),
                                      "reader": "text", **extra}
             if isinstance(piece, OcrPage):
@@ -537,5 +542,8 @@ def assemble(pages: Sequence[tuple[int, str | OcrPage | DescribedPage | TextPage
             listed.append(entry)
             parts.append(text + "\n\n")
             offset += len(parts[-1])
-    return "".join(parts), boundaries, {"version": sourcemap.VERSION, "pages": listed,
-                                        "words": words}
+            if cut:
+                block_cuts.append(offset)  # what follows a slide starts a chunk too
+    block_cuts = [c for c in block_cuts if c < offset]  # not the end of the text
+    return ("".join(parts), Boundaries(sorted({*boundaries, *block_cuts}), block_cuts),
+            {"version": sourcemap.VERSION, "pages": listed, "words": words})
