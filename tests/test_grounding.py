@@ -180,3 +180,101 @@ def test_free_triples_rows_offer_every_relation() -> None:
     row = grounded_schema(schema, long_text).schema["properties"]["triples"]["items"]
     relations = {tuple(b["properties"]["relation"]["enum"]) for b in row.get("anyOf", [row])}
     assert relations == {("director", "location")}
+
+
+def test_triples_rows_pair_each_relation_with_ends_its_range_takes() -> None:
+    from kg.extraction.schema import triples_schema
+
+    # The sentence echoes no relation: every one is offered.
+    text = "Aaron Boogaard came to Regina with his hockey team in 1986."
+
+    def offered(kinds: dict[str, str | None], grounded: bool = True) -> dict[str, set[str]]:
+        schema = triples_schema(bounds_for_budget(1024), tuple(kinds))
+        rows = grounded_schema(schema, text, kinds=kinds if grounded else None).schema[
+            "properties"]["triples"]["prefixItems"]
+        found: dict[str, set[str]] = {}
+        for branch in (b for row in rows for b in row["anyOf"]):
+            props = branch["properties"]
+            for name in props["relation"]["enum"]:
+                found.setdefault(name, set()).update(props["object"]["enum"])
+        return found
+
+    typed = offered({"birthYear": "year", "birthPlace": "concept", "team": "concept"})
+    assert typed["birthYear"] == {"1986"}  # a year is a span holding a digit
+    assert "Regina" in typed["birthPlace"]  # concept ranges only: a name
+    assert all(o[0].isupper() for o in typed["birthPlace"] | typed["team"])
+    # an open (or string) range among them: any span but a bare value
+    mixed = offered({"birthYear": "year", "birthPlace": "concept", "nickname": "string",
+                     "partner": None})
+    assert "hockey team" in mixed["partner"] and "1986" not in mixed["partner"]
+    assert mixed["birthYear"] == {"1986"}
+    # without kinds every relation is offered with every object, as before
+    plain = offered({"birthYear": "year", "birthPlace": "concept"}, grounded=False)
+    assert plain["birthYear"] == plain["birthPlace"] and {"1986", "hockey team"} <= plain[
+        "birthYear"]
+
+
+def test_a_relation_whose_range_no_span_fits_is_not_offered() -> None:
+    from kg.extraction.schema import triples_schema
+
+    text = "Ada Lovelace met Charles Babbage in London."
+    schema = triples_schema(bounds_for_budget(1024), ("birthYear", "knows"))
+    rows = grounded_schema(schema, text, kinds={"birthYear": "year", "knows": "concept"}
+                           ).schema["properties"]["triples"]["prefixItems"]
+    assert {name for row in rows for b in row["anyOf"]
+            for name in b["properties"]["relation"]["enum"]} == {"knows"}
+
+
+def test_a_sentences_two_rows_take_a_subjects_objects_in_turn() -> None:
+    from kg.extraction.schema import triples_schema
+
+    text = "Alan Bean flew on Apollo 12 with Pete Conrad."
+    schema = triples_schema(bounds_for_budget(1024), ("crewMember", "mission"))
+    first, second = grounded_schema(schema, text, kinds={
+        "crewMember": "concept", "mission": "concept"}).schema["properties"]["triples"][
+        "prefixItems"]
+
+    def objects(row: dict, subject: str) -> list[str]:
+        (branch,) = [b for b in row["anyOf"] if b["properties"]["subject"]["enum"] == [subject]]
+        return branch["properties"]["object"]["enum"]
+
+    # the first row cannot take the last object, the second not the first: no pair twice
+    assert "Apollo 12" in objects(first, "Alan Bean")
+    assert "Pete Conrad" not in objects(first, "Alan Bean")
+    assert objects(second, "Alan Bean") == ["Pete Conrad", "Conrad"]  # one object, two spans
+    assert objects(first, "Pete Conrad") == ["Alan Bean", "Bean"]
+    assert set(objects(second, "Pete Conrad")) == {"Apollo", "Apollo 12"}
+
+
+def test_a_surname_cut_off_a_full_name_is_no_subject() -> None:
+    from kg.extraction.schema import triples_schema
+
+    text = "John Madin designed the building in the City of Lahore."
+    rows = grounded_schema(triples_schema(bounds_for_budget(1024), ("architect",)), text,
+                           kinds={"architect": "concept"}).schema["properties"]["triples"][
+        "prefixItems"]
+    subjects = {b["properties"]["subject"]["enum"][0] for row in rows for b in row["anyOf"]}
+    assert "John Madin" in subjects and "Madin" not in subjects
+    assert "Lahore" in subjects  # a name after a connector is a name of its own
+
+
+def test_vocabulary_kinds_name_each_relations_range_and_nothing_without_ranges() -> None:
+    from kg.extraction.vocabulary import TypeInfo, Vocabulary
+
+    typed = Vocabulary([TypeInfo(1, "birthYear", "c", "forward", "Person", "year"),
+                        TypeInfo(2, "birthPlace", "c", "forward", "Person", "Place"),
+                        TypeInfo(3, "related", "c", "forward")], concept_types=["Person", "Place"])
+    assert typed.kinds() == {"birthYear": "year", "birthPlace": "concept", "related": None}
+    # no relation with a range (the default ontology): grounding pairs nothing by range
+    assert Vocabulary([TypeInfo(1, "related", "c", "forward")]).kinds() == {}
+
+
+def test_without_ranges_a_sentences_rows_offer_the_same_ends() -> None:
+    from kg.extraction.schema import triples_schema
+
+    # The default ontology has no ranges: no turns, no surname rule (corpus untyped F1 fell).
+    text = "Alan Bean flew on Apollo 12 with Pete Conrad."
+    first, second = grounded_schema(triples_schema(bounds_for_budget(1024), ("related",)),
+                                    text).schema["properties"]["triples"]["prefixItems"]
+    assert first == second
+    assert "Bean" in {b["properties"]["subject"]["enum"][0] for b in first["anyOf"]}

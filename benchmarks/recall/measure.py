@@ -537,7 +537,8 @@ def expressible(records: list[dict[str, Any]], kg_src: Path) -> dict[str, Any]:
     for record in records:
         vocab = record_vocabulary(Record.model_validate(record))
         node = grounded_schema(triples_schema(bounds, tuple(vocab.types)), record["text"],
-                               max_label=bounds.label_len, max_quote=bounds.quote_len
+                               max_label=bounds.label_len, max_quote=bounds.quote_len,
+                               **({"kinds": vocab.kinds()} if hasattr(vocab, "kinds") else {})
                                ).schema["properties"]["triples"]
         branches = [b["properties"] for row in node.get("prefixItems") or [node["items"]]
                     for b in row.get("anyOf", [row])]

@@ -116,7 +116,7 @@ def extract_chunk(
     schema = free
     if grounding:
         grounded = grounded_schema(free, chunk, max_label=bounds.label_len,
-                                   max_quote=bounds.quote_len)
+                                   max_quote=bounds.quote_len, kinds=vocabulary.kinds())
         schema, mode = grounded.schema, "on" if grounded.grounded else "fallback"
     base_messages = messages_for(system, chunk)
     messages = base_messages

@@ -60,7 +60,8 @@ class Extractor:
         if not self.grounding:
             return self.schema
         return grounded_schema(self.schema, text, max_label=self.bounds.label_len,
-                               max_quote=self.bounds.quote_len).schema
+                               max_quote=self.bounds.quote_len,
+                               kinds=self.vocabulary.kinds()).schema
 
     def request(self, text: str) -> Completion:
         """One raw request exactly as extraction sends it (no validation, no retry): what a

@@ -5,7 +5,9 @@ ends are candidate spans from an offline, rule-based noun-phrase splitter: capit
 sequences, then runs of words between stopwords and punctuation. Each value is verbatim text of
 the chunk, so a label is text by construction and an end is always one of the labels offered.
 In the `triples` shape laid out sentence by sentence (the small-model shape), a sentence's
-rows offer the relations whose name it echoes (one echoed relation: its other rows the rest).
+rows offer the relations whose name it echoes (one echoed relation: its other rows the rest),
+each with the objects its range can take (a year a span with a digit, a concept a name), and
+its two rows take a subject's objects in turn.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ MIN_CONCEPTS = 3
 MAX_LOOP_FREE = 32  # candidates up to which the triples grammar rules out self-loops
 TRIPLES_PER_SENTENCE = 2
 MAX_TUPLE_SENTENCES = 6  # up to which the triples rows are laid out sentence by sentence
+# Ablation switches (benchmarks/recall/BASELINE.md): surnames of full names are no subjects;
+# a sentence's two rows take a subject's objects in turn (`_turn`). Both only for ontologies
+# with ranges (`kinds`): on the default ontology's corpus they lowered untyped F1.
+PIECELESS_SUBJECTS = True
+TURNS = True
+VALUE_KINDS = frozenset({"number", "date", "year"})  # literal ranges whose values hold digits
 CONNECTORS = {"of", "de", "von", "van", "da", "del", "la", "le", "the", "and", "&", "di", "du",
               "des", "della", "dei", "do", "dos", "das", "der", "den", "y", "al", "el", "bin",
               "ibn"}
@@ -222,27 +230,105 @@ def quotes(text: str, limit: int | None = MAX_QUOTES, max_len: int = 160) -> lis
 
 
 def _triple_items(item: dict[str, Any], labels: list[str], sentences: list[str],
-                  objects: list[str] | None = None) -> dict[str, Any]:
+                  objects: list[str] | None = None,
+                  kinds: dict[str, str | None] | None = None,
+                  turn: int | None = None) -> dict[str, Any]:
     """A triple row whose subject, object and quote are spans of the text. With few enough
     candidates, one alternative per subject whose object enum leaves the subject out: the
     grammar cannot write a self-loop, nor pair a name with a piece of itself (small models
-    otherwise copy the subject across)."""
+    otherwise copy the subject across). With `kinds` (relation -> literal kind of its range),
+    a relation is offered only with objects its range can take (`_by_range`); with `turn`,
+    the row is that one of its sentence's two rows (`_turn`)."""
     props = item["properties"]
     quote = {"type": "string", "enum": sentences}
+    relations = props.get("relation", {}).get("enum") or []
     # One alternative per subject, and llama.cpp follows every alternative through the quote:
     # names only (a subject is a name, "1955 Dodge" too), else decoding slows several-fold.
     subjects = [label for label in labels if _name_like(label)] or labels
+    if PIECELESS_SUBJECTS and kinds:
+        # A surname cut off a full name ("Madin" of "John Madin") is no subject of its own;
+        # every alternative slows decoding.
+        subjects = [s for s in subjects if not _surname(s, subjects)]
     branches = [
         {**item, "properties": {**props, "quote": quote,
                                 "subject": {"type": "string", "enum": [label]},
-                                "object": {"type": "string", "enum": others}}}
-        for label, others in ((label, _apart(label, objects or labels)) for label in subjects)
-        if others] if 1 < len(labels) <= MAX_LOOP_FREE else []
+                                **({"relation": {**props["relation"], "enum": names}}
+                                   if names != relations else {}),
+                                "object": {"type": "string", "enum": objs}}}
+        for label in subjects
+        for names, group in _by_range(relations, _apart(label, objects or labels), kinds)
+        for objs in [_turn(group, sentences[0], turn, label)] if objs
+    ] if 1 < len(labels) <= MAX_LOOP_FREE else []
     if not branches:
         return {**item, "properties": {**props, "quote": quote,
                                        "subject": {"type": "string", "enum": labels},
                                        "object": {"type": "string", "enum": labels}}}
     return {"anyOf": branches}
+
+
+def _turn(objects: list[str], sentence: str, turn: int | None, subject: str) -> list[str]:
+    """A sentence's first row takes any of a subject's objects but the last in the sentence,
+    its second any but the first: SmolLM2 otherwise writes one pair twice, and a sentence
+    stating two facts of one subject names their objects in turn. A span overlapping the
+    subject where it stands ("103 Colmore" of "Colmore Row") is no object of it."""
+    if turn is None:
+        return objects
+    at = sentence.find(subject)
+    if at >= 0:
+        objects = [o for o in objects if o not in sentence
+                   or not _overlap(sentence.find(o), len(o), at, len(subject))]
+    if len(objects) < 2:
+        return objects
+    # Overlapping spans are one object here ("Pete Conrad" and "Conrad"): clusters of them
+    # in the order they stand; an object elsewhere in the chunk stays in both rows.
+    clusters: list[tuple[int, int, list[str]]] = []
+    # Only names and values take turns: a lower-case phrase ("designed") is no fact's end
+    # often enough to decide the turns.
+    for start, o in sorted((sentence.find(o), o) for o in objects if o in sentence
+                           and (_name_like(o) or any(c.isdigit() for c in o))):
+        if clusters and start < clusters[-1][1]:
+            a, b, members = clusters[-1]
+            clusters[-1] = (a, max(b, start + len(o)), [*members, o])
+        else:
+            clusters.append((start, start + len(o), [o]))
+    if len(clusters) < 2:
+        return objects
+    a, b, _ = clusters[-1 if turn == 0 else 0]
+    return [o for o in objects
+            if o not in sentence or not _overlap(sentence.find(o), len(o), a, b - a)]
+
+
+def _overlap(a: int, a_len: int, b: int, b_len: int) -> bool:
+    return a < b + b_len and b < a + a_len
+
+
+def _by_range(relations: list[str], objects: list[str],
+              kinds: dict[str, str | None] | None) -> list[tuple[list[str], list[str]]]:
+    """(relations, objects) groups a row may pair, by the range of each relation (`kinds`):
+    a number, date or year takes a span holding a digit; the rest a name-like span when all
+    of them have a concept range, else any span but a bare value. SmolLM2 otherwise writes
+    "1996" as a `country` and "Switzerland" as an `established`. Two groups at most: each
+    is one more grammar alternative per subject, and decoding slows with their number.
+    Without kinds, or when no group is left, one group: every relation, every object."""
+    if not objects:
+        return []
+    if not kinds or not relations:
+        return [(relations, objects)]
+    values = [name for name in relations if kinds.get(name) in VALUE_KINDS]
+    others = [name for name in relations if name not in values]
+    concepts = all(kinds.get(name) == "concept" for name in others)
+    groups = [(values, [o for o in objects if any(c.isdigit() for c in o)]),
+              (others, [o for o in objects if _name_like(o)
+                        or (not concepts and not o[0].isdigit())])]
+    return [(names, objs) for names, objs in groups if names and objs] or [(relations, objects)]
+
+
+def _surname(label: str, names: list[str]) -> bool:
+    """One word ending another name of capitalised words only: "Madin" of "John Madin" (not
+    "Lahore" of "City of Lahore")."""
+    return " " not in label and any(
+        name.endswith(" " + label) and all(w[0].isupper() for w in name.split())
+        for name in names)
 
 
 def _name_like(label: str) -> bool:
@@ -310,10 +396,12 @@ class Grounded:
 
 def grounded_schema(base: dict[str, Any], text: str, *, max_label: int = 60,
                     max_quote: int = 160, max_values: int = MAX_ENUM_VALUES,
-                    max_chars: int = MAX_ENUM_CHARS) -> Grounded:
+                    max_chars: int = MAX_ENUM_CHARS,
+                    kinds: dict[str, str | None] | None = None) -> Grounded:
     """`base` with labels, ends and quotes restricted to this chunk's text; `base` unchanged
     (grounded=False) when the chunk offers nothing, has more sentences than an enum may list
-    (every one must stay quotable), or the enums exceed what servers take."""
+    (every one must stay quotable), or the enums exceed what servers take. `kinds` (relation
+    name -> literal kind of its range, None for a concept) pairs relations with fitting ends."""
     labels = [s.text for s in candidates(text, max_len=max_label)]
     sentences = [s.text for s in quotes(text, limit=None, max_len=max_quote)]
     total = len(labels) + len(sentences)
@@ -334,8 +422,9 @@ def grounded_schema(base: dict[str, Any], text: str, *, max_label: int = 60,
             for sentence in sentences:
                 inside = [label for label in labels if label in sentence]
                 rows += [_triple_items(row, labels, [sentence],
-                                       inside if len(inside) > 1 else None)
-                         for row in _sentence_rows(node["items"], sentence)]
+                                       inside if len(inside) > 1 else None, kinds,
+                                       turn if TURNS and kinds else None)
+                         for turn, row in enumerate(_sentence_rows(node["items"], sentence))]
             node.pop("maxItems", None)
             node.update({"prefixItems": rows, "items": False, "minItems": len(rows),
                          "maxItems": len(rows)})

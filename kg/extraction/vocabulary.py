@@ -118,6 +118,14 @@ class Vocabulary:
                 return self.by_stem[match[0]]
         return None
 
+    def kinds(self) -> dict[str, str | None]:
+        """Each relation's range kind: a literal's (string, number, date, year), `concept`
+        for a concept type, None when open: what grounding needs to pair relations with ends.
+        Empty when no relation has a range (the default ontology): nothing to pair by."""
+        kinds = {t.name: t.literal or ("concept" if t.range else None)
+                 for t in self.types.values()}
+        return kinds if any(kinds.values()) else {}
+
     def by_category(self) -> dict[str, list[str]]:
         grouped: dict[str, list[str]] = {}
         for t in self.types.values():
