@@ -43,7 +43,10 @@ def fold(norm: str) -> str:
     else:
         text = "".join(c for c in unicodedata.normalize("NFKD", norm)
                        if not unicodedata.combining(c)).replace("ß", "ss")
-    tokens = NON_WORD.sub(" ", text).split()
+    # What normalise_label writes (letters, digits, spaces) needs no pattern.
+    tokens = (text if text.replace(" ", "").isalnum() else NON_WORD.sub(" ", text)).split()
+    if TITLES.isdisjoint(tokens):
+        return " ".join(tokens)
     kept = [t for t in tokens if t not in TITLES]
     return " ".join(kept if len(kept) >= 2 else tokens)
 
@@ -59,6 +62,8 @@ def _translit(name: str) -> str:
 @lru_cache(maxsize=1 << 18)
 def acronym(name: str) -> str | None:
     """'international business machines' -> 'ibm'; None for a name of one word."""
+    if " " not in name:
+        return None
     tokens = [t for t in name.split() if t not in FILLERS]
     return "".join(t[0] for t in tokens) if len(tokens) >= 2 else None
 
