@@ -73,11 +73,12 @@ def ingest(threshold: float) -> Resolver:
     return run
 
 
-def ingest_then_resolve(thresholds: Thresholds) -> Resolver:
-    """What a graph holds after ingestion and one `kg resolve` pass without a model: the
-    concepts ingestion made (each with its spellings and type), grouped by the pass."""
+def ingest_then_resolve(thresholds: Thresholds, threshold: float = 92.0) -> Resolver:
+    """What a graph holds after ingestion (`--fuzzy-threshold`, 101: equal spellings only) and
+    one `kg resolve` pass without a model: the concepts ingestion made (each with its
+    spellings and type), grouped by the pass."""
     def run(mentions: list[Mention]) -> Clusters:
-        plan = GroupPlan(ConceptIndex(), {}, 1, 1)
+        plan = GroupPlan(ConceptIndex(threshold), {}, 1, 1)
         members: dict[int, list[Mention]] = {}
         for m in mentions:
             norm = normalise_label(m.text)
@@ -205,6 +206,8 @@ def main() -> None:
                ingest(90.0)(mentions), 0))
     print(_row("ingest now, then a `kg resolve` pass (no model)", mentions,
                ingest_then_resolve(thresholds)(mentions), 0))
+    print(_row("ingest of equal spellings only (--fuzzy-threshold 101), then a pass", mentions,
+               ingest_then_resolve(thresholds, 101.0)(mentions), 0))
     signals_only, stats = cluster(mentions, thresholds)
     print(_row("kg resolve: signals, no model (grey zone apart)", mentions, signals_only, 0))
     if args.bundled and args.sample:
@@ -232,6 +235,7 @@ def main() -> None:
     resolvers: dict[str, Resolver] = {
         "ingest before #24": before, "ingest now": ingest(92.0),
         "ingest now + kg resolve": ingest_then_resolve(thresholds),
+        "ingest --fuzzy-threshold 101 + kg resolve": ingest_then_resolve(thresholds, 101.0),
         "kg resolve, no model": lambda ms: cluster(ms, thresholds)[0],
         "kg resolve, gold judge": lambda ms: cluster(
             ms, thresholds, judge=lambda a, b: gold_of[a.label] == gold_of[b.label])[0]}
