@@ -23,6 +23,8 @@ from sqlalchemy import Connection, select
 from kg.db.models import Concept, ConceptAlias, utcnow
 from kg.db.scope import scope_of
 from kg.matching.candidates import (
+    MAX_BLOCK,
+    SLACK,
     Entity,
     acronym,
     block_name,
@@ -54,8 +56,6 @@ def label_rank(label: str) -> tuple[bool, int, int, str]:
     return ("," not in label, capitalised, len(label), label)
 
 
-MAX_BLOCK = 200  # a blocking key shared by more concepts is a stopword: looked up no further
-SLACK = 1e-3  # signals are rounded to 4 places: the prefilter keeps what rounding could lift
 
 
 @dataclass

@@ -18,7 +18,7 @@ from rapidfuzz.distance import DamerauLevenshtein, Indel
 
 from kg.matching.scoring import ACRONYM, CONTAINED, INITIALS, TOKENS, TYPO
 
-MAX_BLOCK = 200  # a key shared by more names than this is a stopword: it blocks nothing
+MAX_BLOCK = 200  # a key shared by more concepts than this is a stopword: it blocks nothing
 SLACK = 1e-3  # signals are rounded to 4 places: bounds keep what rounding could lift
 TITLES = frozenset({"dr", "prof", "professor", "doctor", "mr", "mrs", "ms", "sir", "lady",
                     "lord", "saint", "st", "rev", "president", "king", "queen"})
