@@ -90,10 +90,13 @@ class ConceptIndex:
     graph lock before each commit, so it holds what every writer has committed.
     """
 
-    def __init__(self, threshold: float = 92.0) -> None:
+    def __init__(self, threshold: float = 92.0, *, prefilter: bool = True) -> None:
         # The automatic-merge bar, as a percentage of the score (the ingest option's scale);
         # above 100 only equal spellings join.
         self.threshold = threshold
+        # Off, every concept of a mention's blocks goes through `signals`: the reference the
+        # C prefilter must agree with (tests, benchmarks.resolution.lookup).
+        self.prefilter = prefilter
         self.exact: dict[str, int] = {}  # normalised spelling -> its first concept
         self.holders: dict[str, set[int]] = {}  # normalised spelling -> every concept with it
         self.names: dict[int, set[str]] = {}  # concept -> folded spellings
@@ -247,7 +250,8 @@ class ConceptIndex:
         rule's fixed worth (acronym, initials, typo, contained); each is tested here at least
         as loosely as the score takes it, so `find` decides exactly as over the whole blocks."""
         every: set[int] = set().union(*(self.blocks[k] for k in keys))
-        if bar <= max(CONTAINED, TOKENS) + SLACK:  # rules no C scan finds could reach it
+        if not self.prefilter or bar <= max(CONTAINED, TOKENS) + SLACK:
+            # (at such a bar, rules no C scan finds could reach it)
             return every
         pools = [self._pool(k) for k in keys]
         raw = list(chain.from_iterable(p.raw for p in pools))
