@@ -73,6 +73,19 @@ def ingest_story(kg: Any, tmp_path: Path, *extra: str, name: str = "story.md",
     return doc
 
 
+def add_concepts(db: Database, *concepts: tuple[str, str | None]) -> None:
+    """Insert bare concepts, (label, type) each, as an ingest would have named them."""
+    with db.session() as s:
+        for label, kind in concepts:
+            s.add(Concept(label=label, norm_label=normalise_label(label), type=kind))
+
+
+def concept_labels(db: Database) -> set[str]:
+    """The labels of every concept in the graph."""
+    with db.session() as s:
+        return {c.label for c in s.query(Concept)}
+
+
 def rows(db: Database, sql: str, **params: object) -> list[tuple[Any, ...]]:
     with db.engine.connect() as conn:
         return [tuple(r) for r in conn.execute(text(sql), params)]

@@ -17,7 +17,7 @@ from kg.db import Database
 from kg.db import migrate as kg_migrate
 from kg.db.models import Concept, CurationDecision
 from kg.errors import ConflictError
-from kg.text import normalise_label
+from tests.graph_seed import add_concepts, concept_labels
 
 
 def ok(result: Any) -> Any:
@@ -25,23 +25,12 @@ def ok(result: Any) -> Any:
     return json.loads(result.stdout) if result.stdout.lstrip().startswith(("{", "[")) else None
 
 
-def _add(db: Database, *concepts: tuple[str, str | None]) -> None:
-    with db.session() as s:
-        for label, kind in concepts:
-            s.add(Concept(label=label, norm_label=normalise_label(label), type=kind))
-
-
-def _labels(db: Database) -> set[str]:
-    with db.session() as s:
-        return {c.label for c in s.query(Concept)}
-
-
 def _pairs(kg: Any) -> set[tuple[str, str]]:
     return {(d["a_label"], d["b_label"]) for d in ok(kg("concepts", "duplicates", "--json"))}
 
 
 def test_a_pair_kept_apart_is_never_proposed_or_merged_again(kg, db: Database) -> None:
-    _add(db, ("International Business Machines", "organization"), ("IBM", "organization"),
+    add_concepts(db, ("International Business Machines", "organization"), ("IBM", "organization"),
          ("Internatonal Business Machines", "organization"),
          ("Ludwig Boltzmann", "person"), ("Boltzmann", "person"))
     assert ("Ludwig Boltzmann", "Boltzmann") in _pairs(kg)
@@ -71,7 +60,7 @@ def test_a_pair_kept_apart_is_never_proposed_or_merged_again(kg, db: Database) -
     assert [(m["survivor_label"], m["merged_label"]) for m in done["merged"]] == [
         ("International Business Machines", "Internatonal Business Machines")]
     assert {"IBM", "International Business Machines", "Ludwig Boltzmann",
-            "Boltzmann"} <= _labels(db)
+            "Boltzmann"} <= concept_labels(db)
     assert ok(kg("resolve", "--full", "--json"))["merged"] == []
     assert not {p for p in _pairs(kg) if "IBM" in p}
 
@@ -87,10 +76,10 @@ def test_a_pair_kept_apart_is_never_proposed_or_merged_again(kg, db: Database) -
 
 
 def test_undo_names_the_merges_built_on_it_and_cascade_undoes_them(kg, db: Database) -> None:
-    _add(db, ("Marie Curie", "person"), ("M. Curie", "person"), ("Madame Curie", "person"),
+    add_concepts(db, ("Marie Curie", "person"), ("M. Curie", "person"), ("Madame Curie", "person"),
          ("Maria Sklodowska-Curie", "person"), ("IBM", "organization"),
          ("International Business Machines", "organization"))
-    before = _labels(db)
+    before = concept_labels(db)
     first = ok(kg("concepts", "merge", "Marie Curie", "M. Curie", "--into", "Marie Curie",
                   "--json"))["id"]
     same_survivor = ok(kg("concepts", "merge", "Marie Curie", "Madame Curie", "--into",
@@ -99,7 +88,7 @@ def test_undo_names_the_merges_built_on_it_and_cascade_undoes_them(kg, db: Datab
                       "--into", "International Business Machines", "--json"))["id"]
     onward = ok(kg("concepts", "merge", "Marie Curie", "Maria Sklodowska-Curie", "--into",
                    "Maria Sklodowska-Curie", "--json"))["id"]
-    merged = _labels(db)
+    merged = concept_labels(db)
     assert merged == {"Maria Sklodowska-Curie", "International Business Machines"}
 
     refused = kg("curation", "undo", str(first))
@@ -107,7 +96,7 @@ def test_undo_names_the_merges_built_on_it_and_cascade_undoes_them(kg, db: Datab
     assert len(refused.stderr.strip().splitlines()) == 1
     assert f"later merges built on it: {same_survivor}, {onward}" in refused.stderr
     assert "--cascade" in refused.stderr
-    assert _labels(db) == merged  # nothing undone
+    assert concept_labels(db) == merged  # nothing undone
     assert not [r for r in ok(kg("curation", "list", "--json")) if r["undone_at"]]
 
     graph = Graph(db)
@@ -115,7 +104,7 @@ def test_undo_names_the_merges_built_on_it_and_cascade_undoes_them(kg, db: Datab
         graph.undo(first)
     cascaded = graph.undo(first, cascade=True)
     assert cascaded["id"] == first and cascaded["also_undone"] == [same_survivor, onward]
-    assert _labels(db) == before - {"IBM"}
+    assert concept_labels(db) == before - {"IBM"}
     undone = {r["id"] for r in ok(kg("curation", "list", "--json")) if r["undone_at"]}
     assert undone == {first, same_survivor, onward}
 
@@ -125,10 +114,10 @@ def test_undo_names_the_merges_built_on_it_and_cascade_undoes_them(kg, db: Datab
     shown = kg("curation", "undo", str(again), "--cascade")
     assert shown.exit_code == 0, shown.stderr
     assert f"also undone, newest first: {later}" in shown.stdout
-    assert _labels(db) == before - {"IBM"}
+    assert concept_labels(db) == before - {"IBM"}
     # A merge nothing built on undoes as before.
     assert ok(kg("curation", "undo", str(unrelated), "--json"))["also_undone"] == []
-    assert _labels(db) == before
+    assert concept_labels(db) == before
 
 
 def test_migration_0022_widens_the_action_check_and_back(empty_db_url: str) -> None:

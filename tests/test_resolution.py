@@ -19,6 +19,7 @@ from kg.matching.decide import Pair, Thresholds, group
 from kg.matching.scoring import score
 from kg.resolution.evaluate import Mention, bcubed, cluster, pairwise
 from kg.text import normalise_label
+from tests.graph_seed import add_concepts, concept_labels
 
 
 def _score(a: str, b: str, ta: str | None = None, tb: str | None = None) -> float:
@@ -180,33 +181,22 @@ def test_built_set_has_500_mentions_in_clusters_with_same_name_traps() -> None:
 
 # -- the pass over a stored graph -------------------------------------------------------------
 
-def _add(db: Database, *concepts: tuple[str, str | None]) -> None:
-    with db.session() as s:
-        for label, kind in concepts:
-            s.add(Concept(label=label, norm_label=normalise_label(label), type=kind))
-
-
-def _labels(db: Database) -> set[str]:
-    with db.session() as s:
-        return {c.label for c in s.query(Concept)}
-
-
 def test_resolve_merges_through_curation_incrementally_and_undoably(kg, db: Database) -> None:
-    _add(db, ("International Business Machines", "organization"), ("IBM", "organization"),
+    add_concepts(db, ("International Business Machines", "organization"), ("IBM", "organization"),
          ("Marie Curie", "person"), ("M. Curie", "person"), ("Turkey", "place"),
          ("turkeys", "animal"), ("Ludwig Boltzmann", "person"), ("Boltzmann", "person"))
-    before = _labels(db)
+    before = concept_labels(db)
     dry = ok(kg("resolve", "--dry-run", "--json"))
     assert {(m["survivor_label"], m["merged_label"]) for m in dry["merged"]} == {
         ("International Business Machines", "IBM"), ("Marie Curie", "M. Curie")}
     shown = kg("resolve", "--dry-run")
     assert shown.exit_code == 0 and "would merge 2 concepts" in shown.stdout
     assert "M. Curie" in shown.stdout
-    assert _labels(db) == before  # a dry run changes nothing
+    assert concept_labels(db) == before  # a dry run changes nothing
 
     done = ok(kg("resolve", "--json"))
     assert len(done["merged"]) == 2 and done["review"] >= 1
-    assert _labels(db) == before - {"IBM", "M. Curie"}
+    assert concept_labels(db) == before - {"IBM", "M. Curie"}
     listed = ok(kg("curation", "list", "--json"))
     assert sum(row["action"] == "merge" for row in listed) == 2
     with db.session() as s:
@@ -219,18 +209,18 @@ def test_resolve_merges_through_curation_incrementally_and_undoably(kg, db: Data
         ("Ludwig Boltzmann", "Boltzmann")}
     listed_table = kg("concepts", "duplicates")
     assert listed_table.exit_code == 0 and "Ludwig Boltzmann" in listed_table.stdout
-    assert "Turkey" in _labels(db) and "turkeys" in _labels(db)  # types keep them apart
+    assert {"Turkey", "turkeys"} <= concept_labels(db)  # types keep them apart
 
     again = ok(kg("resolve", "--json"))  # nothing changed since: nothing to look at
     assert again["examined"] == 0 and again["merged"] == []
 
     ibm = next(m for m in done["merged"] if m["merged_label"] == "IBM")
     ok(kg("curation", "undo", str(ibm["decision"])))
-    assert "IBM" in _labels(db)
+    assert "IBM" in concept_labels(db)
     full = ok(kg("resolve", "--full", "--json"))  # an undone merge is not made again
     assert full["merged"] == []
 
-    _add(db, ("Internatonal Business Machines", "organization"))
+    add_concepts(db, ("Internatonal Business Machines", "organization"))
     late = ok(kg("resolve", "--json"))
     assert late["examined"] == 1
     assert [(m["survivor_label"], m["merged_label"]) for m in late["merged"]] == [
@@ -251,7 +241,7 @@ def test_judge_decides_the_grey_zone_with_one_logged_call_per_pair(kg, db: Datab
         # Boltzmann is one person; 'coral' is not the reef.
         return Reply(json.dumps({"answer": "yes" if "Boltzmann" in prompt else "no"}))
 
-    _add(db, ("Ludwig Boltzmann", "person"), ("Boltzmann", "person"),
+    add_concepts(db, ("Ludwig Boltzmann", "person"), ("Boltzmann", "person"),
          ("coral reef", None), ("coral", None))
     with fake_ollama(answer) as server:
         use_server(kg, server.url)
@@ -264,13 +254,13 @@ def test_judge_decides_the_grey_zone_with_one_logged_call_per_pair(kg, db: Datab
         "yes", "no", "unsure"]
     assert rows(db, "SELECT kind, status FROM calls ORDER BY id") == [
         ("resolve", "ok"), ("resolve", "ok")]
-    assert {"coral reef", "coral"} <= _labels(db)
+    assert {"coral reef", "coral"} <= concept_labels(db)
 
 
 def test_resolve_qualifies_same_name_concepts_of_incompatible_types(kg, db: Database) -> None:
     # A graph where 'Paris' labels a place and is an alias of a person (and of an untyped
     # concept, which decides nothing); a person's own choice of label stays.
-    _add(db, ("Paris", "place"), ("Paris of Troy", "person"), ("Mercury", "planet"),
+    add_concepts(db, ("Paris", "place"), ("Paris of Troy", "person"), ("Mercury", "planet"),
          ("Mercury (element)", "element"), ("Freddie Mercury", "person"))
     with db.session() as s:
         ids = {c.label: c.id for c in s.query(Concept)}
@@ -283,10 +273,10 @@ def test_resolve_qualifies_same_name_concepts_of_incompatible_types(kg, db: Data
     dry = ok(kg("resolve", "--dry-run", "--json"))
     assert [(q["label"], q["qualified"]) for q in dry["qualified"]] == [
         ("Paris", "Paris (place)")]
-    assert "Paris" in _labels(db)
+    assert "Paris" in concept_labels(db)
     shown = kg("resolve")
     assert shown.exit_code == 0 and "qualified 1 same-name labels" in shown.stdout
-    assert {"Paris (place)", "Paris of Troy", "Mercury"} <= _labels(db)
+    assert {"Paris (place)", "Paris of Troy", "Mercury"} <= concept_labels(db)
     found = ok(kg("concepts", "show", "Paris (place)", "--json"))
     assert "Paris" in found["aliases"]  # still found by its plain name
     listed = ok(kg("curation", "list", "--json"))
