@@ -57,19 +57,23 @@ def before(mentions: list[Mention]) -> Clusters:
     return [frozenset(c) for c in members.values()]
 
 
+def _arrive(mentions: list[Mention],
+            threshold: float) -> tuple[GroupPlan, dict[int, list[Mention]]]:
+    """Every mention through GroupPlan.concept (as store.py's _plan_chunk calls it, with the
+    mention's type) in arrival order: the concepts ingestion made, each with its mentions."""
+    plan = GroupPlan(ConceptIndex(threshold), {}, 1, 1)
+    members: dict[int, list[Mention]] = {}
+    for m in mentions:
+        norm = normalise_label(m.text)
+        cid = plan.concept(m.text, norm, m.type) if norm else -len(members) - 1
+        members.setdefault(cid, []).append(m)
+    return plan, members
+
+
 def ingest(threshold: float) -> Resolver:
-    """Ingestion now: every mention through GroupPlan.concept (as store.py's _plan_chunk calls
-    it, with the mention's type), in arrival order."""
+    """Ingestion now: the concepts `_arrive` makes."""
     def run(mentions: list[Mention]) -> Clusters:
-        plan = GroupPlan(ConceptIndex(threshold), {}, 1, 1)
-        members: dict[int, set[str]] = {}
-        for number, m in enumerate(mentions):
-            norm = normalise_label(m.text)
-            if not norm:
-                members[-number - 1] = {m.id}
-                continue
-            members.setdefault(plan.concept(m.text, norm, m.type), set()).add(m.id)
-        return [frozenset(c) for c in members.values()]
+        return [frozenset(m.id for m in ms) for ms in _arrive(mentions, threshold)[1].values()]
     return run
 
 
@@ -78,12 +82,7 @@ def ingest_then_resolve(thresholds: Thresholds, threshold: float = 92.0) -> Reso
     one `kg resolve` pass without a model: the concepts ingestion made (each with its
     spellings and type), grouped by the pass."""
     def run(mentions: list[Mention]) -> Clusters:
-        plan = GroupPlan(ConceptIndex(threshold), {}, 1, 1)
-        members: dict[int, list[Mention]] = {}
-        for m in mentions:
-            norm = normalise_label(m.text)
-            cid = plan.concept(m.text, norm, m.type) if norm else -len(members) - 1
-            members.setdefault(cid, []).append(m)
+        plan, members = _arrive(mentions, threshold)
         entities = {cid: entity(cid, ms[0].text, plan.index.types.get(cid),
                                 [normalise_label(m.text) for m in ms])
                     for cid, ms in members.items()}
