@@ -73,11 +73,15 @@ def ingest_story(kg: Any, tmp_path: Path, *extra: str, name: str = "story.md",
     return doc
 
 
-def add_concepts(db: Database, *concepts: tuple[str, str | None]) -> None:
-    """Insert bare concepts, (label, type) each, as an ingest would have named them."""
+def add_concepts(db: Database, *concepts: tuple[str, str | None]) -> dict[str, int]:
+    """Insert bare concepts, (label, type) each, as an ingest would have named them; their ids
+    by label."""
     with db.session() as s:
-        for label, kind in concepts:
-            s.add(Concept(label=label, norm_label=normalise_label(label), type=kind))
+        made = [Concept(label=label, norm_label=normalise_label(label), type=kind)
+                for label, kind in concepts]
+        s.add_all(made)
+        s.flush()
+        return {c.label: c.id for c in made}
 
 
 def concept_labels(db: Database) -> set[str]:

@@ -90,13 +90,20 @@ def test_admin_token_adds_curation(story: Path, db_url: str) -> None:
                 raise AssertionError("accepted " + bad)
             except UsageError:
                 pass
-        names, (renamed,) = _call(build(db, actor=admin_actor(db, admin)), [
-            ("rename", {"old": "Colonel Moran", "new": "Sebastian Moran"})])
+        names, (renamed, apart, again, itself) = _call(build(db, actor=admin_actor(db, admin)), [
+            ("rename", {"old": "Colonel Moran", "new": "Sebastian Moran"}),
+            ("keep_apart", {"a": "Sherlock Holmes", "b": "Sebastian Moran"}),
+            ("keep_apart", {"a": "Sebastian Moran", "b": "Sherlock Holmes"}),
+            ("keep_apart", {"a": "Sherlock Holmes", "b": "Sherlock Holmes"})])
     finally:
         db.dispose()
-    assert {"merge", "rename"} <= set(names) and not renamed.is_error
-    assert rows(Database(db_url), "SELECT created_by FROM curation_decisions") == [
-        ("token:agent",)]
+    assert {"merge", "rename", "keep_apart"} <= set(names) and not renamed.is_error
+    assert not apart.is_error and apart.structured_content["action"] == "keep_apart"
+    assert again.is_error and "already kept apart" in again.content[0].text
+    assert itself.is_error and "one concept" in itself.content[0].text
+    assert rows(Database(db_url), "SELECT action, created_by FROM curation_decisions "
+                                  "ORDER BY id") == [("rename", "token:agent"),
+                                                     ("keep_apart", "token:agent")]
 
 
 def test_kg_mcp_over_stdio(story: Path, kg_env: dict[str, str]) -> None:

@@ -1,6 +1,7 @@
 """The grey zone over HTTP (issue #24): `GET /duplicates`, `POST /duplicates/accept` (a merge)
-and `/duplicates/reject` (kept apart), against a real uvicorn server on both databases: token
-scopes, the cross-site and content-type guards, one-line errors, and the curation rows."""
+and `/duplicates/reject` (kept apart), then `GET /curation` and `POST /curation/{id}/undo`,
+against a real uvicorn server on both databases: token scopes, the cross-site and content-type
+guards, one-line errors, and the curation rows."""
 
 from __future__ import annotations
 
@@ -8,26 +9,11 @@ from typing import Any
 
 from kg import tokens
 from kg.db import Database
-from kg.db.models import Concept
-from kg.text import normalise_label
-from tests.graph_seed import rows
+from tests.graph_seed import add_concepts, concept_labels, rows
 from tests.test_server import assert_error, serve
 
 GREY = (("Ludwig Boltzmann", "person"), ("Boltzmann", "person"), ("coral reef", None),
         ("coral", None), ("Sherlock Holmes", "person"))
-
-
-def _add(db: Database, *concepts: tuple[str, str | None]) -> dict[str, int]:
-    with db.session() as s:
-        made = [Concept(label=label, norm_label=normalise_label(label), type=kind)
-                for label, kind in concepts]
-        s.add_all(made)
-        s.flush()
-        return {c.label: c.id for c in made}
-
-
-def _labels(db: Database) -> set[str]:
-    return {r[0] for r in rows(db, "SELECT label FROM concepts")}
 
 
 def _pair(listed: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
@@ -37,7 +23,7 @@ def _pair(listed: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
 
 
 def test_accept_merges_reject_keeps_apart_with_scopes_and_guards(db: Database) -> None:
-    ids = _add(db, *GREY)
+    ids = add_concepts(db, *GREY)
     with db.session() as session:
         _row, reader = tokens.create(session, "viewer", "read", by="tester")
         _row, admin = tokens.create(session, "ops", "admin", by="tester")
@@ -77,7 +63,7 @@ def test_accept_merges_reject_keeps_apart_with_scopes_and_guards(db: Database) -
         assert merged.status_code == 200, merged.text
         decision = merged.json()
         assert decision["action"] == "merge" and decision["by"] == "token:ops"
-        assert "Boltzmann" not in _labels(db) and "Ludwig Boltzmann" in _labels(db)
+        assert "Boltzmann" not in concept_labels(db) and "Ludwig Boltzmann" in concept_labels(db)
         assert rows(db, "SELECT a.alias FROM concept_aliases a JOIN concepts c ON "
                         "c.id = a.concept_id WHERE c.label = 'Ludwig Boltzmann'") == [
             ("Boltzmann",)]
@@ -86,9 +72,35 @@ def test_accept_merges_reject_keeps_apart_with_scopes_and_guards(db: Database) -
         kept = ops.post("/duplicates/reject", json={"a": coral["a"], "b": coral["b"]})
         assert kept.status_code == 200, kept.text
         assert kept.json()["action"] == "keep_apart" and kept.json()["by"] == "token:ops"
-        assert {"coral", "coral reef"} <= _labels(db)
+        assert {"coral", "coral reef"} <= concept_labels(db)
         assert_error(ops.post("/duplicates/reject", json={"a": coral["b"], "b": coral["a"]}),
                      409, "already kept apart")
         assert viewer.get("/duplicates").json() == []
-    assert rows(db, "SELECT action, created_by FROM curation_decisions ORDER BY id") == [
-        ("merge", "token:ops"), ("keep_apart", "token:ops")]
+
+        decisions = viewer.get("/curation").json()
+        assert [(d["action"], d["by"]) for d in decisions] == [
+            ("keep_apart", "token:ops"), ("merge", "token:ops")]  # newest first
+        assert viewer.get("/curation", params={"limit": 1}).json() == decisions[:1]
+        assert_error(viewer.get("/curation", params={"limit": 0}), 422, "limit")
+        kept_id, merge_id = decisions[0]["id"], decisions[1]["id"]
+        assert_error(viewer.post(f"/curation/{merge_id}/undo"), 403, "admin")
+        assert_error(ops.post(f"/curation/{merge_id}/undo", json={"cascade": "maybe"}), 422,
+                     "cascade")
+        assert_error(ops.post("/curation/999999/undo"), 404, "no curation decision 999999")
+        assert concept_labels(db) >= {"Ludwig Boltzmann"} and "Boltzmann" not in concept_labels(db)
+
+        undone = ops.post(f"/curation/{merge_id}/undo")  # no body: cascade off
+        assert undone.status_code == 200, undone.text
+        assert undone.json()["id"] == merge_id and undone.json()["also_undone"] == []
+        assert {"Ludwig Boltzmann", "Boltzmann"} <= concept_labels(db)
+        assert_error(ops.post(f"/curation/{merge_id}/undo"), 400, "already undone")
+        assert ops.post(f"/curation/{kept_id}/undo", json={"cascade": True}).status_code == 200
+        # The pair kept apart is in the grey zone again; a merge undone is a split, and
+        # resolution does not offer a split pair again.
+        relisted = viewer.get("/duplicates").json()
+        assert [(p["a_label"], p["b_label"]) for p in relisted] == [
+            (coral["a_label"], coral["b_label"])]
+        assert viewer.get("/curation", params={"include_undone": False}).json() == []
+    assert rows(db, "SELECT action, created_by, undone_by FROM curation_decisions "
+                    "ORDER BY id") == [("merge", "token:ops", "token:ops"),
+                                       ("keep_apart", "token:ops", "token:ops")]

@@ -21,6 +21,7 @@ from kg.server import (
     errors,
     routes_ask,
     routes_collections,
+    routes_curation,
     routes_graph,
     routes_health,
     routes_profiles,
@@ -92,7 +93,7 @@ def create_app(db: Database, config: ServerConfig | None = None) -> FastAPI:
     # Profiles, health and tokens belong to no collection: only at the root.
     for module in (routes_health, routes_collections, routes_profiles):
         app.include_router(module.router)
-    for module in (routes_runs, routes_graph, routes_ask, routes_resolution):
+    for module in (routes_runs, routes_graph, routes_ask, routes_resolution, routes_curation):
         app.include_router(module.router)
         app.include_router(module.router, prefix="/c/{collection}",
                            dependencies=[Depends(collection_parameter)])

@@ -3,8 +3,9 @@ streamable HTTP).
 
 Tools: `search` (query), `concept` (label), `neighbors` (label, depth), `evidence` (label),
 `ask` (question; the profile's model answers with grounded citations, a `calls` row of kind
-`ask`). Read-only, unless started with an admin token: then `rename` and `merge` (curation,
-recorded under the token's name) are offered too. Every tool works in one collection.
+`ask`). Read-only, unless started with an admin token: then `rename`, `merge` and
+`keep_apart` (curation, recorded under the token's name, undone with `kg curation undo`) are
+offered too. Every tool works in one collection.
 An expected failure (unknown concept, empty question, model down) is a tool error with kg's
 one-line message; an unknown tool or malformed arguments are the SDK's errors.
 """
@@ -28,6 +29,8 @@ from kg.jsonable import json_default
 
 READ = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 WRITE = ToolAnnotations(readOnlyHint=False, destructiveHint=True, openWorldHint=False)
+# Keeping a pair apart changes no concept: it only stops resolution from joining them.
+RECORD = ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=False)
 INSTRUCTIONS = """A knowledge graph extracted from documents: concepts, typed relationships and \
 verbatim evidence quotes (document, character offsets). Start with `search`, then `concept`, \
 `neighbors` or `evidence`; `ask` answers a question with citations of evidence ids."""
@@ -117,6 +120,13 @@ def build(db: Database, *, actor: str | None = None,
             """Merge concept `b` into concept `a` (curation, recorded and undoable)."""
             with db.session() as session:
                 return _run(curation.merge, session, a, b, into=a, by=actor)
+
+        @server.tool(annotations=RECORD)
+        def keep_apart(a: str, b: str) -> dict[str, Any]:
+            """Record that concepts `a` and `b` are not one thing: entity resolution never
+            merges or proposes the pair again (curation, recorded and undoable)."""
+            with db.session() as session:
+                return _run(curation.keep_apart, session, a, b, by=actor)
 
     return server
 
