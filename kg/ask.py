@@ -99,6 +99,9 @@ def messages_for(question: str, found: dict[str, Any]) -> list[Message]:
         lines += ["", "Relationships in the graph around them:"]
         lines += [f"{r['source']} -{r['type']}-> {r['target']}"
                   for r in found["relationships"][:40]]
+    if found.get("attributes"):
+        lines += ["", "Values in the graph:"]
+        lines += [f"{a['concept']} {a['name']} = {a['value']}" for a in found["attributes"]]
     return [{"role": "system", "content": SYSTEM.format(sentences=MAX_SENTENCES)},
             {"role": "user", "content": "\n".join(lines)}]
 

@@ -1,6 +1,7 @@
 """What the graph knows about a question: matching concepts, quotes and chunks (full text), their
-neighbourhood in the graph (bounded hops, strongest edges first), then the verbatim evidence of
-what was kept, within a token budget. No LLM: `kg ask --no-llm` shows exactly this.
+neighbourhood in the graph (bounded hops, strongest edges first), their literal values (a year,
+a number: issue #20's attributes), then the verbatim evidence of what was kept, within a token
+budget. No LLM: `kg ask --no-llm` shows exactly this.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ SEED_QUOTES = 30  # quotes matched by text
 SEED_CHUNKS = 10  # chunks matched by text
 EDGES_PER_HOP = 25  # strongest edges kept at each hop
 MAX_EVIDENCE = 60
+MAX_VALUES = 40  # literal values of the concepts found, nearest concepts first
 
 
 @dataclass
@@ -217,9 +219,29 @@ def _result(session: Session, question: str, words: list[str], walk: _Walk,
     return {"question": question, "terms": words, "hops": options.hops,
             "budget": options.budget, "tokens": used, "concepts": concepts,
             "relationships": sorted(edges.values(), key=lambda e: (e["hop"], e["id"])),
+            "attributes": _values(session, [c["id"] for c in concepts]),
             "evidence": items,
             "chunks": [{"id": h.id, "snippet": h.snippet, "score": round(h.score, 4)}
                        for h in chunks]}
+
+
+def _values(session: Session, concept_ids: list[int]) -> list[dict[str, Any]]:
+    """The live literal values of these concepts (nearest first, as listed), with how often
+    each was read: "when was X established" is answered by an attribute, not an edge."""
+    if not concept_ids:
+        return []
+    rows = _rows(session, f"""
+        SELECT a.concept_id, c.label, a.name, a.datatype, a.value, a.normalised,
+               (SELECT count(*) FROM attribute_evidence e WHERE e.attribute_id = a.id
+                AND {search.live('e')}) AS evidence
+        FROM concept_attributes a JOIN concepts c ON c.id = a.concept_id
+        WHERE a.collection_id = :cid AND {search.live('a')}
+          AND a.concept_id IN ({_ints(concept_ids)})""", cid=collection_of(session))
+    rank = {cid: i for i, cid in enumerate(concept_ids)}
+    rows.sort(key=lambda r: (rank[r.concept_id], r.name, r.normalised))
+    return [{"concept_id": r.concept_id, "concept": r.label, "name": r.name,
+             "datatype": r.datatype, "value": r.value, "normalised": r.normalised,
+             "evidence": r.evidence} for r in rows[:MAX_VALUES]]
 
 
 def _edge_label(session: Session, relationship_id: int) -> str:

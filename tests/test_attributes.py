@@ -18,6 +18,7 @@ import pytest
 import rdflib
 from sqlalchemy import text
 
+from kg.ask import messages_for
 from kg.db import Database
 from kg.db.scope import begin_scope
 from kg.export import ExportFilter, export_graph
@@ -329,3 +330,27 @@ def test_turtle_types_each_value_by_its_normal_form(datatype: str, normalised: s
         assert value.toPython() == python
     if datatype == "year":
         assert str(value) == "0800"
+
+
+def test_ask_sees_the_values_of_the_concepts_it_finds(kg, db, uni, tmp_path: Path) -> None:
+    # "When was it established" is answered by an attribute, not an edge: retrieval lists the
+    # live values of the concepts it found, and the model's prompt carries them.
+    ingest(kg, tmp_path / "academy.md", TEXT)
+    result = kg("ask", "When was Mendrisio Academy established?", "--no-llm", "--json")
+    assert result.exit_code == 0, result.stderr
+    found = json.loads(result.stdout)["retrieval"]
+    values = [(a["concept"], a["name"], a["value"], a["normalised"], a["evidence"])
+              for a in found["attributes"]]
+    assert values == [("Mendrisio Academy", "established", "1996", "1996", 1),
+                      ("Mendrisio Academy", "numberOfStudents", "5,000", "5000", 1)]
+    prompt = messages_for("When was Mendrisio Academy established?", found)[1]["content"]
+    assert "Values in the graph:\nMendrisio Academy established = 1996\n" in prompt
+    table = kg("ask", "When was Mendrisio Academy established?", "--no-llm").stdout
+    assert "values:" in table and "numberOfStudents" in table
+
+    # A changed document retracts its old value: ask no longer offers it.
+    ingest(kg, tmp_path / "academy.md", TEXT_V2)
+    again = json.loads(kg("ask", "How many students does Mendrisio Academy have?",
+                          "--no-llm", "--json").stdout)["retrieval"]
+    assert [(a["name"], a["value"]) for a in again["attributes"]] == [
+        ("numberOfStudents", "6,000")]

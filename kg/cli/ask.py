@@ -75,6 +75,9 @@ def _show_retrieval(found: dict[str, Any]) -> None:
         emit("\nrelationships:")
         emit(table(found["relationships"],
                    ["id", "source", "type", "target", "confidence", "evidence", "hop"]))
+    if found.get("attributes"):
+        emit("\nvalues:")
+        emit(table(found["attributes"], ["concept", "name", "value", "normalised", "evidence"]))
     emit("\nevidence:")
     emit(table([_citation(e) for e in found["evidence"]],
                ["id", "quote", "document", "characters", "page", "about"]))
