@@ -145,6 +145,7 @@ GETS: list[tuple[str, str, dict[str, str], Callable[[Any], Found]]] = [
     ("/evidence/{evidence_id}", "/evidence/{evidence}", {}, _evidence),
     ("/documents/{document_id}/page/{number}", "/documents/{image}/page/1", {}, _picture),
     ("/duplicates", "/duplicates", {"low": "0", "high": "1"}, _duplicates),
+    ("/curation", "/curation", {}, _text),  # beta's decision names Irene Adler: never shown
 ]
 # Routes at the root that answer about collections: checked for beta's name and figures.
 ROOT_GETS = ["/collections", "/whoami", "/metrics"]
@@ -219,6 +220,11 @@ def world(kg, db: Database, ollama) -> Iterator[World]:
             world.runs[A] = _ingest(alpha, A, "story.md", STORY,
                                     ("slide.png", picture.getvalue()))
             world.runs[B] = _ingest(beta, B, "story-b.md", STORY_B)
+            pair = {c["label"]: c["id"] for c in beta.get("/concepts").json()
+                    if c["label"] in ("Irene Adler", "Warsaw")}
+            kept = beta.post("/duplicates/reject", json={"a": pair["Irene Adler"],
+                                                         "b": pair["Warsaw"]})
+            assert kept.status_code == 200, kept.text  # a curation decision in beta only
         with db.session() as session:
             ids = {row["name"]: row["id"] for row in kg_collections.list_all(session)}
         world.ids = {name: _ids(db, ids[name]) for name in (A, B)}
@@ -276,6 +282,7 @@ def test_a_token_of_one_collection_sees_nothing_of_another(world: World, db: Dat
             assert_error(refused, 403, "token alpha-reader may use only alpha", "'beta'")
         assert {k for k, v in seen.items() if v} == set(KINDS)
         assert seen["concept"] == mine["concept"] and seen["run"] == mine["run"]
+        assert alpha.get("/curation").json() == []
 
         # beta's rows by id, through alpha's routes: as if they did not exist.
         assert_error(alpha.get(f"/concepts/{min(theirs['concept'])}"), 404, "no concept")
