@@ -1,7 +1,7 @@
 """The Duplicates panel in a real browser (Debian's headless Chromium through selenium): a
 person accepts one grey-zone pair and rejects another, and the graph changes accordingly (one
 concept merged, the rejected pair no longer listed, both decisions curation rows of the
-page's token)."""
+page's token); then undoes both from the Recent decisions list."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 
 from kg import tokens
 from tests.browser import chromium, needs_browser
-from tests.graph_seed import rows
+from tests.graph_seed import add_concepts, concept_labels, rows
 from tests.test_server import serve
-from tests.test_server_duplicates import GREY, _add, _labels
+from tests.test_server_duplicates import GREY
 
 pytestmark = needs_browser
 
@@ -48,8 +48,12 @@ def listed(driver: Any) -> list[str]:
             for i in driver.find_elements(By.CSS_SELECTOR, "#duplicate-list li.duplicate")]
 
 
+def decisions(driver: Any) -> list[Any]:
+    return driver.find_elements(By.CSS_SELECTOR, "#decision-list li.decision")
+
+
 def test_accept_and_reject_on_the_page_change_the_graph(browser, db) -> None:
-    _add(db, *GREY)
+    add_concepts(db, *GREY)
     with db.session() as session:
         _row, admin = tokens.create(session, "ops", "admin", by="tester")
     with serve(db) as server:
@@ -61,7 +65,7 @@ def test_accept_and_reject_on_the_page_change_the_graph(browser, db) -> None:
 
         item.find_element(By.CSS_SELECTOR, "button.accept").click()
         wait_for(browser, lambda d: "merged" in text_of(d, "message"))
-        assert "Boltzmann" not in _labels(db) and "Ludwig Boltzmann" in _labels(db)
+        assert "Boltzmann" not in concept_labels(db) and "Ludwig Boltzmann" in concept_labels(db)
         wait_for(browser, lambda d: len(listed(d)) == 1)
         results = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#result-list li")]
         assert not [r for r in results if r.startswith("Boltzmann")], results
@@ -71,7 +75,23 @@ def test_accept_and_reject_on_the_page_change_the_graph(browser, db) -> None:
         coral.find_element(By.CSS_SELECTOR, "button.reject").click()
         wait_for(browser, lambda d: "kept" in text_of(d, "message"))
         wait_for(browser, lambda d: text_of(d, "duplicate-list") == "No pairs to review.")
-        assert {"coral", "coral reef"} <= _labels(db)
+        assert {"coral", "coral reef"} <= concept_labels(db)
+        assert rows(db, "SELECT action, created_by FROM curation_decisions ORDER BY id") == [
+            ("merge", "token:ops"), ("keep_apart", "token:ops")]
+
+        # Recent decisions, newest first: undo the keep-apart, and the pair is back for review.
+        wait_for(browser, lambda d: len(decisions(d)) == 2)
+        assert "kept" in decisions(browser)[0].text and "merged" in decisions(browser)[1].text
+        decisions(browser)[0].find_element(By.CSS_SELECTOR, "button.undo").click()
+        wait_for(browser, lambda d: "Undone" in text_of(d, "message"))
+        wait_for(browser, lambda d: pair_item(d, "coral reef", "coral") is not None)
+        # Undo the merge: Boltzmann is a concept of its own again.
+        wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR,
+                                                        "#decision-list li.undone")) == 1)
+        decisions(browser)[1].find_element(By.CSS_SELECTOR, "button.undo").click()
+        wait_for(browser, lambda d: "Boltzmann" in concept_labels(db))
+        wait_for(browser, lambda d: not d.find_elements(By.CSS_SELECTOR,
+                                                        "#decision-list button.undo"))
         assert not csp_violations(browser)
-    assert rows(db, "SELECT action, created_by FROM curation_decisions ORDER BY id") == [
+    assert rows(db, "SELECT action, undone_by FROM curation_decisions ORDER BY id") == [
         ("merge", "token:ops"), ("keep_apart", "token:ops")]

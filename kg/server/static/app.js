@@ -634,6 +634,44 @@
     list.dataset.loaded = String(Number(list.dataset.loaded || "0") + 1);
   }
 
+  function decisionItem(decision) {
+    const item = el("li", null, "decision" + (decision.undone_at ? " undone" : ""));
+    item.dataset.id = decision.id;
+    item.append(el("span", decision.summary, "summary"),
+      el("span", decision.action + " · " + decision.by + (decision.undone_at ? " · undone" : ""), "why"));
+    if (!decision.undone_at) {
+      const undo = el("button", "Undo", "undo secondary admin-only");
+      undo.type = "button";
+      undo.title = "Put back what this decision changed";
+      undo.addEventListener("click", () => undoDecision(decision, undo));
+      item.appendChild(undo);
+    }
+    return item;
+  }
+
+  async function loadDecisions() {
+    const rows = await api("/curation?limit=10");
+    const list = $("decision-list");
+    list.replaceChildren();
+    if (!rows.length) list.appendChild(el("li", "No decisions yet.", "muted"));
+    for (const decision of rows) list.appendChild(decisionItem(decision));
+    list.dataset.loaded = String(Number(list.dataset.loaded || "0") + 1);
+  }
+
+  async function undoDecision(decision, button) {
+    button.disabled = true;
+    try {
+      const result = await api("/curation/" + decision.id + "/undo", { method: "POST" });
+      await loadDuplicates();
+      await loadDecisions();
+      await search($("search").value.trim());
+      message("Undone: " + result.summary + " (decision " + result.id + ")", "info");
+    } catch (error) {
+      button.disabled = false;
+      failed(error);
+    }
+  }
+
   async function decide(verb, pair, item) {
     for (const button of item.querySelectorAll("button")) button.disabled = true;
     try {
@@ -643,6 +681,7 @@
         body: JSON.stringify({ a: pair.a, b: pair.b }),
       });
       await loadDuplicates();
+      await loadDecisions();
       await search($("search").value.trim());
       // The concept on screen may be the one merged away: either label finds the survivor
       // now (the merged one's label is its alias).
@@ -792,6 +831,7 @@
       await refreshRuns();
       // The grey zone scores pairs over the whole collection: the page does not wait for it.
       loadDuplicates().catch(failed);
+      loadDecisions().catch(failed);
       const wanted = new URLSearchParams(location.hash.slice(1)).get("concept");
       if (wanted) await showGraph(wanted);
       else if (rows.length) await showGraph(String(rows[0].id));
