@@ -292,6 +292,11 @@ def test_a_token_of_one_collection_sees_nothing_of_another(world: World, db: Dat
         assert_error(alpha.get("/graph", params={"center": "Warsaw"}), 404)
         assert_error(alpha.get("/export", params={"format": "jsonl", "run": world.runs[B]}),
                      404, f"no run {world.runs[B]}")
+        with world.client("ops", B) as beta_ops, world.client("alpha-admin", A) as admin:
+            (decision,) = beta_ops.get("/curation").json()
+            assert_error(admin.post(f"/curation/{decision['id']}/undo"), 404,
+                         f"no curation decision {decision['id']}")
+            assert beta_ops.get("/curation").json() == [decision]  # still not undone
         # The root routes are default's: not this token's either.
         with world.client("alpha-reader") as root:
             assert_error(root.get("/concepts"), 403, "may use only alpha", "'default'")
