@@ -1,6 +1,7 @@
-"""Full-text search over concepts (label, description, search terms, aliases), evidence quotes
-and chunk text, with the database's own engine: SQLite FTS5 (bm25) or PostgreSQL tsvector
-(ts_rank_cd), both kept current by the database (migration 0018), never by kg's writers.
+"""Full-text search over concepts (label, description, search terms, aliases, the quotes their
+literal values were read from), evidence quotes and chunk text, with the database's own engine:
+SQLite FTS5 (bm25) or PostgreSQL tsvector (ts_rank_cd), both kept current by the database
+(migrations 0018 and 0023), never by kg's writers.
 
 Every query names the session's collection itself: these are text statements, which the
 automatic ORM filter (kg.db.scope) does not reach.
@@ -112,6 +113,18 @@ _SQLITE = {
         WHERE concept_aliases_fts MATCH :q AND concept_aliases_fts.collection_id = :cid
           AND {live('c')}
         ORDER BY score DESC LIMIT :n""",
+    # A literal value's quote finds the concept holding it ("1996" -> the academy established
+    # then), weighed as a quote about it.
+    "value": f"""
+        SELECT a.concept_id AS id, -bm25(attribute_evidence_fts) AS score,
+               snippet(attribute_evidence_fts, 0, :o, :c, '…', 16) AS snippet
+        FROM attribute_evidence_fts
+        JOIN attribute_evidence ae ON ae.id = attribute_evidence_fts.rowid
+        JOIN concept_attributes a ON a.id = ae.attribute_id
+        JOIN concepts c ON c.id = a.concept_id
+        WHERE attribute_evidence_fts MATCH :q AND attribute_evidence_fts.collection_id = :cid
+          AND {live('ae')} AND {live('c')}
+        ORDER BY score DESC LIMIT :n""",
     "evidence": f"""
         SELECT evidence_fts.rowid AS id, -bm25(evidence_fts) AS score,
                snippet(evidence_fts, 0, :o, :c, '…', 16) AS snippet
@@ -134,6 +147,9 @@ _PG: dict[str, tuple[str, str, int, str]] = {
                 f"AND {live('t')}"),
     "alias": ("concept_aliases", "t.alias", 5,
               f"JOIN concepts c ON c.id = t.concept_id AND {live('c')}"),
+    "value": ("attribute_evidence", "t.quote", 1,
+              f"JOIN concept_attributes a ON a.id = t.attribute_id AND {live('t')} "
+              f"JOIN concepts c ON c.id = a.concept_id AND {live('c')}"),
     "evidence": ("evidence", "t.quote", 1, f"AND {live('t')}"),
     "chunk": ("chunks", "t.text", 1,
               f"JOIN documents d ON d.id = t.document_id AND {live('d')}"),
@@ -142,7 +158,7 @@ _PG: dict[str, tuple[str, str, int, str]] = {
 
 def _pg_sql(source: str) -> str:
     table, shown, weight, liveness = _PG[source]
-    ident = "t.concept_id" if source == "alias" else "t.id"
+    ident = {"alias": "t.concept_id", "value": "a.concept_id"}.get(source, "t.id")
     join, where = (liveness, "") if liveness.startswith("JOIN") else ("", liveness)
     return f"""
         WITH q AS (SELECT to_tsquery('english', :q) AS q),
@@ -158,7 +174,8 @@ def _pg_sql(source: str) -> str:
 
 def source_hits(session: Session, source: str, words: Sequence[str], mode: Mode,
                 limit: int) -> list[Hit]:
-    """Ranked matches in one source: concept, alias (as concept ids), evidence or chunk."""
+    """Ranked matches in one source: concept, alias or value (as concept ids), evidence or
+    chunk."""
     if not words or limit < 1:
         return []
     params = {"q": _match(session, words, mode), "cid": collection_of(session), "n": limit}
@@ -166,16 +183,18 @@ def source_hits(session: Session, source: str, words: Sequence[str], mode: Mode,
         rows = _rows(session, _pg_sql(source), **params)
     else:
         rows = _rows(session, _SQLITE[source], o=MARK_OPEN, c=MARK_CLOSE, **params)
-    kind = "concept" if source == "alias" else source
+    kind = "concept" if source in ("alias", "value") else source
     return [Hit(kind, int(r.id), float(r.score), " ".join((r.snippet or "").split()))
             for r in rows]
 
 
 def concept_hits(session: Session, words: Sequence[str], mode: Mode, limit: int) -> list[Hit]:
-    """Concepts by label, description, search terms or alias: each concept once, best first."""
+    """Concepts by label, description, search terms, alias or the quote of a literal value:
+    each concept once, best first."""
     best: dict[int, Hit] = {}
     for hit in (source_hits(session, "concept", words, mode, limit)
-                + source_hits(session, "alias", words, mode, limit)):
+                + source_hits(session, "alias", words, mode, limit)
+                + source_hits(session, "value", words, mode, limit)):
         if hit.id not in best or hit.score > best[hit.id].score:
             best[hit.id] = hit
     return sorted(best.values(), key=lambda h: -h.score)[:limit]

@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from kg.ask import messages_for
 from kg.db import Database
+from kg.db import migrate as kg_migrate
 from kg.db.scope import begin_scope
 from kg.export import ExportFilter, export_graph
 from kg.export.source import Attribute
@@ -354,3 +355,26 @@ def test_ask_sees_the_values_of_the_concepts_it_finds(kg, db, uni, tmp_path: Pat
                           "--no-llm", "--json").stdout)["retrieval"]
     assert [(a["name"], a["value"]) for a in again["attributes"]] == [
         ("numberOfStudents", "6,000")]
+
+
+def test_search_finds_a_concept_by_the_quote_of_its_value(kg, db, uni, db_url: str,
+                                                          tmp_path: Path) -> None:
+    # Migration 0023: "1996" is only in the quote of `established`; the concept holding the
+    # value is the hit, with that quote as its snippet; a backfill after a downgrade finds it
+    # again, and a retracted value is no longer found.
+    ingest(kg, tmp_path / "academy.md", TEXT)
+
+    def concepts(query: str) -> list[tuple[str, str]]:
+        result = kg("search", query, "--kind", "concept", "--json")
+        assert result.exit_code == 0, result.stderr
+        return [(h["title"], h["snippet"]) for h in json.loads(result.stdout)["hits"]]
+
+    ((title, snippet),) = concepts("1996")
+    assert title == "Mendrisio Academy" and "was established in [1996]" in snippet
+    assert [t for t, _s in concepts("students")] == ["Mendrisio Academy"]
+    kg_migrate.downgrade(db, "0022")
+    kg_migrate.upgrade(db)
+    assert [t for t, _s in concepts("1996")] == ["Mendrisio Academy"]
+    ingest(kg, tmp_path / "academy.md", TEXT_V2)
+    assert concepts("1996") == []
+    assert [t for t, _s in concepts("6,000 students")] == ["Mendrisio Academy"]
