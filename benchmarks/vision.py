@@ -1,13 +1,16 @@
 """Concepts from slides: recall, precision and F1 of the concepts kg extracts from generated
 slides and diagrams (known text, gold concepts), read by offline OCR or by a vision model.
 
-python -m benchmarks.vision [--slides 40] [--llm-slides 8] [--block-min 1] [--chunk-min 150]
-    [--readers ocr,vision] [--extractors names,smollm2] [--misses]
+python -m benchmarks.vision [--slides 40] [--llm-slides 8] [--llm-from 0] [--block-min 1]
+    [--chunk-min 150] [--readers ocr,vision] [--extractors names,smollm2] [--set KEY=VALUE]
+    [--misses]
 
 Readers: `ocr` (Tesseract, kg's default) and `vision` (a fake Ollama vision model answering
 each slide's gold description: the ceiling of a perfect reader). Extractors: `names` (the fake
 server's deterministic extractor: every capitalised phrase, no model) on every slide, and the
-bundled SmolLM2 (llama.cpp, in process) on the first --llm-slides slides when it is installed.
+bundled SmolLM2 (llama.cpp, in process) on --llm-slides slides from --llm-from when it is
+installed; --set num_threads=1 (a field of the extraction profile) lets two halves run side by
+side (--llm-from 0 and --llm-from 20 with --llm-slides 20: together slides 0-39).
 Everything goes through `kg ingest`'s own pipeline into a throwaway SQLite database; a concept
 counts when its label equals a gold concept (case-insensitive). Seconds per image are the
 reader's `calls` rows (kind ocr / describe); memory is this process's peak RSS.
@@ -116,7 +119,8 @@ def slides(count: int) -> list[tuple[str, Slide]]:
     return [(kinds[i % len(kinds)], KINDS[kinds[i % len(kinds)]](rng)) for i in range(count)]
 
 
-def _profiles(db: Database, url: str, extractor: str, reader: str) -> None:
+def _profiles(db: Database, url: str, extractor: str, reader: str,
+              settings: dict[str, Any] | None = None) -> None:
     with db.session() as session:
         if reader == "vision":
             storage.set_profile(session, {"provider": "ollama", "model": VISION_MODEL,
@@ -125,13 +129,14 @@ def _profiles(db: Database, url: str, extractor: str, reader: str) -> None:
         fields: dict[str, Any] = (
             {"provider": "llamacpp", "model": "smollm2"} if extractor == "smollm2"
             else {"provider": "ollama", "model": "qwen3:8b", "base_url": url})
-        storage.set_profile(session, {**fields, "max_retries": 1,
+        storage.set_profile(session, {**fields, **(settings or {}), "max_retries": 1,
                                       "vision_profile": "eyes" if reader == "vision" else ""},
                             name="bench", activate=True, by="benchmark")
 
 
 def measure(chosen: list[tuple[str, Slide]], reader: str, extractor: str,
-            chunking: ChunkingOptions | None = None) -> dict[str, Any]:
+            chunking: ChunkingOptions | None = None,
+            settings: dict[str, Any] | None = None, first: int = 0) -> dict[str, Any]:
     """Ingest the slides; per-slide concept matches and the reader's seconds per image."""
     descriptions = [description for _kind, (_img, description, _gold) in chosen]
 
@@ -148,7 +153,7 @@ def measure(chosen: list[tuple[str, Slide]], reader: str, extractor: str,
         for i, (_kind, (image, _description, _gold)) in enumerate(chosen):
             paths.append(folder / f"slide{i:03}.png")
             image.save(paths[-1])
-        _profiles(db, server.url, extractor, reader)
+        _profiles(db, server.url, extractor, reader, settings)
         started = time.perf_counter()
         ingest(db, IngestRequest(paths=paths, cache=False,
                                  chunking=chunking or ChunkingOptions()))
@@ -170,7 +175,7 @@ def measure(chosen: list[tuple[str, Slide]], reader: str, extractor: str,
         predicted = by_slide.get(f"slide{i:03}.png", set())
         wanted = {g.casefold() for g in gold}
         rows.append((kind, len(predicted & wanted), len(predicted), len(wanted)))
-        misses.append((f"slide{i:03} {kind}", sorted(wanted - predicted),
+        misses.append((f"slide{first + i:03} {kind}", sorted(wanted - predicted),
                        sorted(predicted - wanted)))
     return {"rows": rows, "read_s": (read_ms[0] or 0) / 1000, "reads": read_ms[1],
             "wall_s": wall, "chunks": chunks, "misses": misses}
@@ -197,11 +202,22 @@ def smollm2_installed() -> bool:
     return True
 
 
+def _setting(pair: str) -> tuple[str, Any]:
+    """KEY=VALUE of --set; a whole number is a number."""
+    key, _, value = pair.partition("=")
+    return key.replace("-", "_"), int(value) if value.lstrip("-").isdigit() else value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.vision")
     parser.add_argument("--slides", type=int, default=40, help="slides and diagrams (>= 40)")
     parser.add_argument("--llm-slides", type=int, default=8,
                         help="slides run through the bundled SmolLM2 (0: none)")
+    parser.add_argument("--llm-from", type=int, default=0,
+                        help="the first slide run through SmolLM2")
+    parser.add_argument("--set", dest="settings", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="a field of the extraction profile (num_threads=1); repeatable")
     parser.add_argument("--readers", default="ocr,vision", help="comma-separated")
     parser.add_argument("--chunk-min", type=int, default=ChunkingOptions().min_tokens,
                         help="as kg ingest --chunk-min")
@@ -216,17 +232,18 @@ def main() -> None:
     every = slides(args.slides)
     readers = args.readers.split(",")
     extractors = args.extractors.split(",")
-    plans = [(r, "names", every) for r in readers] if "names" in extractors else []
+    plans = [(r, "names", every, 0) for r in readers] if "names" in extractors else []
     wanted = "smollm2" in extractors and args.llm_slides > 0
     if wanted and smollm2_installed():
-        subset = every[:args.llm_slides]
-        plans += [(r, "smollm2", subset) for r in readers]
+        subset = every[args.llm_from:args.llm_from + args.llm_slides]
+        plans += [(r, "smollm2", subset, args.llm_from) for r in readers]
     elif wanted:
         print("bundled SmolLM2 not installed: its rows are left out", file=sys.stderr)
     print(f"{'reader':<8}{'extractor':<10}{'set':<14}{'n':>4}{'recall':>8}{'prec.':>8}"
           f"{'F1':>8}{'s/image':>9}")
-    for reader, extractor, chosen in plans:
-        result = measure(chosen, reader, extractor, chunking)
+    settings = dict(_setting(s) for s in args.settings)
+    for reader, extractor, chosen, first in plans:
+        result = measure(chosen, reader, extractor, chunking, settings, first)
         kinds = sorted({r[0] for r in result["rows"]})
         groups = [(k, [r for r in result["rows"] if r[0] == k]) for k in kinds]
         for name, rows in [*groups, ("all", result["rows"])]:

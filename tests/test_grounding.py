@@ -242,8 +242,29 @@ def test_a_sentences_two_rows_take_a_subjects_objects_in_turn() -> None:
     assert "Apollo 12" in objects(first, "Alan Bean")
     assert "Pete Conrad" not in objects(first, "Alan Bean")
     assert objects(second, "Alan Bean") == ["Pete Conrad", "Conrad"]  # one object, two spans
-    assert objects(first, "Pete Conrad") == ["Alan Bean", "Bean"]
     assert set(objects(second, "Pete Conrad")) == {"Apollo", "Apollo 12"}
+
+
+def test_a_sentences_first_row_is_about_one_of_the_chunks_first_names() -> None:
+    from kg.extraction.schema import triples_schema
+
+    text = ("HBO, a channel, showed it. Death Farm is a film by Tom Simon, with music by "
+            "Jamie Lawrence.")
+    schema = triples_schema(bounds_for_budget(1024), ("director", "musicComposer"))
+    kinds = {"director": "concept", "musicComposer": "concept"}
+    rows = grounded_schema(schema, text, kinds=kinds).schema["properties"]["triples"][
+        "prefixItems"]
+
+    def subjects(row: dict) -> set[str]:
+        return {b["properties"]["subject"]["enum"][0] for b in row["anyOf"]}
+
+    # first rows: the chunk's first two names, apart from each other; second rows: any name
+    assert subjects(rows[2]) == {"HBO", "Death Farm"}
+    assert subjects(rows[0]) <= {"HBO", "Death Farm"}
+    assert {"Tom Simon", "Jamie Lawrence"} <= subjects(rows[3])
+    # without ranges (the default ontology) the first rows are as before
+    plain = grounded_schema(schema, text).schema["properties"]["triples"]["prefixItems"]
+    assert "Tom Simon" in subjects(plain[2])
 
 
 def test_a_surname_cut_off_a_full_name_is_no_subject() -> None:

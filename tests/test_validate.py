@@ -199,3 +199,92 @@ def test_literal_normal_forms() -> None:
     assert normalise_literal("3.5", "number") == "3.5"
     assert normalise_literal("March 3rd, 1999", "date") == "1999-03-03"
     assert normalise_literal("  New   York ", "string") == "New York"
+
+
+SPACE_TEXT = ("The 1000 Piazzia has an elevation of 610.0 metres. In 1908 Henri Dor saw it from "
+              "Bungie's tower near the AMC Ambassador. It was found after the discovered 103 "
+              "by a V8 engine.")
+SPACE = Vocabulary([TypeInfo(1, "seenBy", "general", "directed", "Body", "Person"),
+                    TypeInfo(2, "near", "general", "directed", "Body", "Place"),
+                    TypeInfo(3, "elevation", "general", "directed", "Body", "number"),
+                    TypeInfo(4, "discovered", "general", "directed", "Body", "date")],
+                   concept_types=["Body", "Person", "Place"], ontology="space", mode="strict")
+
+
+def test_a_piece_of_a_name_stands_for_the_whole_name() -> None:
+    from kg.extraction.validate import whole_name
+    assert whole_name("Piazzia", SPACE_TEXT) == "1000 Piazzia"  # a number opening the name
+    assert whole_name("Ambassador", SPACE_TEXT) == "AMC Ambassador"  # a surname-like piece
+    assert whole_name("Henri Dor", SPACE_TEXT) == "Henri Dor"  # "in 1908" is no part of it
+    assert whole_name("Dodge", "It is a 1955 Dodge.") == "Dodge"  # nor "a 1955"
+    assert whole_name("Apollo 8", "NASA's Apollo 8 flew.") == "Apollo 8"  # another name's
+    assert whole_name("Esperanto", "the World Esperanto Medical Association") == "Esperanto"
+    assert whole_name("University", "at the University of New South Wales.") == (
+        "University of New South Wales")
+    assert whole_name("Lahore", "where the City of Lahore is") == "Lahore"  # only rightwards
+    assert whole_name("Madrid", "The Madrid–Barajas Airport is") == "Madrid–Barajas Airport"
+    assert whole_name("Esperanto", "an Esperanto-Swahili dictionary") == "Esperanto"
+    # a mention standing alone elsewhere keeps the piece as written
+    assert whole_name("Piazzia", "The 1000 Piazzia is big. Piazzia is far.") == "Piazzia"
+
+
+def test_ends_are_whole_names_and_possessors_with_ranges_only() -> None:
+    quote = "In 1908 Henri Dor saw it from Bungie's tower near the AMC Ambassador."
+    content = reply([], [rel("Piazzia", "seenBy", "Henri Dor", quote),
+                         rel("Bungie's", "near", "Ambassador", quote)])
+    verdict = validate_reply(content, SPACE_TEXT, SPACE, BOUNDS, resolve_ends=True)
+    assert {(r.source, r.type.name, r.target) for r in verdict.relationships} == {
+        ("1000 Piazzia", "seenBy", "Henri Dor"), ("Bungie", "near", "AMC Ambassador")}
+    assert verdict.dropped["end_widened"] == 2 and verdict.dropped["possessive_cut"] == 1
+    # a concept the reply lists keeps its label: its relationships still meet it
+    listed = [concept("Piazzia", "Body"), concept("Henri Dor", "Person")]
+    verdict = validate_reply(reply(listed, [rel("Piazzia", "seenBy", "Henri Dor", quote)]),
+                             SPACE_TEXT, SPACE, BOUNDS, resolve_ends=False)
+    assert [(r.source, r.target) for r in verdict.relationships] == [("Piazzia", "Henri Dor")]
+    # an ontology without ranges (the default one) reads the ends as written
+    plain = Vocabulary([TypeInfo(1, "seenBy", "general", "directed"),
+                        TypeInfo(2, "near", "general", "directed")], ontology="plain")
+    verdict = validate_reply(content, SPACE_TEXT, plain, BOUNDS, resolve_ends=True)
+    assert {(r.source, r.target) for r in verdict.relationships} == {
+        ("Piazzia", "Henri Dor"), ("Bungie's", "Ambassador")}
+    assert verdict.dropped["end_widened"] == 0 and verdict.dropped["possessive_cut"] == 0
+
+
+def test_a_value_is_a_whole_number_a_date_has_a_year_a_name_is_no_number() -> None:
+    content = reply([], [rel("1000 Piazzia", "elevation", "0 metres", "610.0 metres"),
+                         rel("1000 Piazzia", "discovered", "discovered 103",
+                             "found after the discovered 103"),
+                         rel("1000 Piazzia", "elevation", "V8 engine", "by a V8 engine")])
+    verdict = validate_reply(content, SPACE_TEXT, SPACE, BOUNDS, resolve_ends=True)
+    assert [(lit.value, lit.normalised) for lit in verdict.literals] == [("610.0", "610")]
+    # "103" is no date (no year), "V8" no number (its digit is part of a word)
+    assert verdict.dropped["literal_wrong_kind"] == 2
+
+
+def test_ends_that_name_no_thing_are_dropped_with_ranges_only() -> None:
+    text = ("Penned by Dave Mustaine, the song was released on 20 September 1978. Its runway "
+            "length is short. Alfred Worden flew to Mars. Theresa May met August Strindberg.")
+    vocab = Vocabulary([TypeInfo(1, "writer", "general", "directed", "Work", "Person"),
+                        TypeInfo(2, "runwayLength", "general", "directed", "Work", "number"),
+                        TypeInfo(3, "followedBy", "general", "directed", "Work", "Work")],
+                       concept_types=["Work", "Person"], ontology="songs", mode="strict")
+    quote = "Penned by Dave Mustaine, the song was released on 20 September 1978."
+    content = reply([], [rel("Penned", "writer", "Dave Mustaine", quote),  # a participle
+                         rel("Dave Mustaine", "followedBy", "released", quote),  # a verb
+                         rel("Dave Mustaine", "followedBy", "20 September 1978", quote),  # a date
+                         rel("Dave Mustaine", "followedBy", "runway length", quote),  # a relation
+                         rel("Alfred Worden", "followedBy", "Mars", "Alfred Worden flew to Mars."),
+                         # a month's name inside a person's is no date
+                         rel("Theresa May", "followedBy", "August Strindberg",
+                             "Theresa May met August Strindberg.")])
+    verdict = validate_reply(content, text, vocab, BOUNDS, resolve_ends=True)
+    assert [(r.source, r.target) for r in verdict.relationships] == [
+        ("Alfred Worden", "Mars"), ("Theresa May", "August Strindberg")]
+    assert (verdict.dropped["end_is_verb"], verdict.dropped["end_is_date"],
+            verdict.dropped["end_is_relation"]) == (2, 1, 1)
+    assert verdict.usable
+    # an ontology without ranges keeps them (its relationships are judged as before)
+    plain = Vocabulary([TypeInfo(1, "writer", "general", "directed"),
+                        TypeInfo(3, "followedBy", "general", "directed")], ontology="plain")
+    verdict = validate_reply(content, text, plain, BOUNDS, resolve_ends=True)
+    assert verdict.dropped["end_is_verb"] == 0 and len(verdict.relationships) == 6

@@ -27,6 +27,11 @@ SENTENCE_LANGUAGE = "en"
 # Characters handed to the segmenter at once: a 10 MB paragraph costs a window's worth of
 # memory, not a list of every sentence in it.
 SENTENCE_WINDOW = 16_384
+# A text with no sentence end whose lines all have at most this many words is layout, not
+# prose: a slide's title, bullets or box labels as OCR reads them, block by block.
+LAYOUT_MAX_WORDS = 10
+SENTENCE_END = re.compile(r"(?<!\b[A-Z])[.!?…](?=[\"'”’)\]]*(?:\s|$))")
+LINE = re.compile(r"[^\n]*\S[^\n]*")
 
 
 class ChunkingOptions(BaseModel):
@@ -194,6 +199,16 @@ def chunk_text(
         yield emit(current)
 
 
+def is_layout(text: str) -> bool:
+    """Whether text is layout: short lines and no sentence end (a title, bullets, labels)."""
+    lines = LINE.findall(text)
+    return (bool(lines) and not SENTENCE_END.search(text)
+            and all(len(WORD.findall(line)) <= LAYOUT_MAX_WORDS for line in lines))
+
+
 def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of every sentence of text, trimmed (the splitter chunking uses)."""
+    """(start, end) of every sentence of text, trimmed (the splitter chunking uses); in layout
+    each line is one (the segmenter would join a diagram's box labels into one)."""
+    if is_layout(text):
+        return [span for m in LINE.finditer(text) if (span := _trimmed(text, *m.span()))]
     return list(_sentences(text, 0, len(text)))

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kg.extraction.chunking import sentence_spans
+from kg.extraction.chunking import LINE, is_layout, sentence_spans
 from kg.extraction.vocabulary import CAMEL, stem_word
 
 MAX_CANDIDATES = 64
@@ -36,6 +36,9 @@ MAX_TUPLE_SENTENCES = 6  # up to which the triples rows are laid out sentence by
 # with ranges (`kinds`): on the default ontology's corpus they lowered untyped F1.
 PIECELESS_SUBJECTS = True
 TURNS = True
+# A sentence's first row takes as subject one of the chunk's first names (`_topics`): SmolLM2
+# otherwise opens with a name from the end of the sentence ("HBO", "CEO"). With ranges only.
+TOPICS = 2
 VALUE_KINDS = frozenset({"number", "date", "year"})  # literal ranges whose values hold digits
 CONNECTORS = {"of", "de", "von", "van", "da", "del", "la", "le", "the", "and", "&", "di", "du",
               "des", "della", "dei", "do", "dos", "das", "der", "den", "y", "al", "el", "bin",
@@ -119,13 +122,16 @@ def _capitalised(words: list[re.Match[str]], text: str) -> list[Span]:
     return found
 
 
-def _verbish(word: str) -> bool:
+def verbish(word: str) -> bool:
     """Past tenses and adverbs ("wrote" aside): never the start of a noun phrase."""
     return word.islower() and (word.endswith(("ed", "ly")) or word in IRREGULAR)
 
 
-def _phrases(words: list[re.Match[str]], text: str) -> list[Span]:
-    """Runs of non-stopwords (a noun phrase, roughly), plus the last word of longer runs."""
+def _phrases(words: list[re.Match[str]], text: str, layout: bool = False) -> list[Span]:
+    """Runs of non-stopwords (a noun phrase, roughly), plus the last word of longer runs.
+
+    In layout (`is_layout`) a name is offered whole: no head noun or leading words cut off an
+    all-capitalised run, and a lower-case word before a name ends the run."""
     found: list[Span] = []
     run: list[re.Match[str]] = []
 
@@ -134,9 +140,11 @@ def _phrases(words: list[re.Match[str]], text: str) -> list[Span]:
             tail = run[-MAX_PHRASE_WORDS:]
             found.append(Span(text[tail[0].start():tail[-1].end()], tail[0].start(),
                               tail[-1].end()))
-            if len(tail) > 1:  # the head noun of "water vapour" is "vapour"
+            # A label on a slide is a name as written: "Turing" of "Alan Turing" is no noun.
+            whole = layout and all(w.group()[0].isupper() for w in tail)
+            if len(tail) > 1 and not whole:  # the head noun of "water vapour" is "vapour"
                 found.append(Span(tail[-1].group(), tail[-1].start(), tail[-1].end()))
-            if len(tail) > 2:  # "water vapour rises": the last word may be the verb
+            if len(tail) > 2 and not whole:  # "water vapour rises": the last word may be the verb
                 found.append(Span(text[tail[0].start():tail[-2].end()], tail[0].start(),
                                   tail[-2].end()))
             run.clear()
@@ -146,10 +154,12 @@ def _phrases(words: list[re.Match[str]], text: str) -> list[Span]:
         # A name followed by lower-case words ("Ada Lovelace wrote") is two phrases.
         case_break = (bool(run) and run[-1].group()[0].isupper() and w[0].islower()
                       and run[-1] is not words[0])  # a sentence's first word is no name
+        # In layout the verb of "Solar Battery feeds Hiring Plan" is no part of a name.
+        name_starts = layout and bool(run) and run[-1].group()[0].islower() and w[0].isupper()
         gap = bool(run) and bool(text[run[-1].end():word.start()].strip())
-        if w.casefold() in STOPWORDS or case_break or gap:
+        if w.casefold() in STOPWORDS or case_break or name_starts or gap:
             flush()
-            if w.casefold() in STOPWORDS or _verbish(w):
+            if w.casefold() in STOPWORDS or verbish(w):
                 continue
         run.append(word)
     flush()
@@ -161,10 +171,17 @@ def candidates(text: str, limit: int = MAX_CANDIDATES, max_len: int = 60) -> lis
     (any case), at most `limit`, none longer than `max_len` characters."""
     names: list[Span] = []
     phrases: list[Span] = []
-    for start, end in _clauses(text):
+    clauses = _clauses(text)
+    # Layout: each line is a phrase of its own (box labels side by side are lines, not one
+    # name). A text with any sentence in it is cut at punctuation only, wherever lines break.
+    layout = is_layout(text)
+    if layout:
+        clauses = [(max(a, m.start()), min(b, m.end())) for m in LINE.finditer(text)
+                   for a, b in clauses if max(a, m.start()) < min(b, m.end())]
+    for start, end in clauses:
         words = _words(text, start, end)
         names += _capitalised(words, text)
-        phrases += _phrases(words, text)
+        phrases += _phrases(words, text, layout)
     pairs = [Span(m.group(), m.start(), m.end()) for m in NAME_PAIR.finditer(text)]
     seen: set[str] = set()
     out: list[Span] = []
@@ -232,13 +249,15 @@ def quotes(text: str, limit: int | None = MAX_QUOTES, max_len: int = 160) -> lis
 def _triple_items(item: dict[str, Any], labels: list[str], sentences: list[str],
                   objects: list[str] | None = None,
                   kinds: dict[str, str | None] | None = None,
-                  turn: int | None = None) -> dict[str, Any]:
+                  turn: int | None = None,
+                  topics: list[str] | None = None) -> dict[str, Any]:
     """A triple row whose subject, object and quote are spans of the text. With few enough
     candidates, one alternative per subject whose object enum leaves the subject out: the
     grammar cannot write a self-loop, nor pair a name with a piece of itself (small models
     otherwise copy the subject across). With `kinds` (relation -> literal kind of its range),
     a relation is offered only with objects its range can take (`_by_range`); with `turn`,
-    the row is that one of its sentence's two rows (`_turn`)."""
+    the row is that one of its sentence's two rows (`_turn`), and its first row's subjects
+    are `topics` when any of them is a subject."""
     props = item["properties"]
     quote = {"type": "string", "enum": sentences}
     relations = props.get("relation", {}).get("enum") or []
@@ -249,6 +268,8 @@ def _triple_items(item: dict[str, Any], labels: list[str], sentences: list[str],
         # A surname cut off a full name ("Madin" of "John Madin") is no subject of its own;
         # every alternative slows decoding.
         subjects = [s for s in subjects if not _surname(s, subjects)]
+    if TOPICS and kinds and turn == 0 and topics:
+        subjects = [s for s in subjects if s in topics] or subjects
     branches = [
         {**item, "properties": {**props, "quote": quote,
                                 "subject": {"type": "string", "enum": [label]},
@@ -296,6 +317,20 @@ def _turn(objects: list[str], sentence: str, turn: int | None, subject: str) -> 
     a, b, _ = clusters[-1 if turn == 0 else 0]
     return [o for o in objects
             if o not in sentence or not _overlap(sentence.find(o), len(o), a, b - a)]
+
+
+def _topics(labels: list[str], text: str) -> list[str]:
+    """The chunk's first TOPICS names (no surname pieces), apart from each other, in the order
+    they stand: what a sentence of encyclopedic text is most often about."""
+    names = [label for label in labels if _name_like(label)]
+    names = [name for name in names if not _surname(name, names)]
+    topics: list[str] = []
+    for name in sorted(names, key=lambda n: (text.find(n), -len(n))):
+        at = text.find(name)
+        if len(topics) < TOPICS and not any(
+                _overlap(at, len(name), text.find(t), len(t)) for t in topics):
+            topics.append(name)
+    return topics
 
 
 def _overlap(a: int, a_len: int, b: int, b_len: int) -> bool:
@@ -419,11 +454,12 @@ def grounded_schema(base: dict[str, Any], text: str, *, max_label: int = 60,
             # rows go sentence by sentence, each quoting its sentence, its object a span of
             # that sentence (the subject may be named in an earlier one).
             rows = []
+            topics = _topics(labels, text)
             for sentence in sentences:
                 inside = [label for label in labels if label in sentence]
                 rows += [_triple_items(row, labels, [sentence],
                                        inside if len(inside) > 1 else None, kinds,
-                                       turn if TURNS and kinds else None)
+                                       turn if TURNS and kinds else None, topics)
                          for turn, row in enumerate(_sentence_rows(node["items"], sentence))]
             node.pop("maxItems", None)
             node.update({"prefixItems": rows, "items": False, "minItems": len(rows),

@@ -15,15 +15,25 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from kg.extraction.grounding import STOPWORDS, verbish
 from kg.extraction.literals import normalise_literal
 from kg.extraction.schema import OutputBounds, item_models, triples_to_graph
-from kg.extraction.vocabulary import TypeInfo, Vocabulary
-from kg.text import normalise_label, snake
+from kg.extraction.vocabulary import CAMEL, TypeInfo, Vocabulary
+from kg.text import label_key, normalise_label, snake
 
 FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 QUOTE_MARKS = "\"'“”‘’«»"
 MIN_WORDS_FOR_CONTENT = 20
 MAX_END_CONCEPTS = 40
+# Ablation switches (benchmarks/recall/BASELINE.md), all only for ontologies with relation
+# ranges (`Vocabulary.kinds`): an end is the whole name it stands inside (`whole_name`), a
+# possessive end names its possessor ("Bungie's" -> "Bungie"), and a row whose end names no
+# thing is dropped.
+WHOLE_NAMES = True
+POSSESSIVES = True
+NAMELESS_ENDS_DROPPED = True  # `_no_end`
+POSSESSIVE = re.compile(r"['’]s$")
+NUMBER_WORD = re.compile(r"(?<!\S)[^\w\s]*\d[\d\W_]*(?!\S)")  # digits and marks only
 _MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
           r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)")
 # The value itself inside a longer span ("100 academic staff", "in 1996", "2777.0 metres").
@@ -375,16 +385,38 @@ def _evidence(quote: str, chunk: str, fallback: tuple[int, int] | None,
 
 def _value_within(chunk: str, where: tuple[int, int], kind: str) -> tuple[int, int] | None:
     """A number, year or date value narrowed to the value itself when the span holds more
-    (grounded ends are phrases: "100 academic staff"), still verbatim text of the chunk; kept
-    as written when its digits form no plain value ("1-4165-2060-0"); None when it holds no
-    digit at all ("London" is no year). A string is the span as written."""
+    (grounded ends are phrases: "100 academic staff"), still verbatim text of the chunk, and
+    widened when the span cut a number ("0 metres" of "610.0 metres"); kept as written when
+    its digits form no plain value ("1-4165-2060-0"); None when no word of it is digits and
+    marks only ("London", "V8" are no numbers), or when a date or year holds no year. A
+    string is the span as written."""
     pattern = VALUE_IN_SPAN.get(kind)
     if pattern is None:
         return where
+    where = _whole_number(chunk, *where)
     match = pattern.search(chunk, *where)
     if match is not None:
         return match.span()
-    return where if any(c.isdigit() for c in chunk[where[0]:where[1]]) else None
+    if kind in ("date", "year"):
+        return None  # "discovered 103" holds no year: no date either
+    # Digits only inside words ("V8", "3-speed", "NZ1951") are part of a name, not a value.
+    return where if NUMBER_WORD.search(chunk, *where) else None
+
+
+def _whole_number(chunk: str, start: int, end: int) -> tuple[int, int]:
+    """A span that starts or ends inside a number widened to the whole number: grounded spans
+    are cut at full stops, so "610.0 metres" may come back as "0 metres"."""
+    def joins(i: int) -> bool:  # chunk[i] belongs to the number beside it
+        return chunk[i].isdigit() or (chunk[i] in ".," and 0 < i < len(chunk) - 1
+                                      and chunk[i - 1].isdigit() and chunk[i + 1].isdigit())
+
+    if chunk[start].isdigit():
+        while start > 0 and joins(start - 1):
+            start -= 1
+    if chunk[end - 1].isdigit():
+        while end < len(chunk) and joins(end):
+            end += 1
+    return start, end
 
 
 def _read_literal(i: int, item: Any, source: str, type_info: TypeInfo, reading: _Reading,
@@ -574,10 +606,138 @@ def validate_reply(
     chunk_words = words_of(chunk)
     for i, raw in enumerate(data["concepts"][: bounds.max_concepts * 2]):
         _read_concept(i, raw, concept_model, reading, chunk_words)
+    rows = raw_relationships
+    if isinstance(rows, list) and vocabulary.kinds():
+        rows = [fixed for raw in rows
+                if (fixed := _named_ends(raw, reading)) is not None]
     seen: set[tuple[str, str, str]] = set()
-    candidates = [cand for i, raw in enumerate(raw_relationships[: bounds.max_relationships * 2])
+    candidates = [cand for i, raw in enumerate(rows[: bounds.max_relationships * 2])
                   if (cand := _read_relationship(i, raw, relationship_model, reading, seen))]
     _decide_types(candidates, reading)
     _keep_conforming(candidates, reading)
     total = len(data["concepts"]) + len(raw_relationships)
     return _judge(reading.result, total, chunk, vocabulary)
+
+
+def _named_ends(raw: Any, reading: _Reading) -> Any | None:
+    """A relationship whose concept ends are the names they stand for in the chunk: a piece
+    of a name ("Piazzia" of "The 1000 Piazzia") is the whole name (`whole_name`), a possessive
+    ("Bungie's") its possessor. Small models pick such pieces among grounded spans; counted
+    as end_widened and possessive_cut. A listed concept's label is kept as listed, and a
+    literal value is left to `_value_within`. None for a row with an end that names no thing
+    (`_no_end`)."""
+    if not isinstance(raw, dict):
+        return raw
+    type_info = reading.vocabulary.normalise(str(raw.get("type") or ""))
+    literal = type_info is not None and type_info.literal is not None
+    chunk, vocabulary = reading.chunk, reading.vocabulary
+    why = (_no_end(str(raw.get("source") or ""), vocabulary, False, chunk)
+           or _no_end(str(raw.get("target") or ""), vocabulary, literal, chunk))
+    if why and NAMELESS_ENDS_DROPPED:
+        reading.result.dropped[why] += 1
+        return None
+    fixed = dict(raw)
+    for key in ("source", "target"):
+        label = raw.get(key)
+        if (not isinstance(label, str) or normalise_label(label) in reading.names
+                or (key == "target" and type_info is not None and type_info.literal)):
+            continue
+        if WHOLE_NAMES and (whole := whole_name(label, reading.chunk)) != label.strip():
+            reading.result.dropped["end_widened"] += 1
+            label = whole
+        if POSSESSIVES and POSSESSIVE.search(label) and len(label) > 4:
+            reading.result.dropped["possessive_cut"] += 1
+            label = label[:-2]
+        fixed[key] = label
+    return fixed
+
+
+NAME_PIECE = re.compile(r"([^\W_][\w'’&-]*) $")  # the word just before a mention
+# Grounded spans are cut at dashes other than the hyphen (a hyphen stays inside a word).
+COMPOUND_REST = re.compile(r"[–—][^\W_][\w'’&-]*(?: [A-Z][\w'’&-]*)*")
+OF_NAME = re.compile(r" of [A-Z][\w'’&-]*(?: [A-Z][\w'’&-]*)*")  # "University| of Burgundy"
+
+
+def whole_name(label: str, chunk: str) -> str:
+    """The name every mention of a name-like label stands inside, else the label: a number
+    opening it ("1000 Piazzia", "The 11th Mississippi Infantry Monument", not "in 1908 Henri
+    Dor" nor "a 1993 Scrooge McDuck"); for one word ending a run of capitalised words, the
+    words before it ("AMC Ambassador"; not "World Esperanto Medical Association"); for one
+    word, "of" and the capitalised words after it ("University of Burgundy"); a label cut at
+    a dash the rest of the compound ("Madrid–Barajas Airport")."""
+    label = label.strip()
+    if not label or not (label[0].isupper() or label[0].isdigit()):
+        return label
+    mention = re.compile(r"(?<![\w'’-])" + re.escape(label) + r"(?![\w'’-])")
+    names = {chunk[slice(*_widened(chunk, m.start(), m.end()))]
+             for m in mention.finditer(chunk)}
+    return names.pop() if len(names) == 1 else label
+
+
+def _widened(chunk: str, start: int, end: int) -> tuple[int, int]:
+    """[start, end) widened to the left over the words that belong to the name (see
+    `whole_name`); a possessive ("NASA's Apollo 8") is another name and stops it."""
+    one_word = " " not in chunk[start:end]
+    after = re.match(r" ([^\W_])", chunk[end:])
+    run_ends = not (after and (after.group(1).isupper() or after.group(1).isdigit()))
+    while (m := NAME_PIECE.search(chunk, 0, start)) is not None:
+        word = m.group(1)
+        if POSSESSIVE.search(word):
+            break
+        if word[0].isdigit():
+            before = re.search(r"([^\W_][\w'’-]*)\s+$", chunk[:m.start(1)])
+            opener = before.group(1).casefold() if before else ""
+            if opener not in STOPWORDS or opener == "the":
+                start = m.start(1)
+            break
+        if not (one_word and run_ends and word[0].isupper()
+                and word.casefold() not in STOPWORDS):
+            break
+        start = m.start(1)
+    if (cut := COMPOUND_REST.match(chunk, end)) is not None:
+        end = cut.end()  # a span cut inside a compound: "Madrid" of "Madrid–Barajas Airport"
+    elif one_word and (of := OF_NAME.match(chunk, end)) is not None:
+        end = of.end()
+    return start, end
+
+
+MONTH_NAME = (r"(?:January|February|March|April|May|June|July|August|September|October|"
+              r"November|December)")
+# A month beside a number, or a month alone: "20 September 1978", "May 2001" (not "Theresa
+# May" nor "August Strindberg").
+DATE_END = re.compile(rf"^{MONTH_NAME}$|\b\d{{1,2}}(?:st|nd|rd|th)? {MONTH_NAME}\b|"
+                      rf"\b{MONTH_NAME},? \d")
+
+
+def _no_end(label: str, vocabulary: Vocabulary, literal: bool, chunk: str) -> str | None:
+    """Why a relationship end names no thing (counted under that reason), else None: the name
+    of one of the ontology's relations ("runway length", "staff"); for a concept end, a
+    lower-case phrase ending in a verb ("released", "leader called"), a participle opening a
+    clause ("Penned by", "Assembled in") or a date ("20 September 1978": dates are values of
+    date ranges)."""
+    key = label_key(CAMEL.sub(" ", label))
+    if key and key in {label_key(CAMEL.sub(" ", name)) for name in vocabulary.types}:
+        return "end_is_relation"
+    if literal or not label.strip():
+        return None
+    words = label.split()
+    if label[0].islower() and verbish(words[-1]):
+        return "end_is_verb"
+    if len(words) == 1 and PARTICIPLE_OPENER.search(label + " ") and _opens_clause(label, chunk):
+        return "end_is_verb"
+    if DATE_END.search(label.strip()) or (VALUE_IN_SPAN["date"].fullmatch(label.strip())
+                                          and not label.strip().isdigit()):
+        return "end_is_date"
+    return None
+
+
+PARTICIPLE_OPENER = re.compile(r"^[A-Z][a-z]{3,}ed ")
+
+
+def _opens_clause(word: str, chunk: str) -> bool:
+    """Every mention of the word is followed by a preposition: a participle ("Penned by
+    Dave Mustaine"), not a name ("Alfred Worden")."""
+    mentions = list(re.finditer(r"(?<!\w)" + re.escape(word) + r"(?!\w)", chunk))
+    return bool(mentions) and all(
+        re.match(r" (?:by|in|at|on|from|for|with|to|as|under|after)\b", chunk[m.end():])
+        for m in mentions)
