@@ -625,13 +625,18 @@
     return item;
   }
 
-  async function loadDuplicates() {
-    const rows = await api("/duplicates?limit=50");
-    const list = $("duplicate-list");
+  // A list of the panel refilled from the API; `loaded` counts refills (the browser tests wait
+  // on it).
+  function fill(id, rows, empty, item) {
+    const list = $(id);
     list.replaceChildren();
-    if (!rows.length) list.appendChild(el("li", "No pairs to review.", "muted"));
-    for (const pair of rows) list.appendChild(duplicateItem(pair));
+    if (!rows.length) list.appendChild(el("li", empty, "muted"));
+    for (const row of rows) list.appendChild(item(row));
     list.dataset.loaded = String(Number(list.dataset.loaded || "0") + 1);
+  }
+
+  async function loadDuplicates() {
+    fill("duplicate-list", await api("/duplicates?limit=50"), "No pairs to review.", duplicateItem);
   }
 
   function decisionItem(decision) {
@@ -650,12 +655,7 @@
   }
 
   async function loadDecisions() {
-    const rows = await api("/curation?limit=10");
-    const list = $("decision-list");
-    list.replaceChildren();
-    if (!rows.length) list.appendChild(el("li", "No decisions yet.", "muted"));
-    for (const decision of rows) list.appendChild(decisionItem(decision));
-    list.dataset.loaded = String(Number(list.dataset.loaded || "0") + 1);
+    fill("decision-list", await api("/curation?limit=10"), "No decisions yet.", decisionItem);
   }
 
   async function undoDecision(decision, button) {
