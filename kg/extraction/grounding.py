@@ -268,7 +268,7 @@ def _triple_items(item: dict[str, Any], labels: list[str], sentences: list[str],
         # A surname cut off a full name ("Madin" of "John Madin") is no subject of its own;
         # every alternative slows decoding.
         subjects = [s for s in subjects if not _surname(s, subjects)]
-    if TOPICS and kinds and turn == 0 and topics:
+    if turn == 0 and topics:
         subjects = [s for s in subjects if s in topics] or subjects
     branches = [
         {**item, "properties": {**props, "quote": quote,
@@ -454,7 +454,7 @@ def grounded_schema(base: dict[str, Any], text: str, *, max_label: int = 60,
             # rows go sentence by sentence, each quoting its sentence, its object a span of
             # that sentence (the subject may be named in an earlier one).
             rows = []
-            topics = _topics(labels, text)
+            topics = _topics(labels, text) if TOPICS and kinds else None
             for sentence in sentences:
                 inside = [label for label in labels if label in sentence]
                 rows += [_triple_items(row, labels, [sentence],

@@ -395,8 +395,8 @@ def _image(path: Path, data: bytes, sha: str, reader: ImageReader) -> LoadedDocu
     # own chunk by default (ChunkingOptions.block_min_tokens): a whole slide in one chunk
     # loses names with the bundled model (benchmarks/vision.py: 39% vs 76% concept F1).
     # Scanned PDF pages are cut so only when they hold few words (SLIDE_WORDS).
-    text, boundaries, source_map = ocr.assemble([(p.number, p) for p, _call in served],
-                                                blocks=True)
+    pages = [(p.number, p) for p, _call in served]
+    text, boundaries, source_map = ocr.assemble(pages, blocks={n for n, _p in pages})
     if not text.strip():
         return Skipped(path, f"{reader.what} found no text in the image")
     return LoadedDocument(path, "image", text, sha, len(data), boundaries, source_map,

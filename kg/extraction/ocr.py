@@ -488,12 +488,12 @@ def _placed(box: sourcemap.Box, page: OcrPage) -> Any:
 
 
 def assemble(pages: Sequence[tuple[int, str | OcrPage | DescribedPage | TextPage]],
-             blocks: bool | Collection[int] = False) -> tuple[str, Boundaries, dict[str, Any]]:
+             blocks: Collection[int] = ()) -> tuple[str, Boundaries, dict[str, Any]]:
     """The document text of numbered pages (a PDF's text layer or OCR), the offsets where each
     page (and each picture read on a text page) starts, and the source map; pages without text
-    are left out. `blocks` (True: every page, else the numbers of some): each block of a page
-    read from pixels (a paragraph: a slide's title, a group of bullets, the 'Shown:' part of a
-    description) is a block cut (Boundaries.blocks), and so is the page's start."""
+    are left out. `blocks` (page numbers): each block of such a page read from pixels (a
+    paragraph: a slide's title, a group of bullets, the 'Shown:' part of a description) is a
+    block cut (Boundaries.blocks), and so is the page's start."""
     parts: list[str] = []
     boundaries: list[int] = []
     block_cuts: list[int] = []
@@ -515,8 +515,7 @@ def assemble(pages: Sequence[tuple[int, str | OcrPage | DescribedPage | TextPage
             if not text.strip():
                 continue
             boundaries.append(offset)
-            cut = not isinstance(piece, str) and (
-                blocks is True or (not isinstance(blocks, bool) and number in blocks))
+            cut = not isinstance(piece, str) and number in blocks
             if cut:
                 block_cuts += [offset, *(offset + m.end() for m in _BLOCK.finditer(text))]
             entry: dict[str, Any] = {"page": number, "start": offset, "end": offset + len(text),

@@ -56,8 +56,6 @@ def label_rank(label: str) -> tuple[bool, int, int, str]:
     return ("," not in label, capitalised, len(label), label)
 
 
-
-
 @dataclass
 class Pool:
     """A block's names in the forms the score compares, beside their concepts: what rapidfuzz

@@ -608,8 +608,9 @@ def validate_reply(
         _read_concept(i, raw, concept_model, reading, chunk_words)
     rows = raw_relationships
     if isinstance(rows, list) and vocabulary.kinds():
+        relation_keys = {label_key(CAMEL.sub(" ", name)) for name in vocabulary.types}
         rows = [fixed for raw in rows
-                if (fixed := _named_ends(raw, reading)) is not None]
+                if (fixed := _named_ends(raw, reading, relation_keys)) is not None]
     seen: set[tuple[str, str, str]] = set()
     candidates = [cand for i, raw in enumerate(rows[: bounds.max_relationships * 2])
                   if (cand := _read_relationship(i, raw, relationship_model, reading, seen))]
@@ -619,20 +620,19 @@ def validate_reply(
     return _judge(reading.result, total, chunk, vocabulary)
 
 
-def _named_ends(raw: Any, reading: _Reading) -> Any | None:
+def _named_ends(raw: Any, reading: _Reading, relation_keys: set[str]) -> Any | None:
     """A relationship whose concept ends are the names they stand for in the chunk: a piece
     of a name ("Piazzia" of "The 1000 Piazzia") is the whole name (`whole_name`), a possessive
     ("Bungie's") its possessor. Small models pick such pieces among grounded spans; counted
     as end_widened and possessive_cut. A listed concept's label is kept as listed, and a
     literal value is left to `_value_within`. None for a row with an end that names no thing
-    (`_no_end`)."""
+    (`_no_end`; `relation_keys` are the ontology's relation names as `label_key`s)."""
     if not isinstance(raw, dict):
         return raw
     type_info = reading.vocabulary.normalise(str(raw.get("type") or ""))
     literal = type_info is not None and type_info.literal is not None
-    chunk, vocabulary = reading.chunk, reading.vocabulary
-    why = (_no_end(str(raw.get("source") or ""), vocabulary, False, chunk)
-           or _no_end(str(raw.get("target") or ""), vocabulary, literal, chunk))
+    why = (_no_end(str(raw.get("source") or ""), relation_keys, False, reading.chunk)
+           or _no_end(str(raw.get("target") or ""), relation_keys, literal, reading.chunk))
     if why and NAMELESS_ENDS_DROPPED:
         reading.result.dropped[why] += 1
         return None
@@ -640,7 +640,7 @@ def _named_ends(raw: Any, reading: _Reading) -> Any | None:
     for key in ("source", "target"):
         label = raw.get(key)
         if (not isinstance(label, str) or normalise_label(label) in reading.names
-                or (key == "target" and type_info is not None and type_info.literal)):
+                or (key == "target" and literal)):
             continue
         if WHOLE_NAMES and (whole := whole_name(label, reading.chunk)) != label.strip():
             reading.result.dropped["end_widened"] += 1
@@ -709,14 +709,14 @@ DATE_END = re.compile(rf"^{MONTH_NAME}$|\b\d{{1,2}}(?:st|nd|rd|th)? {MONTH_NAME}
                       rf"\b{MONTH_NAME},? \d")
 
 
-def _no_end(label: str, vocabulary: Vocabulary, literal: bool, chunk: str) -> str | None:
+def _no_end(label: str, relation_keys: set[str], literal: bool, chunk: str) -> str | None:
     """Why a relationship end names no thing (counted under that reason), else None: the name
     of one of the ontology's relations ("runway length", "staff"); for a concept end, a
     lower-case phrase ending in a verb ("released", "leader called"), a participle opening a
     clause ("Penned by", "Assembled in") or a date ("20 September 1978": dates are values of
     date ranges)."""
     key = label_key(CAMEL.sub(" ", label))
-    if key and key in {label_key(CAMEL.sub(" ", name)) for name in vocabulary.types}:
+    if key and key in relation_keys:
         return "end_is_relation"
     if literal or not label.strip():
         return None
